@@ -1,0 +1,81 @@
+"""conductor_django: durable task execution for Django.
+
+Tasks are plain functions; every execution, step and schedule is a row in the
+project's own database; ``manage.py conductor_worker`` runs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import (
+    Cancelled,
+    ChildExecutionFailed,
+    ConductorError,
+    ExecutionCancelled,
+    ExecutionFailed,
+    NonRetryableError,
+    TaskNotFound,
+)
+from .registry import Task, task
+
+if TYPE_CHECKING:
+    from .models import Execution
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "ChildExecutionFailed",
+    "ConductorError",
+    "ExecutionCancelled",
+    "ExecutionFailed",
+    "NonRetryableError",
+    "Task",
+    "TaskNotFound",
+    "cancel",
+    "get",
+    "invoke",
+    "invoke_many",
+    "task",
+    "wait",
+]
+
+
+# The API touches models, so it is imported when first called, not with the package
+# (which INSTALLED_APPS imports before the app registry is ready).
+
+
+def invoke(task: str | Task, payload: Any = None, **options: Any) -> str:
+    """Start an execution; see ``conductor_django.api.invoke``."""
+    from .api import invoke as _invoke
+
+    return _invoke(task, payload, **options)
+
+
+def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
+    """Start several executions in one transaction; see ``api.invoke_many``."""
+    from .api import invoke_many as _invoke_many
+
+    return _invoke_many(task, items)
+
+
+def cancel(execution_id: Any, reason: str | None = None) -> bool:
+    """Cancel an execution; ``True`` if it took effect."""
+    from .cancellation import cancel as _cancel
+
+    return _cancel(execution_id, reason)
+
+
+def get(execution_id: Any) -> Execution:
+    """The ``Execution`` row (``Execution.DoesNotExist`` if absent)."""
+    from .api import get as _get
+
+    return _get(execution_id)
+
+
+def wait(execution_id: Any, timeout: float | None = 30) -> Any:
+    """Wait for the result; raises ``ExecutionFailed``/``ExecutionCancelled``/``TimeoutError``."""
+    from .api import wait as _wait
+
+    return _wait(execution_id, timeout)

@@ -1,0 +1,190 @@
+"""The module-level API: ``invoke``, ``invoke_many``, ``get``, ``wait`` (``cancel`` lives in
+``cancellation``).
+
+Everything a call writes is validated first: bad input raises before any row is
+written, so the caller's transaction stays usable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, router, transaction
+from django.utils import timezone
+
+from .cancellation import as_uuid
+from .exceptions import ExecutionCancelled, ExecutionFailed
+from .models import Execution
+from .registry import Task, get_task
+from .utils import check_aware, check_json, to_seconds
+
+OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue")
+
+
+@dataclass(slots=True)
+class NewExecution:
+    """A validated execution, not yet written."""
+
+    task: Task
+    payload: Any
+    dedupe_key: str | None
+    priority: int
+    run_at: datetime
+    queue: str
+
+    def build(self, **extra: Any) -> Execution:
+        return Execution(
+            task_name=self.task.name,
+            queue=self.queue,
+            payload=self.payload,
+            dedupe_key=self.dedupe_key,
+            priority=self.priority,
+            run_at=self.run_at,
+            max_attempts=self.task.max_attempts,
+            **extra,
+        )
+
+
+def prepare(
+    task: str | Task,
+    payload: Any = None,
+    *,
+    dedupe_key: str | None = None,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
+    queue: str | None = None,
+    now: datetime | None = None,
+    direct: bool = True,
+) -> NewExecution:
+    """Validate one invocation; raises ``TaskNotFound``, ``ValueError`` or ``TypeError``."""
+    t = get_task(task)
+    if direct and not t.invocable:
+        raise ValueError(f"task {t.name!r} is not invocable (it was defined with invocable=False)")
+    check_json(payload)
+    if dedupe_key is not None and (not isinstance(dedupe_key, str) or not dedupe_key
+                                   or len(dedupe_key) > 255):
+        raise ValueError(f"dedupe_key must be a non-empty str of at most 255 characters, "
+                         f"got {dedupe_key!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {priority!r}")
+    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 100):
+        raise ValueError(f"queue must be a non-empty str of at most 100 characters, got {queue!r}")
+    now = now or timezone.now()
+    if run_at is not None and delay is not None:
+        raise ValueError("pass run_at or delay, not both")
+    if run_at is not None:
+        when = check_aware(run_at)
+    else:
+        when = now + timedelta(seconds=to_seconds(delay, "delay") or 0.0)
+    return NewExecution(
+        task=t,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        priority=priority,
+        run_at=when,
+        queue=queue or t.get_queue(),
+    )
+
+
+def insert(new: NewExecution, using: str, **extra: Any) -> str:
+    """Write one execution (one INSERT); with a ``dedupe_key``, return a running twin's id."""
+    if new.dedupe_key is None:
+        row = new.build(**extra)
+        row.save(using=using, force_insert=True)
+        return str(row.pk)
+    for _ in range(10):
+        row = new.build(**extra)
+        try:
+            with transaction.atomic(using=using):  # a savepoint inside the caller's transaction
+                row.save(using=using, force_insert=True)
+            return str(row.pk)
+        except IntegrityError:
+            existing = (
+                Execution.objects.using(using)
+                .filter(task_name=new.task.name, dedupe_key=new.dedupe_key,
+                        status__in=Execution.UNFINISHED)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if existing is not None:
+                return str(existing)
+    raise IntegrityError(f"could not insert or find execution with dedupe_key {new.dedupe_key!r}")
+
+
+def invoke(
+    task: str | Task,
+    payload: Any = None,
+    *,
+    dedupe_key: str | None = None,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
+    queue: str | None = None,
+) -> str:
+    """Start an execution of ``task``; returns its id (a UUID string)."""
+    new = prepare(task, payload, dedupe_key=dedupe_key, priority=priority, run_at=run_at,
+                  delay=delay, queue=queue)
+    return insert(new, router.db_for_write(Execution))
+
+
+def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
+    """Start one execution per item (each a dict of ``invoke`` options), in one transaction."""
+    t = get_task(task)
+    if isinstance(items, dict | str | bytes) or not hasattr(items, "__iter__"):
+        raise TypeError("invoke_many needs a list of dicts of options")
+    now = timezone.now()
+    prepared = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise TypeError(f"invoke_many item {n} must be a dict, not {type(item).__name__}")
+        unknown = sorted(set(item) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"invoke_many item {n} has unknown keys {unknown}; "
+                             f"valid keys are {list(OPTIONS)}")
+        try:
+            prepared.append(prepare(t, now=now, **item))
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"invoke_many item {n}: {exc}") from None
+    using = router.db_for_write(Execution)
+    ids: list[str | None] = [None] * len(prepared)
+    with transaction.atomic(using=using):
+        plain = [(n, p.build()) for n, p in enumerate(prepared) if p.dedupe_key is None]
+        Execution.objects.using(using).bulk_create([row for _, row in plain])
+        for n, row in plain:
+            ids[n] = str(row.pk)
+        for n, p in enumerate(prepared):
+            if p.dedupe_key is not None:
+                ids[n] = insert(p, using)
+    return [i for i in ids if i is not None]
+
+
+def get(execution_id: Any) -> Execution:
+    """The execution's row; ``Execution.DoesNotExist`` if there is none."""
+    eid = as_uuid(execution_id)
+    if eid is None:
+        raise Execution.DoesNotExist(f"No execution with id {execution_id!r}")
+    return Execution.objects.get(pk=eid)
+
+
+def wait(execution_id: Any, timeout: float | None = 30) -> Any:
+    """Wait for the execution to finish; return its result or raise why it did not."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        row = get(execution_id)
+        if row.status == Execution.Status.COMPLETED:
+            return row.result
+        if row.status == Execution.Status.CANCELLED:
+            raise ExecutionCancelled(row.last_error or "Cancelled", str(row.pk))
+        if row.status == Execution.Status.FAILED:
+            raise ExecutionFailed(row.last_error or "Failed", str(row.pk))
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"execution {row.pk} did not finish within {timeout} s "
+                               f"(status {row.status})")
+        remaining = None if deadline is None else deadline - time.monotonic()
+        time.sleep(pause if remaining is None else max(0.0, min(pause, remaining)))
+        pause = min(pause * 1.5, 0.25)

@@ -1,0 +1,118 @@
+"""The whole cancellation path, in one place.
+
+1. **Request** (``cancel``): a pending or suspended execution is marked ``failed`` at
+   once with the reason as ``last_error`` (``cancelled`` stays False) and never runs;
+   its waiting children are cancelled too. A running execution gets ``cancelled=True``
+   and the reason in ``last_error`` in the same statement, and on PostgreSQL a
+   ``NOTIFY conductor_cancel`` so that its worker hears of it at once.
+2. **Delivery** (``poll_cancellations`` and ``notify.Listener``): the worker sets
+   ``ctx.signal`` of the running handler, from the NOTIFY on PostgreSQL or from a poll
+   every ``CANCEL_POLL_INTERVAL`` seconds elsewhere (and while shutting down).
+3. **Stop** (``Context._boundary``): the next ``ctx.step`` or ``ctx.checkpoint`` raises
+   ``Cancelled`` before running anything.
+4. **Final write** (``queries.finish_cancelled`` and the ``CASE`` in every other final
+   write of ``queries``): a row with ``cancelled=True`` always ends ``cancelled`` with
+   its reason kept, whatever the handler did afterwards, and is never retried.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from .models import Execution
+
+if TYPE_CHECKING:
+    from .context import Context
+
+DEFAULT_REASON = "Cancelled by user"
+CANCEL_CHANNEL = "conductor_cancel"
+
+
+def as_uuid(execution_id: Any) -> uuid.UUID | None:
+    if isinstance(execution_id, uuid.UUID):
+        return execution_id
+    try:
+        return uuid.UUID(str(execution_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = None) -> bool:
+    """Request cancellation; ``True`` if it took effect, ``False`` if already finished."""
+    eid = as_uuid(execution_id)
+    if eid is None:
+        return False
+    reason = reason or DEFAULT_REASON
+    db = using or router.db_for_write(Execution)
+    rows = Execution.objects.using(db).filter(pk=eid)
+    # A status may change between the two updates (pending -> running -> pending on a
+    # retry); a few rounds settle it, each update being atomic on its own.
+    for _ in range(5):
+        with transaction.atomic(using=db):
+            stopped = rows.filter(status__in=Execution.RUNNABLE).update(
+                status=Execution.Status.FAILED,
+                last_error=reason,
+                finished_at=timezone.now(),
+                resume=False,
+            )
+            if stopped:
+                _cancel_children(eid, reason, db)
+                return True
+        requested = rows.filter(status=Execution.Status.RUNNING, cancelled=False).update(
+            cancelled=True, last_error=reason
+        )
+        if requested:
+            _notify(db, eid)
+            return True
+        status = rows.values_list("status", flat=True).first()
+        if status is None or status in Execution.FINAL or status == Execution.Status.RUNNING:
+            return False  # unknown, finished, or running with a cancel already accepted
+    return False
+
+
+def _cancel_children(parent_id: uuid.UUID, reason: str, db: str) -> None:
+    children = Execution.objects.using(db).filter(
+        parent_id=parent_id, status__in=Execution.UNFINISHED
+    )
+    for child_id in children.values_list("pk", flat=True):
+        cancel(child_id, reason, using=db)
+
+
+def _notify(db: str, eid: uuid.UUID) -> None:
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CANCEL_CHANNEL, str(eid)])
+
+
+def deliver(inflight: dict[str, Context], execution_id: str, reason: str | None = None) -> None:
+    """Abort the running handler of ``execution_id`` if this worker holds it."""
+    ctx = inflight.get(execution_id)
+    if ctx is not None:
+        ctx.signal.abort("cancelled", reason or DEFAULT_REASON)
+
+
+def poll_cancellations(worker_id: uuid.UUID, inflight: dict[str, Context], using: str) -> None:
+    """Deliver every cancel request for executions this worker is running."""
+    if not inflight:
+        return
+    requested = Execution.objects.using(using).filter(
+        status=Execution.Status.RUNNING, locked_by=worker_id, cancelled=True
+    )
+    for eid, reason in requested.values_list("pk", "last_error"):
+        deliver(inflight, str(eid), reason)
+
+
+def cancel_requested(execution_id: str, using: str) -> str | None:
+    """The cancel reason if cancellation of this running execution was requested."""
+    row = (
+        Execution.objects.using(using)
+        .filter(pk=execution_id, cancelled=True)
+        .values_list("last_error", flat=True)
+        .first()
+    )
+    return None if row is None else (row or DEFAULT_REASON)

@@ -1,0 +1,61 @@
+"""The ``CONDUCTOR`` settings: defaults, one cached accessor, validation helpers."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+#: Every key of ``settings.CONDUCTOR`` with its default and the types it accepts.
+DEFAULTS: dict[str, Any] = {
+    "TASK_MODULES": [],
+    "ENGINE": "database",
+    "RETRY_BACKOFF": [15, 30, 60],
+    "CANCEL_POLL_INTERVAL": 1.0,
+    "POLL_INTERVAL": 1.0,
+    "WORKER_DEAD_AFTER": 30.0,
+    "HEARTBEAT_INTERVAL": 5.0,
+    "RETENTION": None,
+    "CONTEXT": None,
+    "DEFAULT_QUEUE": "default",
+}
+
+NUMBER = (int, float)
+TYPES: dict[str, tuple[type, ...]] = {
+    "TASK_MODULES": (list, tuple),
+    "ENGINE": (str,),
+    "RETRY_BACKOFF": (list, tuple),
+    "CANCEL_POLL_INTERVAL": NUMBER,
+    "POLL_INTERVAL": NUMBER,
+    "WORKER_DEAD_AFTER": NUMBER,
+    "HEARTBEAT_INTERVAL": NUMBER,
+    "RETENTION": (object,),
+    "CONTEXT": (str, type(None)),
+    "DEFAULT_QUEUE": (str,),
+}
+
+ENGINES = ("database", "django_q")
+
+
+def user_settings() -> dict[str, Any]:
+    value = getattr(django_settings, "CONDUCTOR", None) or {}
+    return value if isinstance(value, dict) else {}
+
+
+@cache
+def get_config() -> dict[str, Any]:
+    """The merged settings (defaults overridden by ``settings.CONDUCTOR``)."""
+    return {**DEFAULTS, **user_settings()}
+
+
+def get(key: str) -> Any:
+    return get_config()[key]
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CONDUCTOR":
+        get_config.cache_clear()

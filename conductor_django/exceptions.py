@@ -1,0 +1,72 @@
+"""Every exception conductor_django raises, in one place.
+
+``ConductorError`` is the base of the errors a caller may want to catch.
+``Cancelled`` and the internal boundary signals derive from ``BaseException`` so that
+``except Exception:`` in task code cannot swallow them by accident.
+"""
+
+from __future__ import annotations
+
+
+class ConductorError(Exception):
+    """Base class of conductor_django's errors."""
+
+
+class TaskNotFound(ConductorError, LookupError):
+    """No task is registered under this name."""
+
+
+class NonRetryableError(ConductorError):
+    """Raise from a handler to fail the execution at once, without further attempts."""
+
+
+class ExecutionFailed(ConductorError):
+    """The execution ended ``failed``; the message is its ``last_error``."""
+
+    def __init__(self, message: str, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
+class ExecutionCancelled(ExecutionFailed):
+    """The execution ended ``cancelled``; the message is the cancel reason."""
+
+
+class ChildExecutionFailed(ConductorError):
+    """A child started with ``ctx.invoke`` failed for good or was cancelled."""
+
+
+class Cancelled(BaseException):  # noqa: N818 - the public name is part of the contract
+    """Cancellation was requested; raised at the next step boundary.
+
+    A ``BaseException`` so that ``except Exception`` in task code does not swallow it.
+    """
+
+    def __init__(self, reason: str = "Cancelled by user") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _BoundarySignal(BaseException):
+    """Internal: raised at a step boundary to end the current attempt early."""
+
+
+class AttemptTimedOut(_BoundarySignal):
+    """The attempt ran past the task's timeout; it fails and is retried."""
+
+
+class Released(_BoundarySignal):
+    """The worker is shutting down (or the window closed): release, resume later."""
+
+    def __init__(self, run_at=None, why: str = "shutdown") -> None:
+        super().__init__(why)
+        self.run_at = run_at
+        self.why = why
+
+
+class Suspended(_BoundarySignal):
+    """The execution suspends (durable sleep or waiting for a child)."""
+
+    def __init__(self, run_at=None) -> None:
+        super().__init__("suspended")
+        self.run_at = run_at

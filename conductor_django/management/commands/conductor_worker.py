@@ -1,0 +1,52 @@
+import logging
+
+from django.core.management.base import BaseCommand, CommandError
+
+from conductor_django.worker import Worker
+
+
+class Command(BaseCommand):
+    help = "Run conductor_django executions (stop with SIGTERM or Ctrl-C)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--queue", action="append", dest="queues", default=[],
+                            help="Serve this queue (repeat for several; default: every queue).")
+        parser.add_argument("--concurrency", type=int, default=10,
+                            help="Handler threads (default 10).")
+        parser.add_argument("--poll-interval", type=float, default=None,
+                            help="Seconds between polls for work (default: POLL_INTERVAL).")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="Executions claimed per query (default: --concurrency).")
+        parser.add_argument("--drain", action="store_true",
+                            help="Exit when nothing is runnable now.")
+        parser.add_argument("--shutdown-timeout", type=float, default=30.0,
+                            help="Seconds to wait for running handlers on SIGTERM (default 30).")
+
+    def handle(self, *args, queues, concurrency, poll_interval, batch_size, drain,
+               shutdown_timeout, verbosity, **options):
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1")
+        if batch_size is not None and batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+        if poll_interval is not None and poll_interval <= 0:
+            raise CommandError("--poll-interval must be positive")
+        if shutdown_timeout < 0:
+            raise CommandError("--shutdown-timeout must not be negative")
+        self._setup_logging(verbosity)
+        Worker(
+            queues=queues,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            batch_size=batch_size,
+            drain=drain,
+            shutdown_timeout=shutdown_timeout,
+        ).run()
+
+    def _setup_logging(self, verbosity: int) -> None:
+        log = logging.getLogger("conductor_django")
+        if log.handlers or logging.getLogger().handlers:
+            return  # the project configured logging itself
+        handler = logging.StreamHandler(self.stderr._out)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))

@@ -1,0 +1,199 @@
+"""The four tables: executions, their memoized steps, cron schedules and live workers.
+
+Every state change of an execution is a method here (``cancel``) or a function of
+``conductor_django.queries`` (claim, complete, fail, release), shared by the worker,
+the module API and the admin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def unfinished(self) -> ExecutionQuerySet:
+        return self.filter(status__in=Execution.UNFINISHED)
+
+    def finished(self) -> ExecutionQuerySet:
+        return self.filter(status__in=Execution.FINAL)
+
+
+class Execution(models.Model):
+    """One run (with its retries) of a task for one payload."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUSPENDED = "suspended", "Suspended"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    UNFINISHED = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
+    RUNNABLE = (Status.PENDING, Status.SUSPENDED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_name = models.CharField(max_length=200)
+    queue = models.CharField(max_length=100, default="default")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    payload = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    cancelled = models.BooleanField(
+        default=False, help_text="Cancellation was requested while the execution was running."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    priority = models.IntegerField(default=0)
+    run_at = models.DateTimeField(
+        null=True, blank=True, default=timezone.now,
+        help_text="Not runnable before this time; empty while suspended without a deadline.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    locked_by = models.UUIDField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=255, null=True, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    schedule_name = models.CharField(max_length=200, null=True, blank=True)
+    event_name = models.CharField(max_length=200, default="conductor.invoke")
+    resume = models.BooleanField(
+        default=False,
+        help_text="The next claim resumes the current attempt (after a sleep, a child or a "
+        "release) instead of starting a new one.",
+    )
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The claim query: runnable rows of a queue, best priority, earliest run_at.
+            models.Index(
+                fields=["queue", "-priority", "run_at"],
+                name="cdj_exec_claim_idx",
+                condition=Q(status__in=["pending", "suspended"]),
+            ),
+            # Recovery and the cancel watcher: running rows by their worker.
+            models.Index(
+                fields=["locked_by"], name="cdj_exec_running_idx", condition=Q(status="running")
+            ),
+            models.Index(fields=["status", "finished_at"], name="cdj_exec_status_fin_idx"),
+            models.Index(fields=["task_name", "status"], name="cdj_exec_task_status_idx"),
+            models.Index(fields=["-created_at"], name="cdj_exec_created_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task_name", "dedupe_key"],
+                name="cdj_exec_dedupe_uniq",
+                condition=Q(dedupe_key__isnull=False)
+                & Q(status__in=["pending", "running", "suspended"]),
+            ),
+        ]
+        permissions = [
+            ("cancel_execution", "Can cancel executions"),
+            ("retry_execution", "Can retry executions"),
+            ("rerun_execution", "Can run executions again"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINAL
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first start to the end (or to now while unfinished)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    def cancel(self, reason: str = "Cancelled by user") -> bool:
+        """Cancel this execution; see ``conductor_django.cancellation.cancel``."""
+        from .cancellation import cancel
+
+        done = cancel(self.pk, reason, using=self._state.db)
+        self.refresh_from_db()
+        return done
+
+
+class Step(models.Model):
+    """The memoized result of one ``ctx.step`` of an execution."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=255)
+    result = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "name"], name="cdj_step_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.created_at - self.started_at).total_seconds()
+
+
+class Schedule(models.Model):
+    """A cron schedule of a task: static (from code) or dynamic (from ``schedule()``)."""
+
+    task_name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    cron = models.CharField(max_length=200)
+    payload = models.JSONField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    static = models.BooleanField(default=False)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task_name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "name"], name="cdj_schedule_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}/{self.name}"
+
+
+class Worker(models.Model):
+    """A running ``conductor_worker`` process; its row is its heartbeat."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list, blank=True, help_text="Empty: every queue.")
+    concurrency = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["last_heartbeat"], name="cdj_worker_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+    def running(self) -> Any:
+        return Execution.objects.filter(status=Execution.Status.RUNNING, locked_by=self.id)

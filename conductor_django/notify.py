@@ -1,0 +1,83 @@
+"""PostgreSQL LISTEN/NOTIFY: wake the worker for new work and deliver cancels at once.
+
+New and newly runnable executions are announced by triggers (migration 0002) on the
+channel ``conductor_new`` with the queue name as payload; cancel requests by
+``cancellation.cancel`` on ``conductor_cancel`` with the execution id. On other
+databases (or psycopg2) nothing listens and the worker polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from django.db import connections
+
+from .cancellation import CANCEL_CHANNEL
+
+logger = logging.getLogger("conductor_django.worker")
+
+NEW_CHANNEL = "conductor_new"
+
+
+def supported(using: str) -> bool:
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return False
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return getattr(connection, "is_psycopg3", False) or connection.Database.__name__ == "psycopg"
+
+
+class Listener(threading.Thread):
+    """A daemon thread with its own connection, calling back on each notification."""
+
+    def __init__(
+        self,
+        using: str,
+        on_new: Callable[[str], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
+        super().__init__(name="conductor-listener", daemon=True)
+        self.using = using
+        self.on_new = on_new
+        self.on_cancel = on_cancel
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            wrapper = connections.create_connection(self.using)
+            try:
+                wrapper.ensure_connection()
+                raw = wrapper.connection
+                raw.autocommit = True
+                raw.execute(f"LISTEN {NEW_CHANNEL}")
+                raw.execute(f"LISTEN {CANCEL_CHANNEL}")
+                self.ready.set()
+                self.on_new("")  # anything announced while not listening: look now
+                backoff = 0.1
+                while not self._stop.is_set():
+                    for note in raw.notifies(timeout=0.5):
+                        if note.channel == CANCEL_CHANNEL:
+                            self.on_cancel(note.payload)
+                        else:
+                            self.on_new(note.payload)
+            except Exception:
+                if self._stop.is_set():
+                    break
+                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    wrapper.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass

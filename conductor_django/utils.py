@@ -1,0 +1,72 @@
+"""Small helpers shared by the API, the runner and the scheduler."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+
+
+def to_seconds(value: float | int | timedelta | None, what: str) -> float | None:
+    """Seconds from a number or a timedelta; ``ValueError`` when negative."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be seconds (int or float) or a timedelta, not {value!r}")
+    else:
+        seconds = float(value)
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return seconds
+
+
+def check_json(value: Any, what: str = "payload") -> Any:
+    """Raise ``TypeError`` naming the offending type when ``value`` is not JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except TypeError as exc:
+        bad = _first_non_json(value)
+        name = type(bad).__name__ if bad is not None else str(exc)
+        raise TypeError(f"{what} is not JSON-serializable: {name} ({exc})") from None
+    except ValueError as exc:
+        raise TypeError(f"{what} is not JSON-serializable: {exc}") from None
+    return value
+
+
+def _first_non_json(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return None
+    if isinstance(value, list | tuple):
+        for item in value:
+            bad = _first_non_json(item)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return key
+            bad = _first_non_json(item)
+            if bad is not None:
+                return bad
+        return None
+    return value
+
+
+def check_cron(expr: Any) -> str:
+    """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it."""
+    if not isinstance(expr, str) or not expr.strip() or not croniter.is_valid(expr):
+        raise ValueError(f"invalid cron expression {expr!r}")
+    return expr
+
+
+def check_aware(value: datetime, what: str = "run_at") -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime (got naive {value.isoformat()})")
+    return value

@@ -1,0 +1,315 @@
+"""The worker loop: claim, dispatch to a thread pool, heartbeat, recover, shut down.
+
+``Worker.run()`` is what ``manage.py conductor_worker`` and ``testing.drain`` call.
+The main thread claims executions in batches (``queries.claim``) and hands them to
+``concurrency`` handler threads, each with its own database connection, closed when
+the thread ends. Between claims it heartbeats, recovers executions of dead workers,
+delivers cancel requests and enforces timeouts. On PostgreSQL a listener thread wakes
+it on new work and delivers cancels at once; everywhere it also polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+from django.db import DatabaseError, InterfaceError, connections, router
+from django.utils import timezone
+
+from . import conf, notify, queries, runner
+from .cancellation import deliver, poll_cancellations
+from .models import Execution
+from .models import Worker as WorkerRow
+from .runtime import Runtime
+
+logger = logging.getLogger("conductor_django.worker")
+
+DB_ERRORS = (DatabaseError, InterfaceError)
+
+
+class Worker:
+    """Runs executions of the given queues (every queue when ``queues`` is empty).
+
+    ``concurrency=0`` runs handlers on the calling thread, one at a time, which is what
+    ``testing.drain`` uses so that handlers see the caller's uncommitted test data.
+    """
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float | None = None,
+        batch_size: int | None = None,
+        drain: bool = False,
+        shutdown_timeout: float = 30.0,
+        using: str | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        if concurrency < 0:
+            raise ValueError("concurrency must be >= 0")
+        if concurrency == 0 and not drain:
+            raise ValueError("concurrency=0 (inline) is only for drain mode")
+        self.queues = sorted(set(queues or ()))
+        self.concurrency = concurrency
+        self.poll_interval = float(poll_interval if poll_interval is not None
+                                   else conf.get("POLL_INTERVAL"))
+        self.batch_size = max(1, batch_size or concurrency or 1)
+        self.drain = drain
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.using = using or router.db_for_write(Execution)
+        self.handle_signals = handle_signals
+        self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
+        self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
+        self.dead_after = float(conf.get("WORKER_DEAD_AFTER"))
+        self.id = uuid.uuid4()
+        self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0)
+        self.processed = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._lost: list[str] = []  # executions whose final write failed (database fault)
+        self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._listener: notify.Listener | None = None
+        self._due: dict[str, float] = {}
+
+    # --- public ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (what SIGTERM and SIGINT do)."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        """Run until stopped (or, in drain mode, until nothing is runnable now)."""
+        self._row = WorkerRow(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        queries.register_worker(self._row, self.using)
+        logger.info(
+            "worker %s started: queues=%s concurrency=%d", self.id,
+            ",".join(self.queues) or "*", self.concurrency,
+        )
+        restore = self._install_signals()
+        try:
+            if self.runtime.inline:
+                self._run_inline()
+            else:
+                self._run_threaded()
+        finally:
+            restore()
+            try:
+                queries.unregister_worker(self.id, self.using)
+            except DB_ERRORS:
+                logger.warning("could not remove worker row %s", self.id, exc_info=True)
+            logger.info("worker %s stopped after %d executions", self.id, self.processed)
+        return self.processed
+
+    # --- inline (drain in the caller's thread) -----------------------------------------
+
+    def _run_inline(self) -> None:
+        queries.recover(self.dead_after, self.using)
+        while not self._stop.is_set():
+            claimed = queries.claim(self.id, self.queues, 1, self.using)
+            if not claimed:
+                return
+            runner.run(claimed[0], self.runtime)
+            self.processed += 1
+
+    # --- threaded ----------------------------------------------------------------------
+
+    def _run_threaded(self) -> None:
+        for n in range(self.concurrency):
+            t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if notify.supported(self.using):
+            self._listener = notify.Listener(self.using, self._on_new, self._on_cancel)
+            self._listener.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _on_new(self, queue_name: str) -> None:
+        if not queue_name or not self.queues or queue_name in self.queues:
+            self._wake.set()
+
+    def _on_cancel(self, execution_id: str) -> None:
+        deliver(self.runtime.inflight, execution_id)
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._periodic()
+                claimed = self._claim()
+                backoff = 0.1
+            except DB_ERRORS:
+                logger.warning("database error in the worker loop; retrying", exc_info=True)
+                self._close_connection()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self.drain and not claimed and self._busy_count() == 0:
+                return
+            if claimed and self._free() > 0:
+                continue  # there may be more runnable right now
+            self._wake.wait(self._sleep_time())
+
+    def _claim(self) -> list[queries.Claimed]:
+        free = self._free()
+        if free <= 0:
+            return []
+        claimed = queries.claim(self.id, self.queues, min(free, self.batch_size), self.using)
+        if claimed:
+            with self._lock:
+                self._busy += len(claimed)
+            for item in claimed:
+                self._jobs.put(item)
+        return claimed
+
+    def _handler_loop(self) -> None:
+        try:
+            while True:
+                item = self._jobs.get()
+                if item is None:
+                    return
+                try:
+                    runner.run(item, self.runtime)
+                except DB_ERRORS:
+                    logger.warning("database error finishing %s", item.id, exc_info=True)
+                    with self._lock:
+                        self._lost.append(item.id)
+                    self._close_connection()
+                except BaseException:
+                    logger.exception("unexpected error running %s", item.id)
+                    with self._lock:
+                        self._lost.append(item.id)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        self.processed += 1
+                    self._wake.set()
+        finally:
+            connections.close_all()
+
+    def _busy_count(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def _free(self) -> int:
+        return self.concurrency - self._busy_count()
+
+    def _every(self, name: str, interval: float) -> bool:
+        now = time.monotonic()
+        if now >= self._due.get(name, 0.0):
+            self._due[name] = now + interval
+            return True
+        return False
+
+    def _periodic(self) -> None:
+        if self._every("heartbeat", self.heartbeat_interval):
+            queries.heartbeat(self._row, self.using)
+        if self._every("recover", self.heartbeat_interval):
+            recovered = queries.recover(self.dead_after, self.using)
+            if recovered:
+                logger.warning("recovered %d executions of dead workers", recovered)
+        if self.runtime.inflight and self._every("cancel", self.cancel_poll_interval):
+            poll_cancellations(self.id, self.runtime.inflight, self.using)
+        self._check_timeouts()
+        self._release_lost()
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for ctx in list(self.runtime.inflight.values()):
+            if ctx.deadline is not None and now >= ctx.deadline:
+                ctx.signal.abort("timeout", f"Timed out after {ctx.timeout:g} seconds")
+
+    def _release_lost(self) -> None:
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for eid in lost:
+            try:
+                queries.release(eid, self.id, timezone.now(), self.using)
+            except DB_ERRORS:
+                with self._lock:
+                    self._lost.append(eid)
+                raise
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        wait = self.poll_interval
+        for name, due in self._due.items():
+            if name == "cancel" and not self.runtime.inflight:
+                continue
+            wait = min(wait, max(0.0, due - now))
+        for ctx in list(self.runtime.inflight.values()):
+            if ctx.deadline is not None:
+                wait = min(wait, max(0.0, ctx.deadline - now))
+        return max(wait, 0.001)
+
+    def _close_connection(self) -> None:
+        try:
+            connections[self.using].close()
+        except DB_ERRORS:
+            pass
+
+    def _shutdown(self) -> None:
+        """Stop claiming; let handlers reach a step boundary; release what is left."""
+        self.runtime.stopping.set()
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self._busy_count():
+            logger.info("shutting down: waiting for %d running handlers", self._busy_count())
+        while self._busy_count() and time.monotonic() < deadline:
+            self._wake.clear()
+            try:
+                self._periodic()  # cancellation still reaches handlers while shutting down
+            except DB_ERRORS:
+                logger.warning("database error while shutting down", exc_info=True)
+                self._close_connection()
+            self._wake.wait(max(0.0, min(self._sleep_time(), deadline - time.monotonic())))
+        try:
+            released = queries.release_all(self.id, self.using)
+            self._release_lost()
+        except DB_ERRORS:
+            released = 0
+            logger.warning("could not release executions at shutdown", exc_info=True)
+        if released:
+            logger.warning("released %d executions still running at shutdown", released)
+        for _ in self._threads:
+            self._jobs.put(None)
+        if self._listener is not None:
+            self._listener.stop()
+
+    def _install_signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum, frame):
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore

@@ -1,0 +1,128 @@
+"""Tasks the test suite runs, in-process and in real worker subprocesses."""
+
+import time
+
+from conductor_django import NonRetryableError, task
+
+from .models import Mark
+
+
+@task(name="echo")
+def echo(event, ctx):
+    return {"payload": event.payload, "attempt": ctx.attempt, "queue": ctx.queue}
+
+
+@task(name="not-invocable", invocable=False)
+def not_invocable(event, ctx):
+    return None
+
+
+@task(name="on-other-queue", queue="other")
+def on_other_queue(event, ctx):
+    Mark.add("other", str(event.payload))
+
+
+@task(name="steps-then-fail", max_attempts=3)
+def steps_then_fail(event, ctx):
+    """Step a runs once; step b fails on the first two attempts."""
+    key = event.payload["key"]
+    a = ctx.step("a", lambda: Mark.add(f"{key}:a") or "A")
+
+    def b():
+        Mark.add(f"{key}:b")
+        if ctx.attempt < 3:
+            raise RuntimeError(f"b fails on attempt {ctx.attempt}")
+        return "B"
+
+    return [a, ctx.step("b", b)]
+
+
+@task(name="always-fails", max_attempts=2)
+def always_fails(event, ctx):
+    raise ValueError("boom")
+
+
+@task(name="non-retryable", max_attempts=5)
+def non_retryable(event, ctx):
+    raise NonRetryableError("bad input, do not retry")
+
+
+@task(name="loop-until-cancelled", max_attempts=3)
+def loop_until_cancelled(event, ctx):
+    """Mark the start, then run numbered steps until cancellation stops it."""
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    n = 0
+    while True:
+        n += 1
+        ctx.step(f"tick-{n}", lambda: ctx.signal.wait(0.05) and None)
+        if n > 2000:
+            return "not cancelled"
+
+
+@task(name="wait-for-signal", max_attempts=3)
+def wait_for_signal(event, ctx):
+    """Waits on ctx.signal, records what it saw, then checkpoints."""
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    seen = ctx.signal.wait(event.payload.get("seconds", 30))
+    Mark.add(f"{key}:aborted", f"{seen}:{ctx.signal.reason}")
+    ctx.checkpoint()
+    Mark.add(f"{key}:after-checkpoint")
+    return "finished"
+
+
+@task(name="swallow-and-return", max_attempts=3)
+def swallow_and_return(event, ctx):
+    """Catches Exception around a step: Cancelled still gets through."""
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    ctx.signal.wait(30)
+    try:
+        ctx.step("after", lambda: Mark.add(f"{key}:step-ran"))
+    except Exception:  # noqa: BLE001 - the point of the test
+        Mark.add(f"{key}:swallowed")
+    return "returned"
+
+
+@task(name="return-after-cancel", max_attempts=3)
+def return_after_cancel(event, ctx):
+    """Notices the cancel and returns a value instead of reaching a boundary."""
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    ctx.signal.wait(30)
+    return {"stopped": ctx.signal.aborted}
+
+
+@task(name="raise-after-cancel", max_attempts=3)
+def raise_after_cancel(event, ctx):
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    ctx.signal.wait(30)
+    raise RuntimeError("cleanup failed")
+
+
+@task(name="sleepy", max_attempts=1)
+def sleepy(event, ctx):
+    """Blocks without step boundaries for a while (for shutdown tests)."""
+    key = event.payload["key"]
+    Mark.add(f"{key}:started")
+    time.sleep(event.payload.get("seconds", 1))
+    Mark.add(f"{key}:done")
+    return "slept"
+
+
+@task(name="timeout-task", timeout=0.3, max_attempts=2)
+def timeout_task(event, ctx):
+    Mark.add(f"{event.payload['key']}:attempt", str(ctx.attempt))
+    ctx.signal.wait(5)
+    ctx.checkpoint()
+    return "never"
+
+
+@task(name="record-run")
+def record_run(event, ctx):
+    """Records the run with the worker's pid, for double-run checks."""
+    import os
+
+    Mark.add(f"run:{event.payload['n']}", str(os.getpid()))
