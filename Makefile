@@ -1,0 +1,32 @@
+# make demo   - virtualenv, install, migrate the example project, start worker + admin
+# make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-sqlite test-postgres lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) example_project/demo.py
+
+test: install
+	PY=$(PY) bash scripts/test.sh
+
+test-sqlite: install
+	$(PY) -m pytest
+
+test-postgres: install
+	CONDUCTOR_TEST_DB=postgres $(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info example_project/db.sqlite3*
