@@ -101,13 +101,10 @@ class ExecutionAdmin(admin.ModelAdmin):
                 request, "admin/conductor_django/execution/cancel_confirmation.html", context
             )
         reason = (request.POST.get("reason") or "").strip() or DEFAULT_REASON
-        done = skipped = 0
-        for execution in queryset.filter(status__in=Execution.UNFINISHED):
-            if execution.cancel(reason):
-                done += 1
-            else:
-                skipped += 1
-        skipped += queryset.exclude(status__in=Execution.UNFINISHED).count()
+        selected = list(queryset)
+        done = sum(1 for execution in selected if not execution.is_finished
+                   and execution.cancel(reason))
+        skipped = len(selected) - done
         self.message_user(
             request,
             ngettext("%(done)d execution cancelled", "%(done)d executions cancelled", done)
