@@ -1,5 +1,6 @@
 """Settings of the example project: SQLite next to this file, conductor_django installed."""
 
+import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("EXAMPLE_DB", BASE_DIR / "db.sqlite3"),
         "OPTIONS": {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
