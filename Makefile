@@ -25,6 +25,10 @@ test-sqlite: install
 test-postgres: install
 	CONDUCTOR_TEST_DB=postgres $(PY) -m pytest
 
+bench: install
+	$(PY) bench/run.py --db postgres
+	$(PY) bench/run.py --db sqlite
+
 lint: install
 	$(PY) -m ruff check .
 

@@ -1,0 +1,45 @@
+"""Settings of the benchmark project: the database comes from BENCH_DB (postgres|sqlite)."""
+
+import os
+
+BACKEND = os.environ.get("BENCH_DB", "postgres")
+if BACKEND == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("BENCH_PG_NAME", "conductor_bench"),
+            "USER": os.environ.get("BENCH_PG_USER", "postgres"),
+            "PASSWORD": os.environ.get("BENCH_PG_PASSWORD", ""),
+            "HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("BENCH_PG_PORT", "5432"),
+            "CONN_MAX_AGE": None,
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("BENCH_SQLITE_PATH", "/tmp/conductor-bench.sqlite3"),
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+SECRET_KEY = "bench-not-secret"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["django.contrib.contenttypes", "conductor_django", "benchproject"]
+CONDUCTOR = {
+    "POLL_INTERVAL": float(os.environ.get("BENCH_POLL", "0.1")),
+    "CANCEL_POLL_INTERVAL": float(os.environ.get("BENCH_CANCEL_POLL", "0.1")),
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

@@ -1,0 +1,301 @@
+#!/usr/bin/env python
+"""conductor_django's own benchmark: ``make bench`` (PostgreSQL and SQLite).
+
+Workloads (one ``conductor_worker`` process, ``--concurrency 10``):
+
+* enqueue N no-op executions one by one (``invoke``) and in bulk (``invoke_many``);
+* drain N queued no-op executions, and N with three memoized steps each: from the
+  first start to the last finish, read from the rows' own timestamps;
+* start latency: 200 executions invoked 20 ms apart into an idle worker,
+  ``started_at - created_at``;
+* running-cancel latency: from just before ``cancel()`` to the handler seeing
+  ``ctx.signal.aborted`` (the handler records the time);
+* optionally the drain with ``--history`` finished executions already in the table,
+  and the worker's peak RSS (``--memory N``) over an N-execution drain.
+
+Usage: ``python bench/run.py --db postgres --n 5000 [--history 1000000] [--memory 100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def setup_django(db: str) -> None:
+    os.environ["BENCH_DB"] = db
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject.settings")
+    sys.path[:0] = [str(HERE), str(ROOT)]
+    if db == "postgres":
+        ensure_pg_database(os.environ.get("BENCH_PG_NAME", "conductor_bench"))
+    else:
+        path = os.environ.setdefault("BENCH_SQLITE_PATH", "/tmp/conductor-bench.sqlite3")
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def ensure_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+                         user=os.environ.get("BENCH_PG_USER", "postgres"),
+                         dbname="postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def purge() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM conductor_django_step")
+        cur.execute("DELETE FROM conductor_django_execution")
+        cur.execute("DELETE FROM conductor_django_worker")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("VACUUM ANALYZE conductor_django_execution")
+
+
+def start_worker(*extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "django", "conductor_worker", "--concurrency", "10", *extra],
+        cwd=HERE, env=env, start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def unfinished() -> int:
+    from conductor_django.models import Execution
+
+    return Execution.objects.unfinished().count()
+
+
+def enqueue(n: int) -> dict:
+    from django.db import connection
+
+    import conductor_django as conductor
+
+    purge()
+    connection.ensure_connection()
+    t0 = time.perf_counter()
+    for i in range(n):
+        conductor.invoke("bench.noop", {"i": i})
+    single = time.perf_counter() - t0
+    purge()
+    t0 = time.perf_counter()
+    conductor.invoke_many("bench.noop", [{"payload": {"i": i}} for i in range(n)])
+    bulk = time.perf_counter() - t0
+    return {"enqueue_single_per_s": n / single, "enqueue_bulk_per_s": n / bulk}
+
+
+def drain(task_name: str, n: int, history: int = 0, sample_rss: bool = False) -> dict:
+    from django.db.models import Max, Min
+
+    import conductor_django as conductor
+    from conductor_django.models import Execution
+
+    purge()
+    if history:
+        add_history(history)
+    for start in range(0, n, 10000):
+        conductor.invoke_many(task_name, [{"payload": {"i": i}}
+                                          for i in range(start, min(n, start + 10000))])
+    proc = start_worker()
+    peak = rss = []
+    try:
+        deadline = time.monotonic() + max(120, n / 100)
+        while unfinished():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: drain of {task_name} did not finish")
+            if sample_rss:
+                rss.append(read_rss(proc.pid))
+            time.sleep(0.05 if not sample_rss else 0.5)
+        if sample_rss:
+            peak = read_status(proc.pid, "VmHWM")
+    finally:
+        stop(proc)
+    rows = Execution.objects.filter(task_name=task_name)
+    span = rows.aggregate(a=Min("started_at"), b=Max("finished_at"))
+    seconds = (span["b"] - span["a"]).total_seconds()
+    done = rows.filter(status="completed").count()
+    if done != n:
+        raise SystemExit(f"bench: only {done} of {n} {task_name} completed")
+    out = {"seconds": seconds, "per_s": n / seconds}
+    if sample_rss:
+        out.update(peak_rss_mb=peak / 1024, rss_samples_mb=[r / 1024 for r in rss if r])
+    return out
+
+
+def add_history(count: int) -> None:
+    """Insert ``count`` finished executions straight in SQL (fast)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute(
+                "INSERT INTO conductor_django_execution (id, task_name, queue, status, payload,"
+                " result, last_error, cancelled, attempts, max_attempts, priority, run_at,"
+                " created_at, started_at, finished_at, event_name, resume)"
+                " SELECT gen_random_uuid(), 'bench.old', 'default', 'completed', '{}'::jsonb,"
+                " NULL, '', false, 1, 3, 0, now() - interval '1 day', now() - interval '1 day',"
+                " now() - interval '1 day', now() - interval '1 day', 'conductor.invoke', false"
+                " FROM generate_series(1, %s)", [count])
+            cur.execute("VACUUM ANALYZE conductor_django_execution")
+        else:
+            cur.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s)"
+                " INSERT INTO conductor_django_execution (id, task_name, queue, status, payload,"
+                " last_error, cancelled, attempts, max_attempts, priority, run_at, created_at,"
+                " started_at, finished_at, event_name, resume)"
+                " SELECT lower(hex(randomblob(16))), 'bench.old', 'default', 'completed', '{}',"
+                " '', 0, 1, 3, 0, datetime('now', '-1 day'), datetime('now', '-1 day'),"
+                " datetime('now', '-1 day'), datetime('now', '-1 day'), 'conductor.invoke', 0"
+                " FROM n", [count])
+
+
+def read_status(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def read_rss(pid: int) -> int:
+    return read_status(pid, "VmRSS")
+
+
+def latency(count: int = 200, gap: float = 0.02) -> dict:
+    import conductor_django as conductor
+    from conductor_django.models import Execution
+
+    purge()
+    proc = start_worker()
+    try:
+        time.sleep(1.0)  # idle worker
+        ids = []
+        for _ in range(count):
+            ids.append(conductor.invoke("bench.lat", {"t": time.time()}))
+            time.sleep(gap)
+        wait_until(lambda: not unfinished(), 60, "latency executions")
+    finally:
+        stop(proc)
+    rows = Execution.objects.filter(pk__in=ids)
+    ms = sorted((r.started_at - r.created_at).total_seconds() * 1000 for r in rows)
+    return {"p50_ms": statistics.median(ms), "p95_ms": ms[int(len(ms) * 0.95) - 1]}
+
+
+def cancel_latency(samples: int = 20) -> dict:
+    import conductor_django as conductor
+    from conductor_django.models import Execution
+
+    purge()
+    proc = start_worker()
+    out = []
+    try:
+        for _ in range(samples):
+            eid = conductor.invoke("bench.loop")
+            wait_until(lambda e=eid: Execution.objects.filter(pk=e, status="running").exists(),
+                       30, "loop start")
+            time.sleep(0.05)
+            t = time.time()
+            conductor.cancel(eid)
+            wait_until(lambda e=eid: Execution.objects.get(pk=e).status == "cancelled", 30,
+                       "cancelled")
+            noticed = Execution.objects.get(pk=eid).result["noticed"]
+            out.append((noticed - t) * 1000)
+    finally:
+        stop(proc)
+    return {"p50_ms": statistics.median(out), "samples": len(out)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--history", type=int, default=0,
+                    help="also drain with this many finished executions in the table")
+    ap.add_argument("--memory", type=int, default=0,
+                    help="also drain this many executions sampling the worker's RSS")
+    ap.add_argument("--json", type=Path, help="write the raw numbers here")
+    a = ap.parse_args()
+    setup_django(a.db)
+    res: dict = {"db": a.db, "n": a.n, "python": platform.python_version()}
+    res["enqueue"] = enqueue(a.n)
+    res["drain_noop"] = drain("bench.noop", a.n)
+    res["drain_steps3"] = drain("bench.steps3", a.n)
+    res["latency"] = latency()
+    res["cancel"] = cancel_latency()
+    if a.history:
+        res["drain_history"] = drain("bench.noop", a.n, history=a.history)
+        res["history"] = a.history
+    if a.memory:
+        res["memory"] = drain("bench.noop", a.memory, sample_rss=True)
+    purge()
+    print_table(res)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+
+
+def print_table(r: dict) -> None:
+    e, d, s = r["enqueue"], r["drain_noop"], r["drain_steps3"]
+    print(f"\nconductor_django on {r['db']}, N={r['n']}, one worker --concurrency 10\n")
+    print("| metric | value |\n|---|---|")
+    print(f"| enqueue one-by-one (invoke) | {e['enqueue_single_per_s']:,.0f}/s |")
+    print(f"| enqueue bulk (invoke_many) | {e['enqueue_bulk_per_s']:,.0f}/s |")
+    print(f"| drain, no-op | {d['per_s']:,.0f}/s ({d['seconds']:.2f} s) |")
+    print(f"| drain, 3 memoized steps | {s['per_s']:,.0f}/s ({s['seconds']:.2f} s) |")
+    print(f"| start latency p50 / p95 | {r['latency']['p50_ms']:.1f} / "
+          f"{r['latency']['p95_ms']:.1f} ms |")
+    print(f"| running-cancel latency p50 | {r['cancel']['p50_ms']:.1f} ms "
+          f"({r['cancel']['samples']} samples) |")
+    if "drain_history" in r:
+        h = r["drain_history"]
+        print(f"| drain, no-op, {r['history']:,} finished rows in the table | "
+              f"{h['per_s']:,.0f}/s ({h['per_s'] / d['per_s']:.0%} of empty) |")
+    if "memory" in r:
+        m = r["memory"]
+        samples = m["rss_samples_mb"]
+        print(f"| worker peak RSS, {r.get('memory_n', '')}drain | {m['peak_rss_mb']:.0f} MB "
+              f"(first/last sample {samples[0]:.0f}/{samples[-1]:.0f} MB) |"
+              if samples else f"| worker peak RSS | {m['peak_rss_mb']:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
