@@ -136,13 +136,7 @@ def _finished(when: Q, now: datetime, otherwise: datetime | None = None) -> Case
 
 def complete(eid: str, worker_id: uuid.UUID, result: Any, using: str) -> int:
     """The handler returned: ``completed`` (``cancelled`` if a cancel was accepted)."""
-    return _held(eid, worker_id, using).update(
-        status=Case(_CANCELLED, default=Value(S.COMPLETED)),
-        result=result,
-        finished_at=timezone.now(),
-        locked_by=None,
-        locked_at=None,
-    )
+    return complete_many([(eid, result)], worker_id, using)
 
 
 def fail(
@@ -207,14 +201,58 @@ def load_steps(eid: str, using: str) -> dict[str, Any]:
     return dict(rows)
 
 
+STEP_TABLE = Step._meta.db_table
+
+
 def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str) -> Any:
-    """Store a step's result; if the name was stored meanwhile, return the stored one."""
-    _, created = Step.objects.using(using).get_or_create(
-        execution_id=eid, name=name, defaults={"result": result, "started_at": started_at}
-    )
-    if created:
-        return result
+    """Store a step's result (one statement); if the name was stored meanwhile, return
+    the stored one."""
+    connection = connections[using]
+    dt = Step._meta.get_field("created_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {STEP_TABLE} (execution_id, name, result, started_at, created_at)"
+            f" VALUES (%s, %s, {_json_param(connection)}, %s, %s)"
+            " ON CONFLICT (execution_id, name) DO NOTHING",
+            [_uuid_param(connection, eid), name, None if result is None else dumps(result),
+             dt.get_db_prep_value(started_at, connection),
+             dt.get_db_prep_value(timezone.now(), connection)],
+        )
+        if cursor.rowcount == 1:
+            return result
     return Step.objects.using(using).get(execution_id=eid, name=name).result
+
+
+def _json_param(connection) -> str:
+    return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+
+
+def complete_many(items: Sequence[tuple[str, Any]], worker_id: uuid.UUID, using: str) -> int:
+    """``complete`` for many executions in one statement; returns how many were written.
+
+    ``items`` are ``(execution id, JSON result)`` pairs of executions this worker holds.
+    """
+    if not items:
+        return 0
+    connection = connections[using]
+    dt = Execution._meta.get_field("finished_at")
+    values = ", ".join(["(%s, %s)"] * len(items))
+    params: list[Any] = []
+    for eid, result in items:
+        params += [_uuid_param(connection, eid), None if result is None else dumps(result)]
+    now = dt.get_db_prep_value(timezone.now(), connection)
+    json_col = "CAST(v.column2 AS jsonb)" if connection.vendor == "postgresql" else "v.column2"
+    sql = (
+        f"UPDATE {TABLE} SET"
+        " status = CASE WHEN cancelled THEN 'cancelled' ELSE 'completed' END,"
+        f" result = {json_col}, finished_at = %s, locked_by = NULL, locked_at = NULL"
+        f" FROM (VALUES {values}) AS v"
+        f" WHERE {TABLE}.id = v.column1 AND {TABLE}.locked_by = %s"
+        f" AND {TABLE}.status = 'running'"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *params, _uuid_param(connection, worker_id)])
+        return cursor.rowcount
 
 
 # --- workers -------------------------------------------------------------------------

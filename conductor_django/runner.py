@@ -90,7 +90,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return _fail(claimed, runtime, task, error_message(exc))
-    if not queries.complete(eid, wid, result, db):
+    if not runtime.write_result(eid, result):
         return "lost"  # the lock was taken from this worker (it was presumed dead)
     return "completed"
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from . import conf, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
+from .completer import Completer
 from .models import Execution
 from .models import Worker as WorkerRow
 from .runtime import Runtime
@@ -80,6 +81,7 @@ class Worker:
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._listener: notify.Listener | None = None
+        self._completer: Completer | None = None
         self._due: dict[str, float] = {}
 
     # --- public ------------------------------------------------------------------------
@@ -132,6 +134,9 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
+        self._completer = Completer(self.id, self.using)
+        self._completer.start()
+        self.runtime.complete = self._completer.submit
         for n in range(self.concurrency):
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
@@ -283,6 +288,8 @@ class Worker:
                 logger.warning("database error while shutting down", exc_info=True)
                 self._close_connection()
             self._wake.wait(max(0.0, min(self._sleep_time(), deadline - time.monotonic())))
+        if self._completer is not None:
+            self._completer.close()  # results first: what finished must not be released
         try:
             released = queries.release_all(self.id, self.using)
             self._release_lost()
