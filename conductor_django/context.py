@@ -94,7 +94,7 @@ class Context:
         self.attempt = attempt
         self.signal = Signal()
         self.timeout = timeout
-        self.deadline = time.monotonic() + timeout if timeout else None
+        self.deadline: float | None = None
         self._runtime = runtime
         self._steps: dict[str, Any] | None = None if steps_may_exist else {}
         self.logger = TaskLoggerAdapter(
@@ -109,6 +109,11 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.task_name} {self.execution_id} attempt {self.attempt}>"
+
+    def start(self) -> None:
+        """The handler starts now: the attempt's timeout counts from here."""
+        if self.timeout:
+            self.deadline = time.monotonic() + self.timeout
 
     # --- step boundaries -------------------------------------------------------------
 

@@ -29,19 +29,17 @@ def error_message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def run(claimed: Claimed, runtime: Runtime) -> str:
-    """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
-    started = time.monotonic()
-    eid = claimed.id
+def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
+    """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
+
+    ``None`` when the task is not registered in this process.
+    """
     try:
         task = get_task(claimed.task_name)
     except LookupError:
-        outcome = _fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
-                        "in this worker")
-        _log_finish(claimed, outcome, started)
-        return outcome
+        return None
     ctx = Context(
-        execution_id=eid,
+        execution_id=claimed.id,
         task_name=claimed.task_name,
         queue=claimed.queue,
         attempt=claimed.attempts,
@@ -49,14 +47,35 @@ def run(claimed: Claimed, runtime: Runtime) -> str:
         timeout=task.timeout,
         steps_may_exist=not claimed.fresh or claimed.attempts > 1,
     )
-    runtime.inflight[eid] = ctx
+    runtime.inflight[claimed.id] = ctx
+    return ctx
+
+
+def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
+    """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
+    started = time.monotonic()
+    eid = claimed.id
+    ctx = ctx or make_context(claimed, runtime)
+    if ctx is None:
+        outcome = _fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
+                        "in this worker")
+        _log_finish(claimed, outcome, started)
+        return outcome
+    task = get_task(claimed.task_name)
     logger.info(
         "start %s %s attempt %d/%d", claimed.task_name, eid, claimed.attempts,
         claimed.max_attempts,
         extra={"execution_id": eid, "task_name": claimed.task_name},
     )
     try:
-        outcome = _call(task, claimed, ctx, runtime)
+        if ctx.signal.aborted and ctx.signal.reason == "cancelled":
+            # Cancelled between the claim and the start: it does not start at all.
+            queries.finish_cancelled(eid, runtime.worker_id, ctx.signal.message or "",
+                                     runtime.using)
+            outcome = "cancelled"
+        else:
+            ctx.start()
+            outcome = _call(task, claimed, ctx, runtime)
     finally:
         runtime.inflight.pop(eid, None)
     if ctx.signal.reason == "cancelled" and outcome in ("completed", "failed", "retrying"):

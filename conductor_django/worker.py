@@ -34,6 +34,11 @@ logger = logging.getLogger("conductor_django.worker")
 
 DB_ERRORS = (DatabaseError, InterfaceError)
 
+#: Default ``--batch-size``. Claims go beyond the free threads (prefetch) only while
+#: handlers are short, so that long tasks never sit claimed behind busy threads.
+PREFETCH_BATCH = 50
+PREFETCH_MAX_SECONDS = 0.02
+
 
 class Worker:
     """Runs executions of the given queues (every queue when ``queues`` is empty).
@@ -62,7 +67,7 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = float(poll_interval if poll_interval is not None
                                    else conf.get("POLL_INTERVAL"))
-        self.batch_size = max(1, batch_size or concurrency or 1)
+        self.batch_size = max(1, batch_size or max(concurrency, PREFETCH_BATCH))
         self.drain = drain
         self.shutdown_timeout = float(shutdown_timeout)
         self.using = using or router.db_for_write(Execution)
@@ -78,6 +83,7 @@ class Worker:
         self._lock = threading.Lock()
         self._busy = 0
         self._lost: list[str] = []  # executions whose final write failed (database fault)
+        self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._listener: notify.Listener | None = None
@@ -185,17 +191,25 @@ class Worker:
             with self._lock:
                 self._busy += len(claimed)
             for item in claimed:
-                self._jobs.put(item)
+                # The context exists from the claim on, so a cancel reaches it even
+                # before a thread picks it up (it then never starts).
+                self._jobs.put((item, runner.make_context(item, self.runtime)))
         return claimed
 
     def _handler_loop(self) -> None:
         try:
             while True:
-                item = self._jobs.get()
-                if item is None:
+                job = self._jobs.get()
+                if job is None:
                     return
+                item, ctx = job
+                began = time.monotonic()
                 try:
-                    runner.run(item, self.runtime)
+                    if self.runtime.stopping.is_set():
+                        self.runtime.inflight.pop(item.id, None)
+                        queries.release(item.id, self.id, timezone.now(), self.using)
+                    else:
+                        runner.run(item, self.runtime, ctx)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
                     with self._lock:
@@ -206,9 +220,11 @@ class Worker:
                     with self._lock:
                         self._lost.append(item.id)
                 finally:
+                    seconds = time.monotonic() - began
                     with self._lock:
                         self._busy -= 1
                         self.processed += 1
+                        self._avg_seconds += (seconds - self._avg_seconds) * 0.1
                     self._wake.set()
         finally:
             connections.close_all()
@@ -218,7 +234,11 @@ class Worker:
             return self._busy
 
     def _free(self) -> int:
-        return self.concurrency - self._busy_count()
+        """How many more executions may be claimed now: the free threads, plus a
+        prefetch of ``batch_size`` while handlers are short."""
+        with self._lock:
+            fast = self._avg_seconds < PREFETCH_MAX_SECONDS
+            return self.concurrency + (self.batch_size if fast else 0) - self._busy
 
     def _every(self, name: str, interval: float) -> bool:
         now = time.monotonic()

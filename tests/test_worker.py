@@ -18,9 +18,11 @@ from tests.testapp.models import Mark
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_over_500_executions_never_run_one_twice(start_worker):
     n = 500
-    conductor.invoke_many("record-run", [{"payload": {"n": i}} for i in range(n)])
     a = start_worker("--concurrency", "4", "--batch-size", "7")
     b = start_worker("--concurrency", "4", "--batch-size", "5")
+    poll(lambda: Worker.objects.count() == 2, message="both workers up")
+    # 10 ms each: long enough that neither worker finishes all before the other claims.
+    conductor.invoke_many("record-run", [{"payload": {"n": i, "sleep": 0.01}} for i in range(n)])
     poll(lambda: not Execution.objects.unfinished().exists(), timeout=120,
          message="all executions finished")
     assert Execution.objects.filter(status="completed").count() == n

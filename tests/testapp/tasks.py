@@ -126,3 +126,4 @@ def record_run(event, ctx):
     import os
 
     Mark.add(f"run:{event.payload['n']}", str(os.getpid()))
+    time.sleep(event.payload.get("sleep", 0))
