@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from . import conf, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
+from .dbretry import ensure_usable
 from .models import Execution
 from .models import Worker as WorkerRow
 from .runtime import Runtime
@@ -184,12 +185,14 @@ class Worker:
         return claimed
 
     def _handler_loop(self) -> None:
+        idle_since = time.monotonic()
         try:
             while True:
                 item = self._jobs.get()
                 if item is None:
                     return
                 try:
+                    ensure_usable(self.using, time.monotonic() - idle_since)
                     runner.run(item, self.runtime)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
@@ -201,6 +204,7 @@ class Worker:
                     with self._lock:
                         self._lost.append(item.id)
                 finally:
+                    idle_since = time.monotonic()
                     with self._lock:
                         self._busy -= 1
                         self.processed += 1
