@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -69,7 +68,7 @@ def test_execution_that_keeps_killing_its_worker_fails_after_max_attempts(start_
     eid = conductor.invoke("kill-own-worker", {"key": "kk"})
     for attempt in (1, 2):
         worker = start_worker(env=DEAD_AFTER)
-        poll(lambda: Mark.count("kk:attempt") == attempt, message=f"attempt {attempt}")
+        poll(lambda n=attempt: Mark.count("kk:attempt") == n, message=f"attempt {attempt}")
         assert worker.wait(timeout=20) == -signal.SIGKILL
     start_worker(env=DEAD_AFTER)
     poll(lambda: row(eid).status == S.FAILED, timeout=30, message="the execution to fail")
