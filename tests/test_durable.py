@@ -298,3 +298,34 @@ def test_cancelled_child_wakes_parent_with_child_execution_failed(start_worker):
                        match="^Child execution failed: child not needed$"):
         conductor.wait(eid, timeout=30)
     assert child_of(eid).status == S.CANCELLED
+
+
+# --- the example project's walkthrough (README "Durable execution") ------------------------
+
+
+@pytest.mark.django_db
+def test_example_fulfil_order_walkthrough():
+    import importlib
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "example_project"))
+    try:
+        importlib.import_module("shop.tasks")
+    finally:
+        sys.path.remove(str(ROOT / "example_project"))
+    eid = conductor.invoke("fulfil-order", {"order": 7, "cooling_off": 3600})
+    drain()  # parent suspends on the child, the child runs, the parent resumes and sleeps
+    row = Execution.objects.get(pk=eid)
+    assert row.status == S.SUSPENDED, row.last_error
+    assert [s.name for s in row.steps.all()] == ["reserve-stock", "charge", "cooling-off"]
+    assert child_of(eid).result == "ch_7"
+    Execution.objects.filter(pk=eid).update(run_at=timezone.now())
+    Step.objects.filter(execution_id=eid, name="cooling-off").update(
+        result={"sleep_until": timezone.now().isoformat()})
+    drain()
+    row.refresh_from_db()
+    assert row.status == S.COMPLETED and row.attempts == 1
+    assert row.result == {"order": 7, "charge": "ch_7", "tracking": "track-7"}
+    assert Execution.objects.filter(parent_id=eid).count() == 1
