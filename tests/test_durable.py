@@ -329,3 +329,19 @@ def test_example_fulfil_order_walkthrough():
     assert row.status == S.COMPLETED and row.attempts == 1
     assert row.result == {"order": 7, "charge": "ch_7", "tracking": "track-7"}
     assert Execution.objects.filter(parent_id=eid).count() == 1
+
+
+@pytest.mark.django_db
+def test_child_ended_by_crash_recovery_wakes_its_parent():
+    parent_id, child_id, wid = _running_parent_with_child()
+    queries.release(parent_id, wid, None, "default", status=S.SUSPENDED, waiting_for=child_id)
+    assert Execution.objects.get(pk=parent_id).run_at is None
+    # The child's worker died during its last attempt; nothing is registered for it.
+    long_ago = timezone.now() - timezone.timedelta(minutes=5)
+    Execution.objects.filter(pk=child_id).update(
+        status=S.RUNNING, locked_by=queries.uuid.uuid4(), locked_at=long_ago,
+        attempts=3, max_attempts=3)
+    assert queries.recover(30, "default") == 1
+    assert Execution.objects.get(pk=child_id).status == S.FAILED
+    parent = Execution.objects.get(pk=parent_id)
+    assert parent.status == S.SUSPENDED and parent.run_at <= timezone.now()
