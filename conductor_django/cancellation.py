@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from . import queries
 from .models import Execution
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = 
     # retry); a few rounds settle it, each update being atomic on its own.
     for _ in range(5):
         with transaction.atomic(using=db):
-            stopped = rows.filter(status__in=Execution.RUNNABLE).update(
+            waiting = rows.filter(status__in=Execution.RUNNABLE)
+            woken = queries.wake_parents(waiting, db)  # parent first: see queries
+            stopped = waiting.update(
                 status=Execution.Status.FAILED,
                 last_error=reason,
                 finished_at=timezone.now(),
@@ -62,6 +65,8 @@ def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = 
             if stopped:
                 _cancel_children(eid, reason, db)
                 return True
+            if woken:
+                transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
         requested = rows.filter(status=Execution.Status.RUNNING, cancelled=False).update(
             cancelled=True, last_error=reason
         )

@@ -8,16 +8,19 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import queries
+from . import durable, queries
 from .cancellation import DEFAULT_REASON, cancel_requested
+from .dbretry import retry_write
 from .exceptions import AttemptTimedOut, Cancelled, Released
 from .utils import check_json
 
 if TYPE_CHECKING:
+    from .registry import Task
     from .runtime import Runtime
 
 logger = logging.getLogger("conductor_django.task")
@@ -146,11 +149,38 @@ class Context:
         value = fn()
         check_json(value, f"result of step {name!r}")
         value = json.loads(json.dumps(value))  # replays return exactly what was stored
-        stored = queries.save_step(self.execution_id, name, value, started, self._runtime.using)
+        db = self._runtime.using
+        stored = retry_write(  # fn ran: keep its result across a database fault
+            lambda: queries.save_step(self.execution_id, name, value, started, db), db,
+            f"saving step {name!r} of {self.execution_id}",
+        )
         steps[name] = stored
         return stored
 
     def _load_steps(self) -> dict[str, Any]:
         if self._steps is None:
-            self._steps = queries.load_steps(self.execution_id, self._runtime.using)
+            db = self._runtime.using
+            self._steps = retry_write(
+                lambda: queries.load_steps(self.execution_id, db), db, "loading steps"
+            )
         return self._steps
+
+    # --- durable suspension (see durable.py) -----------------------------------------
+
+    def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Durable sleep: release the worker and resume after ``duration`` on any worker."""
+        durable.sleep(self, name, duration)
+
+    def invoke(
+        self,
+        step_name: str,
+        task: str | Task,
+        payload: Any = None,
+        timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Run ``task`` as a child execution (once) and return its result.
+
+        Raises ``ChildExecutionFailed`` when the child fails for good or is cancelled,
+        ``TimeoutError`` when ``timeout`` passes first (the child keeps running).
+        """
+        return durable.invoke(self, step_name, task, payload, timeout)

@@ -32,8 +32,11 @@ class ExecutionCancelled(ExecutionFailed):
     """The execution ended ``cancelled``; the message is the cancel reason."""
 
 
-class ChildExecutionFailed(ConductorError):
-    """A child started with ``ctx.invoke`` failed for good or was cancelled."""
+class ChildExecutionFailed(NonRetryableError):
+    """A child started with ``ctx.invoke`` failed for good or was cancelled.
+
+    Not retried: a retry would find the same memoized child with the same outcome.
+    """
 
 
 class Cancelled(BaseException):  # noqa: N818 - the public name is part of the contract
@@ -65,8 +68,12 @@ class Released(_BoundarySignal):
 
 
 class Suspended(_BoundarySignal):
-    """The execution suspends (durable sleep or waiting for a child)."""
+    """The execution suspends (durable sleep or waiting for a child).
 
-    def __init__(self, run_at=None) -> None:
+    ``run_at``: when to resume (None: only when woken); ``child_id``: the child waited on.
+    """
+
+    def __init__(self, run_at=None, child_id: str | None = None) -> None:
         super().__init__("suspended")
         self.run_at = run_at
+        self.child_id = child_id

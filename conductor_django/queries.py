@@ -16,13 +16,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections
-from django.db.models import Case, CharField, DateTimeField, F, Q, TextField, Value, When
+from django.db import connections, transaction
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    Exists,
+    F,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
@@ -134,66 +146,151 @@ def _finished(when: Q, now: datetime, otherwise: datetime | None = None) -> Case
     return Case(When(when, then=Value(now)), default=Value(otherwise), output_field=DateTimeField())
 
 
-def complete(eid: str, worker_id: uuid.UUID, result: Any, using: str) -> int:
+def complete(
+    eid: str, worker_id: uuid.UUID, result: Any, using: str, *, may_have_parent: bool = True
+) -> int:
     """The handler returned: ``completed`` (``cancelled`` if a cancel was accepted)."""
-    return complete_many([(eid, result)], worker_id, using)
+    rows = _held(eid, worker_id, using)
+    with _waking_parents(rows, using, may_have_parent):
+        return complete_many([(eid, result)], worker_id, using)
 
 
 def fail(
-    eid: str, worker_id: uuid.UUID, error: str, retry_at: datetime | None, using: str
+    eid: str,
+    worker_id: uuid.UUID,
+    error: str,
+    retry_at: datetime | None,
+    using: str,
+    *,
+    may_have_parent: bool = True,
 ) -> int:
     """The attempt failed: back to ``pending`` at ``retry_at``, or ``failed`` for good."""
     now = timezone.now()
     final = retry_at is None
-    return _held(eid, worker_id, using).update(
-        status=Case(_CANCELLED, default=Value(S.FAILED if final else S.PENDING)),
-        last_error=_keep_reason(error),
-        finished_at=_finished(Q(cancelled=True), now, now if final else None),
-        run_at=retry_at if retry_at is not None else F("run_at"),
-        resume=False,
-        locked_by=None,
-        locked_at=None,
-    )
+    rows = _held(eid, worker_id, using)
+    with _waking_parents(rows if final else rows.filter(cancelled=True), using, may_have_parent):
+        return rows.update(
+            status=Case(_CANCELLED, default=Value(S.FAILED if final else S.PENDING)),
+            last_error=_keep_reason(error),
+            finished_at=_finished(Q(cancelled=True), now, now if final else None),
+            run_at=retry_at if retry_at is not None else F("run_at"),
+            resume=False,
+            locked_by=None,
+            locked_at=None,
+        )
 
 
-def finish_cancelled(eid: str, worker_id: uuid.UUID, reason: str, using: str) -> int:
+def finish_cancelled(
+    eid: str, worker_id: uuid.UUID, reason: str, using: str, *, may_have_parent: bool = True
+) -> int:
     """``Cancelled`` reached the runner: the execution ends ``cancelled``, never retried."""
-    return _held(eid, worker_id, using).update(
-        status=S.CANCELLED,
-        last_error=_keep_reason(reason),
-        cancelled=True,
-        finished_at=timezone.now(),
-        locked_by=None,
-        locked_at=None,
-    )
+    rows = _held(eid, worker_id, using)
+    with _waking_parents(rows, using, may_have_parent):
+        return rows.update(
+            status=S.CANCELLED,
+            last_error=_keep_reason(reason),
+            cancelled=True,
+            finished_at=timezone.now(),
+            locked_by=None,
+            locked_at=None,
+        )
 
 
 def release(
-    eid: str, worker_id: uuid.UUID, run_at: datetime | None, using: str, status: str = S.PENDING
+    eid: str,
+    worker_id: uuid.UUID,
+    run_at: datetime | None,
+    using: str,
+    status: str = S.PENDING,
+    *,
+    waiting_for: str | None = None,
+    may_have_parent: bool = True,
 ) -> int:
-    """Give the execution back without ending its attempt (shutdown, window, sleep)."""
+    """Give the execution back without ending its attempt (shutdown, window, sleep).
+
+    ``waiting_for``: the child this execution suspends for. If that child finished (or
+    woke this execution) while it was still running, it becomes runnable at once
+    instead of at ``run_at``, so a wake-up that came just before the suspend is not lost.
+    """
     now = timezone.now()
-    return _held(eid, worker_id, using).update(
-        status=Case(_CANCELLED, default=Value(status)),
-        finished_at=_finished(Q(cancelled=True), now),
-        run_at=run_at,
-        resume=True,
-        locked_by=None,
-        locked_at=None,
-    )
+    rows = _held(eid, worker_id, using)
+    when: Any = run_at
+    if waiting_for is not None:
+        when = Case(
+            When(Q(run_at__gt=F("locked_at")) | Exists(_finished_child(waiting_for, using)),
+                 then=Value(now)),
+            default=Value(run_at),
+            output_field=DateTimeField(),
+        )
+    with _waking_parents(rows.filter(cancelled=True), using, may_have_parent):
+        return rows.update(
+            status=Case(_CANCELLED, default=Value(status)),
+            finished_at=_finished(Q(cancelled=True), now),
+            run_at=when,
+            resume=True,
+            locked_by=None,
+            locked_at=None,
+        )
 
 
 def release_all(worker_id: uuid.UUID, using: str) -> int:
     """Release whatever this worker still holds (its handlers did not stop in time)."""
     now = timezone.now()
-    return Execution.objects.using(using).filter(locked_by=worker_id, status=S.RUNNING).update(
-        status=Case(_CANCELLED, default=Value(S.PENDING)),
-        finished_at=_finished(Q(cancelled=True), now),
-        run_at=now,
-        resume=True,
-        locked_by=None,
-        locked_at=None,
+    rows = Execution.objects.using(using).filter(locked_by=worker_id, status=S.RUNNING)
+    with _waking_parents(rows.filter(cancelled=True), using):
+        return rows.update(
+            status=Case(_CANCELLED, default=Value(S.PENDING)),
+            finished_at=_finished(Q(cancelled=True), now),
+            run_at=now,
+            resume=True,
+            locked_by=None,
+            locked_at=None,
+        )
+
+
+# --- waking parents (ctx.invoke) -------------------------------------------------------
+#
+# A parent waiting on a child (``ctx.invoke``) is ``suspended`` with ``run_at`` at its
+# deadline (or empty). Every write that can end an execution wakes its parent, in the
+# same transaction and *before* touching the child, so that locks are always taken
+# parent first (as ``cancellation.cancel`` does): no deadlock between a child finishing
+# and its parent being cancelled. A parent that is still running (it is about to
+# suspend) gets ``run_at`` just past its lock time: ``release(waiting_for=...)`` reads
+# that as "woken" and makes it runnable at once. Wake-ups are hints: a woken parent
+# re-reads its child and suspends again if it is not finished.
+
+WOKEN_WHILE_RUNNING = timedelta(microseconds=1)
+
+
+def wake_parents(children: QuerySet, using: str) -> int:
+    """Make the parents of ``children`` (which are finishing now) runnable at once."""
+    parent_ids = children.filter(parent__isnull=False).values("parent_id")
+    return (
+        Execution.objects.using(using)
+        .filter(pk__in=parent_ids, status__in=(S.SUSPENDED, S.RUNNING))
+        .update(
+            run_at=Case(
+                When(status=S.RUNNING, then=F("locked_at") + WOKEN_WHILE_RUNNING),
+                default=Value(timezone.now()),
+                output_field=DateTimeField(),
+            )
+        )
     )
+
+
+@contextmanager
+def _waking_parents(children: QuerySet, using: str, may_have_parent: bool = True) -> Iterator[None]:
+    """Run the final write of ``children`` in one transaction with waking their parents."""
+    if not may_have_parent:
+        yield
+        return
+    with transaction.atomic(using=using):
+        wake_parents(children, using)
+        yield
+
+
+def _finished_child(child_id: str, using: str) -> QuerySet:
+    return Execution.objects.using(using).filter(pk=child_id, status__in=Execution.FINAL)
 
 
 def load_steps(eid: str, using: str) -> dict[str, Any]:
@@ -297,17 +394,18 @@ def recover(dead_after: float, using: str) -> int:
         output_field=TextField(),
     )
     out_of_attempts = Q(attempts__gte=F("max_attempts"))
-    count = orphans.update(
-        status=Case(
-            _CANCELLED, When(out_of_attempts, then=Value(S.FAILED)), default=Value(S.PENDING)
-        ),
-        last_error=_keep_reason(lost),
-        finished_at=_finished(Q(cancelled=True) | out_of_attempts, now),
-        run_at=now,
-        resume=False,
-        locked_by=None,
-        locked_at=None,
-    )
+    with _waking_parents(orphans.filter(Q(cancelled=True) | out_of_attempts), using):
+        count = orphans.update(
+            status=Case(
+                _CANCELLED, When(out_of_attempts, then=Value(S.FAILED)), default=Value(S.PENDING)
+            ),
+            last_error=_keep_reason(lost),
+            finished_at=_finished(Q(cancelled=True) | out_of_attempts, now),
+            run_at=now,
+            resume=False,
+            locked_by=None,
+            locked_at=None,
+        )
     if dead:
         Worker.objects.using(using).filter(pk__in=dead).delete()
     return count

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.utils import timezone
 
 from . import queries
 from .context import Context, Event
+from .dbretry import retry_write
 from .exceptions import (
     AttemptTimedOut,
     Cancelled,
@@ -87,19 +89,27 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
 def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     eid, wid, db = claimed.id, runtime.worker_id, runtime.using
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
+    child = {"may_have_parent": claimed.parent_id is not None}
     try:
         result = task.func(event, ctx)
         check_json(result, f"result of task {task.name!r}")
     except Cancelled as exc:
-        queries.finish_cancelled(eid, wid, exc.reason, db)
+        reason = exc.reason
+        _write(lambda: queries.finish_cancelled(eid, wid, reason, db, **child), db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return _fail(claimed, runtime, task, f"Timed out after {task.timeout:g} seconds")
     except Released as exc:
-        queries.release(eid, wid, exc.run_at or timezone.now(), db)
+        run_at = exc.run_at or timezone.now()
+        _write(lambda: queries.release(eid, wid, run_at, db, **child), db, eid)
         return "released"
     except Suspended as exc:
-        queries.release(eid, wid, exc.run_at, db, status=queries.S.SUSPENDED)
+        until, child_id = exc.run_at, exc.child_id
+        _write(
+            lambda: queries.release(eid, wid, until, db, status=queries.S.SUSPENDED,
+                                    waiting_for=child_id, **child),
+            db, eid,
+        )
         return "suspended"
     except NonRetryableError as exc:
         return _fail(claimed, runtime, task, error_message(exc), retry=False)
@@ -109,7 +119,11 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return _fail(claimed, runtime, task, error_message(exc))
-    if not runtime.write_result(eid, result):
+    if claimed.parent_id is not None:  # a child: wake its parent in the same transaction
+        written = _write(lambda: queries.complete(eid, wid, result, db), db, eid)
+    else:  # batched by the threaded worker (completer.py)
+        written = runtime.write_result(eid, result)
+    if not written:
         return "lost"  # the lock was taken from this worker (it was presumed dead)
     return "completed"
 
@@ -121,8 +135,18 @@ def _fail(
     if retry and claimed.attempts < claimed.max_attempts:
         delay = task.retry_delay(claimed.attempts) if task is not None else 60.0
         retry_at = timezone.now() + timedelta(seconds=delay)
-    queries.fail(claimed.id, runtime.worker_id, error, retry_at, runtime.using)
+    db = runtime.using
+    _write(
+        lambda: queries.fail(claimed.id, runtime.worker_id, error, retry_at, db,
+                             may_have_parent=claimed.parent_id is not None),
+        db, claimed.id,
+    )
     return "failed" if retry_at is None else "retrying"
+
+
+def _write(fn: Callable[[], int], using: str, eid: str) -> int:
+    """The outcome of an attempt is known: record it even across a database fault."""
+    return retry_write(fn, using, f"the final write of {eid}")
 
 
 def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:

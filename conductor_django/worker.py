@@ -26,6 +26,7 @@ from django.utils import timezone
 from . import conf, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
+from .dbretry import ensure_usable
 from .models import Execution
 from .models import Worker as WorkerRow
 from .runtime import Runtime
@@ -197,6 +198,7 @@ class Worker:
         return claimed
 
     def _handler_loop(self) -> None:
+        idle_since = time.monotonic()
         try:
             while True:
                 job = self._jobs.get()
@@ -205,6 +207,7 @@ class Worker:
                 item, ctx = job
                 began = time.monotonic()
                 try:
+                    ensure_usable(self.using, time.monotonic() - idle_since)
                     if self.runtime.stopping.is_set():
                         self.runtime.inflight.pop(item.id, None)
                         queries.release(item.id, self.id, timezone.now(), self.using)
@@ -220,7 +223,8 @@ class Worker:
                     with self._lock:
                         self._lost.append(item.id)
                 finally:
-                    seconds = time.monotonic() - began
+                    idle_since = time.monotonic()
+                    seconds = idle_since - began
                     with self._lock:
                         self._busy -= 1
                         self.processed += 1

@@ -21,3 +21,33 @@ def long_report(event, ctx):
     for n in range(sections):
         ctx.step(f"section-{n}", lambda: ctx.signal.wait(0.5) and None)
     return {"sections": sections}
+
+
+# --- durable execution: steps, a child invocation and a durable sleep (README) --------
+
+
+@task(name="charge-card", max_attempts=5)
+def charge_card(event, ctx):
+    """The payment, as its own execution: retried on its own, visible on its own."""
+    order = event.payload["order"]
+    charge = ctx.step("charge", lambda: {"order": order, "amount": event.payload["amount"],
+                                         "charge_id": f"ch_{order}"})
+    return charge["charge_id"]
+
+
+@task(name="fulfil-order", max_attempts=3)
+def fulfil_order(event, ctx):
+    """Reserve, charge (a child execution), wait out the cooling-off period, ship.
+
+    Every side effect is a step or a child, so a retry, a crash or a restart never
+    reserves, charges or ships twice. While the child runs and while the cooling-off
+    sleep lasts the execution is ``suspended`` and uses no worker.
+    """
+    order = event.payload["order"]
+    ctx.step("reserve-stock", lambda: ctx.logger.info("reserving %s", order) or "reserved")
+    charge_id = ctx.invoke("charge", "charge-card", {"order": order, "amount": 42},
+                           timeout=3600)
+    ctx.sleep("cooling-off", event.payload.get("cooling_off", 5))
+    ctx.checkpoint()  # cancelled during the sleep? stop before shipping
+    tracking = ctx.step("ship", lambda: f"track-{order}")
+    return {"order": order, "charge": charge_id, "tracking": tracking}

@@ -127,3 +127,82 @@ def record_run(event, ctx):
 
     Mark.add(f"run:{event.payload['n']}", str(os.getpid()))
     time.sleep(event.payload.get("sleep", 0))
+
+
+# --- durable suspension and resilience (tests/test_durable.py, tests/test_resilience.py)
+
+
+@task(name="nap", max_attempts=1)
+def nap(event, ctx):
+    """A step, a durable sleep, a step."""
+    key = event.payload["key"]
+    ctx.step("before", lambda: Mark.add(f"{key}:before"))
+    ctx.sleep("nap", event.payload.get("seconds", 1))
+    ctx.step("after", lambda: Mark.add(f"{key}:after"))
+    return {"attempt": ctx.attempt}
+
+
+@task(name="parent", max_attempts=2)
+def parent(event, ctx):
+    """Invokes ``child_task`` as a child; with ``catch`` returns the timeout instead."""
+    p = event.payload
+    key = p["key"]
+    ctx.step("before", lambda: Mark.add(f"{key}:before"))
+    try:
+        result = ctx.invoke("child", p["child_task"], p.get("child_payload"),
+                            timeout=p.get("timeout"))
+    except TimeoutError as exc:
+        if not p.get("catch"):
+            raise
+        result = {"timed_out": str(exc)}
+    ctx.step("after", lambda: Mark.add(f"{key}:after"))
+    return {"child": result, "attempt": ctx.attempt}
+
+
+@task(name="steady-steps", max_attempts=3)
+def steady_steps(event, ctx):
+    """``count`` steps, each recorded with its attempt and taking ``pause`` seconds."""
+    p = event.payload
+    key = p["key"]
+    for n in range(p.get("count", 5)):
+        def one(n=n):
+            Mark.add(f"{key}:step-{n}", str(ctx.attempt))
+            ctx.signal.wait(p.get("pause", 0.2))
+            return n
+        ctx.step(f"step-{n}", one)
+    return {"attempt": ctx.attempt}
+
+
+@task(name="hang-in-step", max_attempts=3)
+def hang_in_step(event, ctx):
+    """Step ``a``, then step ``b`` hangs on the first attempt (until its worker is killed)."""
+    key = event.payload["key"]
+    ctx.step("a", lambda: Mark.add(f"{key}:a"))
+
+    def b():
+        Mark.add(f"{key}:b", str(ctx.attempt))
+        if ctx.attempt == 1:
+            time.sleep(60)
+        return "B"
+
+    return ctx.step("b", b)
+
+
+@task(name="kill-own-worker", max_attempts=2)
+def kill_own_worker(event, ctx):
+    """Kills the worker process that runs it, on every attempt."""
+    import os
+    import signal as signals
+
+    Mark.add(f"{event.payload['key']}:attempt", str(ctx.attempt))
+    os.kill(os.getpid(), signals.SIGKILL)
+
+
+@task(name="timeout-reason", timeout=0.5, max_attempts=2)
+def timeout_reason(event, ctx):
+    """Records what ``ctx.signal`` says when the timeout fires, then reaches a boundary."""
+    key = event.payload["key"]
+    aborted = ctx.signal.wait(10)
+    Mark.add(f"{key}:signal", f"{aborted}:{ctx.signal.reason}:{ctx.attempt}")
+    ctx.step("after-timeout", lambda: Mark.add(f"{key}:step-ran"))
+    return "not reached"
