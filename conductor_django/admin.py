@@ -141,6 +141,10 @@ class StepInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Steps are part of their execution: who may view it sees them.
+        return request.user.has_perm("conductor_django.view_execution")
+
     @admin.display(description="duration")
     def duration_display(self, obj: Step) -> str:
         return "" if obj.duration is None else f"{obj.duration:.3f} s"
