@@ -165,7 +165,7 @@ OPERATIONS = {
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("id", "status_display", "task_name", "queue", "attempts_display",
+    list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
                     "run_at", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, "created_at")
     search_fields = ("id", "task_name", "dedupe_key")  # see get_search_results
@@ -179,13 +179,13 @@ class ExecutionAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ("id", "task_name", "status_display", "queue", "priority",
                            "event_name", "schedule_name", "dedupe_key")}),
+        ("Error", {"fields": ("last_error_display",)}),
+        ("Payload and result", {"fields": ("payload_display", "result_display")}),
         ("Timing", {"fields": ("created_at", "run_at", "started_at", "finished_at",
                                "duration_display")}),
         ("Attempts and lock", {"fields": ("attempts", "max_attempts", "cancelled", "resume",
-                                          "locked_by", "locked_at")}),
-        ("Error", {"fields": ("last_error_display",)}),
+                                          "locked_by", "locked_at"), "classes": ["collapse"]}),
         ("Parent and children", {"fields": ("parent_link", "children_links")}),
-        ("Payload and result", {"fields": ("payload_display", "result_display")}),
     ]
     readonly_fields = [
         "id", "task_name", "status_display", "queue", "priority", "event_name",
@@ -251,6 +251,10 @@ class ExecutionAdmin(admin.ModelAdmin):
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
             return queryset.filter(Q(task_name=term) | Q(dedupe_key=term)), False
+
+    @admin.display(description="id")
+    def short_id(self, obj: Execution) -> str:
+        return format_html('<code title="{}">{}</code>', obj.pk, str(obj.pk)[:8])
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Execution) -> str:
