@@ -52,10 +52,13 @@ def browser():
     driver.quit()
 
 
+def wait_for(driver, by: str, value: str):
+    """The element once the page that has it is loaded (a click navigates asynchronously)."""
+    return WebDriverWait(driver, 20).until(lambda d: d.find_element(by, value))
+
+
 def text(driver, css: str) -> str:
-    return WebDriverWait(driver, 20).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, css)
-    ).text
+    return wait_for(driver, By.CSS_SELECTOR, css).text
 
 
 def row_of(driver, eid: str):
@@ -86,7 +89,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     row_of(browser, by_action).find_element(By.NAME, "_selected_action").click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("cancel_selected")
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
-    reason = browser.find_element(By.ID, "id_reason")
+    reason = wait_for(browser, By.ID, "id_reason")
     assert reason.get_attribute("value") == "Cancelled by user"
     reason.clear()
     reason.send_keys("Stopped from the list")
@@ -128,7 +131,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     browser.save_screenshot(str(tmp_path / "admin-executions.png"))
     browser.get(admin + reverse("admin:app_list", args=["conductor_django"]))
     browser.find_element(By.LINK_TEXT, "Dashboard").click()
-    assert browser.find_element(By.ID, "cdj-throughput").tag_name == "svg"
+    assert wait_for(browser, By.ID, "cdj-throughput").tag_name == "svg"
     counts = browser.find_element(By.ID, "cdj-counts").text
     assert "default 0 0 0 4 1 2 7" in counts  # pending .. cancelled, all
     failed_bars = browser.find_elements(By.CSS_SELECTOR, "#cdj-throughput rect.cdj-failed")
