@@ -453,19 +453,19 @@ class ExecutionAdmin(admin.ModelAdmin):
         )
 
     def _apply(self, request: HttpRequest, queryset, legal: tuple[str, ...],
-               operation: Callable[[Execution], bool], done_text: str,
-               skipped_text: str) -> None:
+               operation: Callable[[Execution], bool], verb: str, skipped_text: str) -> None:
         total = queryset.count()
         done = 0
         for execution in queryset.filter(status__in=legal).order_by().iterator():
             if operation(execution):
                 done += 1
-        self.report(request, done, total - done, done_text, skipped_text)
+        self.report(request, done, total - done, verb, skipped_text)
 
-    def report(self, request: HttpRequest, done: int, skipped: int, done_text: str,
+    def report(self, request: HttpRequest, done: int, skipped: int, verb: str,
                skipped_text: str) -> None:
+        """"2 executions retried; 1 skipped (why)." (for cancel: "...; 1 already finished.")"""
         noun = "execution" if done == 1 else "executions"
-        text = f"{done_text} {done} {noun}; skipped {skipped} ({skipped_text})."
+        text = f"{done} {noun} {verb}; {skipped} {skipped_text}."
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
 
     @admin.action(description="Cancel selected executions", permissions=["cancel"])
@@ -479,8 +479,9 @@ class ExecutionAdmin(admin.ModelAdmin):
                 "Finished ones are skipped.",
             )
         reason = clean_reason(request.POST.get("reason"))
+        # A running execution whose cancel was already accepted counts as finished here.
         self._apply(request, queryset, Execution.UNFINISHED, lambda e: e.cancel(reason),
-                    "Cancelled", "already finished or already being cancelled")
+                    "cancelled", "already finished")
         return None
 
     @admin.action(description="Retry selected executions (resume, steps kept)",
@@ -494,8 +495,9 @@ class ExecutionAdmin(admin.ModelAdmin):
                 "after their finished steps, with a fresh budget of attempts. Others are "
                 "skipped.",
             )
-        self._apply(request, queryset, RETRYABLE, lambda e: e.retry(), "Retried",
-                    "not failed or cancelled, or an unfinished twin holds the dedupe key")
+        self._apply(request, queryset, RETRYABLE, lambda e: e.retry(), "retried",
+                    "skipped (not failed or cancelled, or an unfinished twin holds the "
+                    "dedupe key)")
         return None
 
     @admin.action(description="Run selected executions again (new executions)",
@@ -509,7 +511,8 @@ class ExecutionAdmin(admin.ModelAdmin):
                 "the same payload and no steps. Unfinished ones are skipped.",
             )
         self._apply(request, queryset, RERUNNABLE, lambda e: e.run_again() is not None,
-                    "Ran again", "not finished, or an unfinished twin holds the dedupe key")
+                    "run again", "skipped (not finished, or an unfinished twin holds the "
+                    "dedupe key)")
         return None
 
     @admin.action(description="Delete selected finished executions", permissions=["delete"])
@@ -527,7 +530,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         self.log_deletions(request, finished)
         _, per_model = finished.delete()
         done = per_model.get(Execution._meta.label, 0)
-        self.report(request, done, total - done, "Deleted", "not finished")
+        self.report(request, done, total - done, "deleted", "skipped (not finished)")
         return None
 
 

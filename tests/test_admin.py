@@ -79,8 +79,7 @@ def test_cancel_action_confirms_then_cancels_with_the_reason_and_reports_counts(
 
     done = act(client, "cancel_selected", [pending.pk, finished.pk], confirm="yes",
                reason="Bad batch")
-    assert messages_of(done) == ["Cancelled 1 execution; skipped 1 (already finished or "
-                                 "already being cancelled)."]
+    assert messages_of(done) == ["1 execution cancelled; 1 already finished."]
     pending.refresh_from_db()
     assert (pending.status, pending.last_error, pending.cancelled) == ("failed", "Bad batch",
                                                                        False)
@@ -284,11 +283,11 @@ def test_retry_and_run_again_actions_report_counts():
     page = act(client, "retry_selected", ids).content.decode()
     assert "Will be retried: <strong>2</strong>. Skipped: <strong>2</strong>" in page
     response = act(client, "retry_selected", ids, confirm="yes")
-    assert messages_of(response)[0].startswith("Retried 2 executions; skipped 2 ")
+    assert messages_of(response)[0].startswith("2 executions retried; 2 skipped (")
     assert Execution.objects.filter(status="pending").count() == 3
 
     response = act(client, "run_again_selected", ids, confirm="yes")
-    assert messages_of(response)[0].startswith("Ran again 1 execution; skipped 3 ")
+    assert messages_of(response)[0].startswith("1 execution run again; 3 skipped (")
     assert Execution.objects.count() == 5
 
 
@@ -300,7 +299,7 @@ def test_delete_action_deletes_only_finished_executions():
     page = act(client, "delete_finished", [done.pk, running.pk]).content.decode()
     assert "Will be deleted: <strong>1</strong>. Skipped: <strong>1</strong>" in page
     response = act(client, "delete_finished", [done.pk, running.pk], confirm="yes")
-    assert messages_of(response) == ["Deleted 1 execution; skipped 1 (not finished)."]
+    assert messages_of(response) == ["1 execution deleted; 1 skipped (not finished)."]
     assert list(Execution.objects.values_list("pk", flat=True)) == [running.pk]
     assert not Step.objects.exists()
 
@@ -467,6 +466,6 @@ def test_cancel_action_stops_a_running_execution_in_a_real_worker(start_worker):
     poll(lambda: conductor.get(eid).status == "running", message="running")
     client = staff("cancel_execution")
     response = act(client, "cancel_selected", [eid], confirm="yes", reason="Admin stop")
-    assert messages_of(response)[0].startswith("Cancelled 1 execution; skipped 0")
+    assert messages_of(response) == ["1 execution cancelled; 0 already finished."]
     poll(lambda: conductor.get(eid).status == "cancelled", timeout=30, message="cancelled")
     assert conductor.get(eid).last_error == "Admin stop"

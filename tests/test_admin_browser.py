@@ -94,8 +94,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     reason.clear()
     reason.send_keys("Stopped from the list")
     browser.find_element(By.ID, "cdj-confirm").click()
-    assert text(browser, ".messagelist li") == (
-        "Cancelled 1 execution; skipped 0 (already finished or already being cancelled).")
+    assert text(browser, ".messagelist li") == "1 execution cancelled; 0 already finished."
     poll(lambda: conductor.get(by_action).status == "cancelled", timeout=30,
          message="cancelled by the action")
     browser.get(changelist)
