@@ -1,10 +1,11 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
+# make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-sqlite test-postgres lint bench clean
+.PHONY: install demo test test-sqlite test-postgres lint bench clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ test-postgres: install
 bench: install
 	$(PY) bench/run.py --db postgres
 	$(PY) bench/run.py --db sqlite
+
+screenshots: install
+	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py
 
 lint: install
 	$(PY) -m ruff check .

@@ -90,6 +90,15 @@ class Execution(models.Model):
             models.Index(fields=["status", "finished_at"], name="cdj_exec_status_fin_idx"),
             models.Index(fields=["task_name", "status"], name="cdj_exec_task_status_idx"),
             models.Index(fields=["-created_at"], name="cdj_exec_created_idx"),
+            # The admin list (newest first) filtered by status, queue or task, the loose
+            # index scans of its filter choices, and its search by dedupe key (0003).
+            models.Index(fields=["status", "-created_at"], name="cdj_exec_status_created_idx"),
+            models.Index(fields=["queue", "-created_at"], name="cdj_exec_queue_created_idx"),
+            models.Index(fields=["task_name", "-created_at"], name="cdj_exec_task_created_idx"),
+            models.Index(
+                fields=["dedupe_key"], name="cdj_exec_dedupe_idx",
+                condition=Q(dedupe_key__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -127,6 +136,25 @@ class Execution(models.Model):
         done = cancel(self.pk, reason, using=self._state.db)
         self.refresh_from_db()
         return done
+
+    # --- operator actions (see conductor_django.operations) ---------------------------
+
+    def retry(self) -> bool:
+        """Put this failed or cancelled execution back to ``pending``, steps kept."""
+        from .operations import retry
+
+        done = retry(self.pk, using=self._state.db)
+        self.refresh_from_db()
+        return done
+
+    def run_again(self) -> Execution | None:
+        """A new execution with this one's payload (no steps); ``None`` if not legal."""
+        from .operations import run_again
+
+        new_id = run_again(self.pk, using=self._state.db)
+        if new_id is None:
+            return None
+        return Execution.objects.using(self._state.db).get(pk=new_id)
 
 
 class Step(models.Model):

@@ -27,6 +27,22 @@ except Exception as exc:
 PY
 }
 
+# The admin browser test drives Debian's chromium through chromium-driver: install them
+# when missing (quietly, once); without them (and without root) that test is skipped.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium + chromium-driver for the admin browser test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium chromium-driver fonts-dejavu-core; } >/dev/null 2>&1 \
+      || echo "could not install chromium (the browser test will fail)" >&2
+  else
+    echo "== chromium/chromedriver missing and no root to install them: browser test skipped"
+  fi
+fi
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  export CONDUCTOR_REQUIRE_BROWSER=1
+fi
+
 echo "== pytest on SQLite"
 CONDUCTOR_TEST_DB=sqlite "$PY" -m pytest "$@"
 
