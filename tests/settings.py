@@ -81,6 +81,14 @@ CONDUCTOR = {
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
 }
+# --- Django Tasks backend (conductor_django.backends) ---------------------------------
+TASKS = {
+    "default": {
+        "BACKEND": "conductor_django.backends.ConductorBackend",
+        "QUEUES": ["default", "other"],
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
