@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import conf, notify, queries, runner
+from . import conf, engines, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
 from .models import Execution
 from .models import Worker as WorkerRow
@@ -81,6 +81,12 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._listener: notify.Listener | None = None
         self._due: dict[str, float] = {}
+        # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
+        # --concurrency is then how many executions may wait in the broker at once.
+        self.dispatcher = None if self.runtime.inline else engines.make_dispatcher(
+            conf.get("ENGINE"), worker_id=self.id, using=self.using,
+            window=concurrency, batch_size=self.batch_size,
+        )
 
     # --- public ------------------------------------------------------------------------
 
@@ -97,6 +103,7 @@ class Worker:
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,
+            role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
         )
         queries.register_worker(self._row, self.using)
         logger.info(
@@ -132,7 +139,7 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
-        for n in range(self.concurrency):
+        for n in range(self.concurrency if self.dispatcher is None else 0):
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -165,13 +172,16 @@ class Worker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if self.drain and not claimed and self._busy_count() == 0:
+            if self.drain and not claimed and self._busy_count() == 0 and (
+                    self.dispatcher is None or not self.dispatcher.held()):
                 return
             if claimed and self._free() > 0:
                 continue  # there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
     def _claim(self) -> list[queries.Claimed]:
+        if self.dispatcher is not None:
+            return self.dispatcher.dispatch(self.queues)
         free = self._free()
         if free <= 0:
             return []
@@ -231,6 +241,8 @@ class Worker:
                 logger.warning("recovered %d executions of dead workers", recovered)
         if self.runtime.inflight and self._every("cancel", self.cancel_poll_interval):
             poll_cancellations(self.id, self.runtime.inflight, self.using)
+        if self.dispatcher is not None:
+            self.dispatcher.periodic()
         self._check_timeouts()
         self._release_lost()
 
