@@ -120,3 +120,32 @@ def test_django_q_timeout_is_a_hard_time_limit(engine):
     assert Mark.count("h:started") == 1 and Mark.count("h:done") == 0
     # The next execution runs in the worker process django-q2 started instead.
     assert wait_finished(conductor.invoke("echo", {"x": 1}), engine).status == "completed"
+
+
+def test_django_q_engine_needs_django_q_installed(settings):
+    from conductor_django.checks import check_settings
+
+    settings.CONDUCTOR = {"ENGINE": "django_q"}
+    assert check_settings() == []
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_q"]
+    [error] = check_settings()
+    assert error.id == "conductor_django.E005"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("engine", ["django_q-orm"], indirect=True)
+def test_stopped_dispatcher_gives_back_what_it_held(engine):
+    import signal
+
+    dispatcher = engine.start(qcluster=False)
+    eid = conductor.invoke("record-run", {"n": 3})
+    poll(lambda: conductor.get(eid).status == "running")
+    dispatcher.signal(signal.SIGTERM)
+    assert dispatcher.wait(timeout=20) == 0
+    ex = conductor.get(eid)
+    assert (ex.status, ex.locked_by, ex.attempts) == ("pending", None, 1)
+
+    engine.start()  # a new dispatcher and a qcluster; the old message is stale
+    ex = wait_finished(eid, engine)
+    assert (ex.status, ex.attempts) == ("completed", 1)  # the release was no new attempt
+    assert Mark.count("run:3") == 1
