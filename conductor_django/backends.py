@@ -39,6 +39,7 @@ import traceback
 from typing import Any
 
 from django.db import router
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 try:  # Django 6
@@ -59,6 +60,7 @@ from . import api, queries
 from .cancellation import as_uuid
 from .models import Execution, Step
 from .registry import Task, get_task, register
+from .utils import check_json
 
 ATTEMPT_STEP = "django_tasks.attempt-"
 ERROR_STEP = "django_tasks.error-"
@@ -146,7 +148,7 @@ class DjangoTaskHandler:
             queries.save_step(ctx.execution_id, f"{ERROR_STEP}{ctx.attempt}", {
                 "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                 "traceback": "".join(traceback.format_exception(exc)),
-            }, _now(), ctx._runtime.using)
+            }, timezone.now(), ctx._runtime.using)
             raise
 
 
@@ -176,7 +178,7 @@ def _django_task(name: str) -> DjangoTask | None:
     """The Django task object at module path ``name``, or None."""
     try:
         obj = import_string(name)
-    except ImportError:
+    except (ImportError, ValueError):  # not a module path
         return None
     if not isinstance(obj, DjangoTask) or obj.module_path != name:
         return None
@@ -234,13 +236,5 @@ def to_result(row: Execution, task: DjangoTask, *, with_steps: bool = True) -> T
 
 
 def _json(value: Any, what: str) -> Any:
-    from .utils import check_json
-
     check_json(value, f"{what} of the task")
     return json.loads(json.dumps(value))
-
-
-def _now():
-    from django.utils import timezone
-
-    return timezone.now()

@@ -155,3 +155,16 @@ def test_cancel_running_django_task_maps_to_failed(start_worker):
     assert result.errors[-1].exception_class is conductor.Cancelled
     assert result.errors[-1].traceback == "stop it"
     assert conductor.get(result.id).status == "cancelled"
+
+
+def test_workers_find_django_tasks_by_module_path_only():
+    from conductor_django import TaskNotFound
+    from conductor_django.registry import get_task
+
+    found = get_task("tests.testapp.dtasks.explode")
+    assert found.name == "tests.testapp.dtasks.explode" and not found.invocable
+    for name in ("os.path", "tests.testapp.dtasks", "no.such.module", ".", "a..b"):
+        with pytest.raises(TaskNotFound):
+            get_task(name)
+    with pytest.raises(ValueError, match="not invocable"):
+        conductor.invoke("tests.testapp.dtasks.explode", {"args": ["x"]})
