@@ -1,4 +1,11 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.apps import AppConfig
+
+if TYPE_CHECKING:
+    from .registry import Task
 
 
 class ConductorConfig(AppConfig):
@@ -8,6 +15,18 @@ class ConductorConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
-        from .registry import autodiscover
+        from .registry import add_resolver, autodiscover
 
         autodiscover()
+        add_resolver(resolve_django_task)  # Django Tasks backend (conductor_django.backends)
+
+
+def resolve_django_task(name: str) -> Task | None:
+    """The conductor task of a Django Tasks function named by its module path, if any."""
+    if "." not in name:
+        return None
+    try:
+        from .backends import resolve
+    except ImportError:  # neither django.tasks nor the django_tasks backport is installed
+        return None
+    return resolve(name)

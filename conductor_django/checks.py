@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, register
 
@@ -48,5 +49,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             f"CONDUCTOR['ENGINE'] is {value['ENGINE']!r}.",
             hint=f"Valid engines: {', '.join(ENGINES)}.",
             id="conductor_django.E004",
+        ))
+    # --- engines ---
+    if value.get("ENGINE") == "django_q" and not apps.is_installed("django_q"):
+        errors.append(Error(
+            'CONDUCTOR["ENGINE"] is "django_q" but django_q is not installed.',
+            hint='Add "django_q" to INSTALLED_APPS and configure Q_CLUSTER.',
+            id="conductor_django.E005",
         ))
     return errors

@@ -216,6 +216,14 @@ class Worker(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat = models.DateTimeField(default=timezone.now)
 
+    # --- engines (conductor_django.engines) ---
+    class Role(models.TextChoices):
+        WORKER = "worker", "conductor_worker running executions"
+        DISPATCHER = "dispatcher", "conductor_worker dispatching to django-q2"
+        QCLUSTER = "qcluster", "django-q2 qcluster worker process"
+
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.WORKER)
+
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["last_heartbeat"], name="cdj_worker_heartbeat_idx")]

@@ -422,3 +422,82 @@ def runnable_exists(queues: Sequence[str] | None, using: str) -> bool:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
+
+
+# --- django_q engine: a dispatcher holds executions while their ids are in the broker ---
+# (conductor_django.engines.django_q). The dispatcher claims with ``claim`` above, so
+# priorities, queues and every other claim rule hold; a qcluster process then takes
+# the row over with ``handover``, fenced on the holder being a dispatcher.
+
+
+def handover(eid: str, worker_id: uuid.UUID, using: str) -> tuple[Claimed, str | None] | None:
+    """Take over ``eid`` from the dispatcher that holds it; None if no dispatcher does.
+
+    Returns the claimed execution and, if its cancellation was requested meanwhile,
+    the reason. A duplicate or stale broker message finds the row held by a runner (or
+    no longer running) and changes nothing.
+    """
+    if _uuid_out_or_none(eid) is None:
+        return None
+    dispatchers = Worker.objects.using(using).filter(role=Worker.Role.DISPATCHER).values("pk")
+    moved = Execution.objects.using(using).filter(
+        pk=eid, status=S.RUNNING, locked_by__in=dispatchers
+    ).update(locked_by=worker_id, locked_at=timezone.now())
+    if not moved:
+        return None
+    row = _held(eid, worker_id, using).values(
+        "task_name", "queue", "payload", "attempts", "max_attempts", "priority", "event_name",
+        "schedule_name", "parent_id", "cancelled", "last_error",
+    ).first()
+    if row is None:
+        return None
+    claimed = Claimed(
+        id=str(uuid.UUID(str(eid))),
+        task_name=row["task_name"],
+        queue=row["queue"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        priority=row["priority"],
+        fresh=False,
+        event_name=row["event_name"],
+        schedule_name=row["schedule_name"],
+        parent_id=_uuid_out(row["parent_id"]),
+    )
+    return claimed, (row["last_error"] or "Cancelled by user") if row["cancelled"] else None
+
+
+def _uuid_out_or_none(value: Any) -> str | None:
+    try:
+        return _uuid_out(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def held_count(worker_id: uuid.UUID, using: str) -> int:
+    """How many executions this dispatcher holds (sent, not yet taken over)."""
+    return Execution.objects.using(using).filter(status=S.RUNNING, locked_by=worker_id).count()
+
+
+def finish_cancelled_held(worker_id: uuid.UUID, using: str) -> int:
+    """Held executions whose cancellation was requested end ``cancelled`` without running."""
+    return Execution.objects.using(using).filter(
+        status=S.RUNNING, locked_by=worker_id, cancelled=True
+    ).update(status=S.CANCELLED, finished_at=timezone.now(), locked_by=None, locked_at=None)
+
+
+def stale_held(worker_id: uuid.UUID, older_than: datetime, limit: int, using: str) -> list[str]:
+    """Held executions sent before ``older_than`` and not taken over: to be sent again.
+
+    Their ``locked_at`` (the time they were sent) is moved to now.
+    """
+    rows = Execution.objects.using(using).filter(
+        status=S.RUNNING, locked_by=worker_id, locked_at__lt=older_than
+    )
+    ids = list(rows.order_by("-priority", "locked_at").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return []
+    Execution.objects.using(using).filter(
+        pk__in=ids, status=S.RUNNING, locked_by=worker_id
+    ).update(locked_at=timezone.now())
+    return [str(i) for i in ids]

@@ -87,7 +87,36 @@ def get_task(name_or_task: str | Task) -> Task:
     try:
         return _registry[name_or_task]
     except (KeyError, TypeError):
+        found = _resolve(name_or_task)
+        if found is not None:
+            return found
         raise TaskNotFound(f"No task named {name_or_task!r} is registered") from None
+
+
+# --- resolvers: tasks registered on first use (e.g. Django Tasks functions) -------------
+
+Resolver = Callable[[str], "Task | None"]
+_resolvers: list[Resolver] = []
+
+
+def add_resolver(resolver: Resolver) -> None:
+    """Ask ``resolver(name)`` for tasks not registered yet; it returns a ``Task`` or None.
+
+    ``conductor_django.backends`` uses this so that a worker runs Django Tasks functions
+    whose module it has not imported (the execution's task name is the module path).
+    """
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def _resolve(name: object) -> Task | None:
+    if not isinstance(name, str):
+        return None
+    for resolver in _resolvers:
+        found = resolver(name)
+        if found is not None:
+            return register(found)
+    return None
 
 
 def all_tasks() -> dict[str, Task]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import conf, notify, queries, runner
+from . import conf, engines, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
 from .dbretry import ensure_usable
@@ -90,6 +90,12 @@ class Worker:
         self._listener: notify.Listener | None = None
         self._completer: Completer | None = None
         self._due: dict[str, float] = {}
+        # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
+        # --concurrency is then how many executions may wait in the broker at once.
+        self.dispatcher = None if self.runtime.inline else engines.make_dispatcher(
+            conf.get("ENGINE"), worker_id=self.id, using=self.using,
+            window=concurrency, batch_size=self.batch_size,
+        )
 
     # --- public ------------------------------------------------------------------------
 
@@ -106,6 +112,7 @@ class Worker:
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,
+            role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
         )
         queries.register_worker(self._row, self.using)
         logger.info(
@@ -141,10 +148,11 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
-        self._completer = Completer(self.id, self.using)
-        self._completer.start()
-        self.runtime.complete = self._completer.submit
-        for n in range(self.concurrency):
+        if self.dispatcher is None:
+            self._completer = Completer(self.id, self.using)
+            self._completer.start()
+            self.runtime.complete = self._completer.submit
+        for n in range(self.concurrency if self.dispatcher is None else 0):
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -177,13 +185,16 @@ class Worker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if self.drain and not claimed and self._busy_count() == 0:
+            if self.drain and not claimed and self._busy_count() == 0 and (
+                    self.dispatcher is None or not self.dispatcher.held()):
                 return
             if claimed and self._free() > 0:
                 continue  # there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
     def _claim(self) -> list[queries.Claimed]:
+        if self.dispatcher is not None:
+            return self.dispatcher.dispatch(self.queues)
         free = self._free()
         if free <= 0:
             return []
@@ -260,6 +271,8 @@ class Worker:
                 logger.warning("recovered %d executions of dead workers", recovered)
         if self.runtime.inflight and self._every("cancel", self.cancel_poll_interval):
             poll_cancellations(self.id, self.runtime.inflight, self.using)
+        if self.dispatcher is not None:
+            self.dispatcher.periodic()
         self._check_timeouts()
         self._release_lost()
 

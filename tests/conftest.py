@@ -96,3 +96,103 @@ def start_worker(transactional_db, tmp_path):
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+# --- django_q engine: real qcluster subprocesses next to conductor_worker ----------------
+
+
+class QclusterProcess(WorkerProcess):
+    """A ``manage.py qcluster`` subprocess on the test database."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def redis_reachable() -> bool:
+    try:
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
+    except Exception:  # noqa: BLE001 - any failure means: not reachable
+        return False
+    return True
+
+
+_q_names = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["database", "django_q-orm", "django_q-redis"])
+def engine(request, start_worker, transactional_db, tmp_path):
+    """Start one engine: ``engine.start(*worker_args)``; ``engine.name`` says which.
+
+    ``database``: a conductor_worker. ``django_q-orm`` / ``django_q-redis``: a
+    conductor_worker dispatching through that django-q2 broker and a qcluster, with a
+    cluster name (the broker queue) of this test's own.
+    """
+    name = request.param
+    if name == "django_q-redis" and not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    runner = EngineRunner(name, start_worker, tmp_path)
+    yield runner
+    runner.stop()
+
+
+class EngineRunner:
+    def __init__(self, name: str, start_worker, tmp_path: Path) -> None:
+        self.name = name
+        self.is_django_q = name.startswith("django_q")
+        self._start_worker = start_worker
+        self._tmp = tmp_path
+        self.env: dict[str, str] = {}
+        self.qclusters: list[QclusterProcess] = []
+        if self.is_django_q:
+            self.env = {
+                "CONDUCTOR_TEST_ENGINE": "django_q",
+                "CONDUCTOR_TEST_BROKER": name.split("-", 1)[1],
+                "CONDUCTOR_TEST_Q_NAME": f"cdj-test-{os.getpid()}-{next(_q_names)}",
+            }
+
+    def start(self, *args: str, env: dict[str, str] | None = None,
+              qcluster: bool = True) -> WorkerProcess:
+        """Start the conductor_worker (and, for django_q, one qcluster)."""
+        worker = self._start_worker(*args, env={**self.env, **(env or {})})
+        if self.is_django_q and qcluster:
+            self.start_qcluster(env=env)
+        return worker
+
+    def start_qcluster(self, env: dict[str, str] | None = None) -> QclusterProcess:
+        full_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "CONDUCTOR_TEST_DB_NAME": connection.settings_dict["NAME"],
+            "PYTHONPATH": str(ROOT),
+            **self.env,
+            **(env or {}),
+        }
+        proc = QclusterProcess(full_env, self._tmp / f"qcluster-{len(self.qclusters)}.log")
+        self.qclusters.append(proc)
+        return proc
+
+    def output(self) -> str:
+        return "\n".join(q.output() for q in self.qclusters)
+
+    def stop(self) -> None:
+        for q in self.qclusters:
+            if q.proc.poll() is None:
+                q.signal(signal.SIGTERM)
+        for q in self.qclusters:
+            try:
+                q.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            q.kill()
+

@@ -84,6 +84,41 @@ CONDUCTOR = {
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
 }
+# --- Django Tasks backend (conductor_django.backends) ---------------------------------
+TASKS = {
+    "default": {
+        "BACKEND": "conductor_django.backends.ConductorBackend",
+        "QUEUES": ["default", "other"],
+    },
+}
+
+# --- django_q engine (conductor_django.engines.django_q) --------------------------------
+# Worker and qcluster subprocesses of the engine tests get these from the environment.
+INSTALLED_APPS.append("django_q")
+if os.environ.get("CONDUCTOR_TEST_ENGINE"):
+    CONDUCTOR["ENGINE"] = os.environ["CONDUCTOR_TEST_ENGINE"]
+_Q_TIMEOUT = int(os.environ.get("CONDUCTOR_TEST_Q_TIMEOUT", "120"))
+Q_CLUSTER = {
+    "name": os.environ.get("CONDUCTOR_TEST_Q_NAME", "conductor-tests"),
+    "workers": int(os.environ.get("CONDUCTOR_TEST_Q_WORKERS", "3")),
+    "timeout": _Q_TIMEOUT,
+    "retry": _Q_TIMEOUT + 30,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "poll": 0.1,
+    "guard_cycle": 0.2,
+    "catch_up": False,
+    "log_level": "INFO",
+}
+if os.environ.get("CONDUCTOR_TEST_BROKER", "orm") == "redis":
+    Q_CLUSTER["redis"] = {
+        "host": os.environ.get("CONDUCTOR_TEST_REDIS_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("CONDUCTOR_TEST_REDIS_PORT", "6379")),
+        "db": int(os.environ.get("CONDUCTOR_TEST_REDIS_DB", "5")),
+    }
+else:
+    Q_CLUSTER["orm"] = "default"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

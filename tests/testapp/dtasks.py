@@ -1,0 +1,44 @@
+"""Functions decorated with Django's task decorator (the django_tasks backport here).
+
+Deliberately not named ``tasks.py``: workers find them by their module path alone.
+"""
+
+from django_tasks import task
+
+from .models import Mark
+
+
+@task()
+def add(a, b):
+    Mark.add("dtask:add", f"{a}+{b}")
+    return a + b
+
+
+@task(priority=10, queue_name="other")
+def on_other_queue(key):
+    Mark.add(key, "other")
+    return {"queue": "other"}
+
+
+@task(takes_context=True)
+def with_context(context, key):
+    Mark.add(key, context.task_result.id)
+    return {"id": context.task_result.id, "attempt": context.attempt,
+            "status": str(context.task_result.status)}
+
+
+@task()
+def explode(message):
+    raise ValueError(message)
+
+
+@task()
+def wait_for_mark(key, seconds=20):
+    """Runs until the test adds the mark ``<key>:go`` (or ``seconds`` pass)."""
+    import time
+
+    Mark.add(f"{key}:started")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not Mark.count(f"{key}:go"):
+        time.sleep(0.05)
+    return "done"
