@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import queries
+from . import queries, window
 from .cancellation import DEFAULT_REASON, cancel_requested
 from .exceptions import AttemptTimedOut, Cancelled, Released
 from .utils import check_json
@@ -124,6 +124,8 @@ class Context:
         self.signal.raise_if_aborted()
         if runtime.stopping.is_set():
             raise Released()
+        # flow control: outside the task's window, release until the window opens
+        window.check(self.task_name)
 
     def checkpoint(self) -> None:
         """Stop here if cancelled (``Cancelled``), timed out, or the worker shuts down."""
