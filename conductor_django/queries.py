@@ -73,7 +73,7 @@ def claim(
     """
     connection = connections[using]
     now = timezone.now()
-    now_param = _dt_param(connection, now)
+    now_param = dt_param(connection, now)
     pg = connection.vendor == "postgresql"
     rules = flow.claim_rules(now)
     if rules.limits:
@@ -86,7 +86,7 @@ def claim(
     return lock_rows(worker_id, inner, [*params, limit], using, now)
 
 
-def _dt_param(connection, value: datetime) -> Any:
+def dt_param(connection, value: datetime) -> Any:
     return Execution._meta.get_field("run_at").get_db_prep_value(value, connection)
 
 
@@ -110,7 +110,7 @@ def lock_rows(
 ) -> list[Claimed]:
     """Mark the rows selected by ``inner`` (a ``SELECT id ...``) running for ``worker_id``."""
     connection = connections[using]
-    now_param = _dt_param(connection, now)
+    now_param = dt_param(connection, now)
     sql = (
         f"UPDATE {TABLE} SET status = 'running', locked_by = %s, locked_at = %s,"
         " started_at = COALESCE(started_at, %s),"
@@ -184,7 +184,7 @@ def _claim_limited(
     """
     connection = connections[using]
     pg = connection.vendor == "postgresql"
-    now_param = _dt_param(connection, now)
+    now_param = dt_param(connection, now)
     lock = " FOR UPDATE SKIP LOCKED" if pg else ""
     outermost = not connection.in_atomic_block
     with transaction.atomic(using=using) if pg else nullcontext():

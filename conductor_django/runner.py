@@ -31,6 +31,11 @@ def error_message(exc: BaseException) -> str:
 
 def run(claimed: Claimed, runtime: Runtime) -> str:
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
+    # flow control: the executions of a batch task run as one handler call
+    if not isinstance(claimed, Claimed):
+        from .batch import run_batch
+
+        return run_batch(claimed, runtime)
     started = time.monotonic()
     eid = claimed.id
     try:

@@ -13,7 +13,7 @@ next opening, resuming there without counting a new attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django.utils import timezone
@@ -81,14 +81,28 @@ class Window:
         if self.is_open(now, tz):
             return now
         local = timezone.localtime(now, tz)
-        for days in range(3):  # today's or tomorrow's start; a DST gap may skip one
+        for days in range(3):  # today's or tomorrow's start
             day = local.date() + timedelta(days=days)
-            candidate = datetime.combine(day, self.start, tzinfo=tz)
-            # A start inside a DST gap does not exist; the wall clock jumps past it.
-            candidate = candidate.astimezone(UTC).astimezone(tz)
+            candidate = self._start_on(day, tz)
             if candidate > now:
                 return candidate
         raise AssertionError("unreachable: a daily window opens within two days")
+
+    def _start_on(self, day: date, tz: tzinfo) -> datetime:
+        """When the window opens on ``day``: the start's first occurrence, or, when a DST
+        gap skips the start, the instant the clock jumps into the window."""
+        first = datetime.combine(day, self.start, tzinfo=tz).astimezone(UTC)
+        second = datetime.combine(day, self.start, tzinfo=tz).replace(fold=1).astimezone(UTC)
+        lo, hi = min(first, second), max(first, second)
+        if lo.astimezone(tz).time().replace(tzinfo=None) == self.start:
+            return lo.astimezone(tz)  # exists (the earlier one when the hour repeats)
+        while hi - lo > timedelta(seconds=1):  # a gap: find the jump, to the second
+            mid = lo + (hi - lo) / 2
+            if self.is_open(mid, tz):
+                hi = mid
+            else:
+                lo = mid
+        return hi.astimezone(tz).replace(microsecond=0)
 
     def __str__(self) -> str:
         return f"{self.start.isoformat('minutes' if not self.start.second else 'seconds')}-" \

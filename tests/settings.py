@@ -42,7 +42,7 @@ else:
 SECRET_KEY = "conductor-tests-not-secret"
 DEBUG = False
 USE_TZ = True
-TIME_ZONE = "UTC"
+TIME_ZONE = os.environ.get("CONDUCTOR_TEST_TIME_ZONE", "UTC")  # flow-control window tests
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -80,6 +80,7 @@ CONDUCTOR = {
     "HEARTBEAT_INTERVAL": 0.5,
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
+    "TASK_MODULES": ["tests.testapp.flow_tasks"],
 }
 LOGGING = {
     "version": 1,
