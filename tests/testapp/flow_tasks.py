@@ -31,17 +31,17 @@ def night_job(event, ctx):
 
 
 def _env_window():
-    spec = os.environ.get("CONDUCTOR_TEST_WINDOW", "00:00-23:59:59")
-    start, end = spec.split("-")
-    return (start, end)
+    """The window a test gives the worker subprocess (``"HH:MM:SS-HH:MM:SS"``); else none."""
+    spec = os.environ.get("CONDUCTOR_TEST_WINDOW")
+    return tuple(spec.split("-")) if spec else None
 
 
 @task(name="windowed-steps", window=_env_window())
 def windowed_steps(event, ctx):
     """Numbered steps until the window closes; resumes from the first unfinished one."""
-    key = event.payload["key"]
-    for n in range(event.payload.get("steps", 200)):
-        ctx.step(f"s{n}", lambda n=n: Mark.add(f"{key}:step", str(n)) or ctx.signal.wait(0.05)
+    key, pause = event.payload["key"], event.payload["pause"]
+    for n in range(event.payload["steps"]):
+        ctx.step(f"s{n}", lambda n=n: Mark.add(f"{key}:step", str(n)) or ctx.signal.wait(pause)
                  or n)
     return "all steps"
 
