@@ -207,6 +207,17 @@ def test_invoke_many_with_per_item_options_in_one_transaction():
     assert Execution.objects.count() == 4
 
 
+@pytest.mark.django_db
+def test_limited_task_drains_in_process():
+    """The limited claim also works inside a caller's transaction (``testing.drain``)."""
+    Gauge.objects.create(key="limited")
+    ids = [conductor.invoke("limited", {"n": n, "hold": 0}) for n in range(3)]
+    plain = conductor.invoke("echo", "plain")
+    assert drain() == 4
+    assert all(status(e) == S.COMPLETED for e in [*ids, plain])
+    assert Gauge.peak_of("limited") == 1  # inline: one at a time
+
+
 # --- batches (in process) ----------------------------------------------------------------
 
 
