@@ -17,6 +17,7 @@ from .exceptions import (
     NonRetryableError,
     TaskNotFound,
 )
+from .flow import Batch
 from .registry import Task, task
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "Cancelled",
     "ChildExecutionFailed",
     "ConductorError",

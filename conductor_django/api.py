@@ -21,7 +21,7 @@ from .models import Execution
 from .registry import Task, get_task
 from .utils import check_aware, check_json, to_seconds
 
-OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue")
+OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
 
 
 @dataclass(slots=True)
@@ -34,6 +34,9 @@ class NewExecution:
     priority: int
     run_at: datetime
     queue: str
+    # flow control: seconds (see conductor_django.throttle)
+    throttle: float | None = None
+    debounce: float | None = None
 
     def build(self, **extra: Any) -> Execution:
         return Execution(
@@ -57,6 +60,8 @@ def prepare(
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
     queue: str | None = None,
+    throttle: float | timedelta | None = None,
+    debounce: float | timedelta | None = None,
     now: datetime | None = None,
     direct: bool = True,
 ) -> NewExecution:
@@ -80,6 +85,10 @@ def prepare(
         when = check_aware(run_at)
     else:
         when = now + timedelta(seconds=to_seconds(delay, "delay") or 0.0)
+    # flow control
+    throttle_s, debounce_s = _flow_seconds(throttle, debounce, run_at, delay)
+    if debounce_s is not None:
+        when = now + timedelta(seconds=debounce_s)
     return NewExecution(
         task=t,
         payload=payload,
@@ -87,7 +96,35 @@ def prepare(
         priority=priority,
         run_at=when,
         queue=queue or t.get_queue(),
+        throttle=throttle_s,
+        debounce=debounce_s,
     )
+
+
+def _flow_seconds(
+    throttle: Any, debounce: Any, run_at: Any, delay: Any
+) -> tuple[float | None, float | None]:
+    throttle_s = to_seconds(throttle, "throttle")
+    debounce_s = to_seconds(debounce, "debounce")
+    if throttle_s is not None and debounce_s is not None:
+        raise ValueError("pass throttle or debounce, not both")
+    if debounce_s is not None and (run_at is not None or delay is not None):
+        raise ValueError("debounce sets the run time itself: do not pass run_at or delay with it")
+    for name, value in (("throttle", throttle_s), ("debounce", debounce_s)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value:g}")
+    return throttle_s, debounce_s
+
+
+def insert_any(new: NewExecution, using: str) -> str:
+    """Write one execution through its throttle or debounce, or plainly (``insert``)."""
+    from . import throttle
+
+    if new.throttle is not None:
+        return throttle.insert_throttled(new, new.throttle, using)
+    if new.debounce is not None:
+        return throttle.insert_debounced(new, new.debounce, using)
+    return insert(new, using)
 
 
 def insert(new: NewExecution, using: str, **extra: Any) -> str:
@@ -124,11 +161,13 @@ def invoke(
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
     queue: str | None = None,
+    throttle: float | timedelta | None = None,
+    debounce: float | timedelta | None = None,
 ) -> str:
     """Start an execution of ``task``; returns its id (a UUID string)."""
     new = prepare(task, payload, dedupe_key=dedupe_key, priority=priority, run_at=run_at,
-                  delay=delay, queue=queue)
-    return insert(new, router.db_for_write(Execution))
+                  delay=delay, queue=queue, throttle=throttle, debounce=debounce)
+    return insert_any(new, router.db_for_write(Execution))
 
 
 def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
@@ -152,14 +191,18 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
     using = router.db_for_write(Execution)
     ids: list[str | None] = [None] * len(prepared)
     with transaction.atomic(using=using):
-        plain = [(n, p.build()) for n, p in enumerate(prepared) if p.dedupe_key is None]
+        plain = [(n, p.build()) for n, p in enumerate(prepared) if _is_plain(p)]
         Execution.objects.using(using).bulk_create([row for _, row in plain])
         for n, row in plain:
             ids[n] = str(row.pk)
         for n, p in enumerate(prepared):
-            if p.dedupe_key is not None:
-                ids[n] = insert(p, using)
+            if not _is_plain(p):
+                ids[n] = insert_any(p, using)
     return [i for i in ids if i is not None]
+
+
+def _is_plain(new: NewExecution) -> bool:
+    return new.dedupe_key is None and new.throttle is None and new.debounce is None
 
 
 def get(execution_id: Any) -> Execution:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import durable, queries
+from . import durable, queries, window
 from .cancellation import DEFAULT_REASON, cancel_requested
 from .dbretry import retry_write
 from .exceptions import AttemptTimedOut, Cancelled, Released
@@ -132,6 +132,8 @@ class Context:
         self.signal.raise_if_aborted()
         if runtime.stopping.is_set():
             raise Released()
+        # flow control: outside the task's window, release until the window opens
+        window.check(self.task_name)
 
     def checkpoint(self) -> None:
         """Stop here if cancelled (``Cancelled``), timed out, or the worker shuts down."""

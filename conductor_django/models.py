@@ -233,3 +233,35 @@ class Worker(models.Model):
 
     def running(self) -> Any:
         return Execution.objects.filter(status=Execution.Status.RUNNING, locked_by=self.id)
+
+
+# --- flow control ----------------------------------------------------------------------
+
+
+class FlowSlot(models.Model):
+    """The last throttled or debounced execution of a task and key (``invoke(throttle=...)``).
+
+    Its row is what concurrent throttled/debounced invocations of one task and key
+    serialize on (a unique row, locked while the invoking transaction decides).
+    """
+
+    class Kind(models.TextChoices):
+        THROTTLE = "throttle", "Throttle"
+        DEBOUNCE = "debounce", "Debounce"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    task_name = models.CharField(max_length=200)
+    key = models.CharField(max_length=255, blank=True, default="",
+                           help_text="The dedupe key; empty when invoked without one.")
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="+")
+    until = models.DateTimeField(
+        help_text="Throttle: end of the period. Debounce: when the execution runs."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "task_name", "key"], name="cdj_flowslot_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.task_name}/{self.key}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from django.db.models import (
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
+from . import flow
 from .models import Execution, Step, Worker
 
 S = Execution.Status
@@ -75,23 +76,52 @@ def _uuid_out(value: Any) -> str | None:
 def claim(
     worker_id: uuid.UUID, queues: Sequence[str] | None, limit: int, using: str
 ) -> list[Claimed]:
-    """Lock up to ``limit`` runnable executions for ``worker_id``, best first."""
+    """Lock up to ``limit`` runnable executions for ``worker_id``, best first.
+
+    Flow control (``flow.claim_rules``): batch tasks and tasks whose window is closed
+    are skipped here (batches are claimed by ``batch.claim_batches``), and tasks with
+    ``concurrency=N`` go through ``_claim_limited``.
+    """
     connection = connections[using]
     now = timezone.now()
-    dt = Execution._meta.get_field("run_at")
-    now_param = dt.get_db_prep_value(now, connection)
+    now_param = dt_param(connection, now)
     pg = connection.vendor == "postgresql"
-    params: list[Any] = [now_param]
-    queue_sql = ""
-    if queues:
-        queue_sql = f" AND queue IN ({', '.join(['%s'] * len(queues))})"
-        params.extend(queues)
-    params.append(limit)
+    rules = flow.claim_rules(now)
+    if rules.limits:
+        return _claim_limited(worker_id, queues, limit, using, now, rules)
+    where, params = runnable_sql(now_param, queues, skip=rules.skip)
     inner = (
-        f"SELECT id FROM {TABLE} WHERE status IN ('pending', 'suspended')"
-        f" AND run_at <= %s{queue_sql} ORDER BY priority DESC, run_at ASC LIMIT %s"
+        f"SELECT id FROM {TABLE} WHERE {where} ORDER BY priority DESC, run_at ASC LIMIT %s"
         + (" FOR UPDATE SKIP LOCKED" if pg else "")
     )
+    return lock_rows(worker_id, inner, [*params, limit], using, now)
+
+
+def dt_param(connection, value: datetime) -> Any:
+    return Execution._meta.get_field("run_at").get_db_prep_value(value, connection)
+
+
+def runnable_sql(
+    now_param: Any, queues: Sequence[str] | None, skip: Sequence[str] = ()
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (unqualified columns) of rows runnable now in ``queues``."""
+    sql = "status IN ('pending', 'suspended') AND run_at <= %s"
+    params: list[Any] = [now_param]
+    if queues:
+        sql += f" AND queue IN ({', '.join(['%s'] * len(queues))})"
+        params.extend(queues)
+    if skip:
+        sql += f" AND task_name NOT IN ({', '.join(['%s'] * len(skip))})"
+        params.extend(skip)
+    return sql, params
+
+
+def lock_rows(
+    worker_id: uuid.UUID, inner: str, params: list[Any], using: str, now: datetime
+) -> list[Claimed]:
+    """Mark the rows selected by ``inner`` (a ``SELECT id ...``) running for ``worker_id``."""
+    connection = connections[using]
+    now_param = dt_param(connection, now)
     sql = (
         f"UPDATE {TABLE} SET status = 'running', locked_by = %s, locked_at = %s,"
         " started_at = COALESCE(started_at, %s),"
@@ -125,6 +155,101 @@ def claim(
     ]
     claimed.sort(key=lambda c: -c.priority)
     return claimed
+
+
+# --- flow control: tasks with concurrency=N ------------------------------------------
+
+#: First key of the PostgreSQL advisory locks that serialize claims of a limited task
+#: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
+CLAIM_LOCK_CLASS = 0x43444A31
+
+
+def _claim_limited(
+    worker_id: uuid.UUID,
+    queues: Sequence[str] | None,
+    limit: int,
+    using: str,
+    now: datetime,
+    rules: flow.ClaimRules,
+) -> list[Claimed]:
+    """The claim when some tasks have ``concurrency=N``: one statement, several branches.
+
+    The statement unions the plain candidates (every task without a limit, as in the
+    fast path) with, per limited task, its best runnable rows ``LIMIT N - <running
+    rows of that task, in any queue>``; the best ``limit`` of those are claimed. The
+    count and the claim must not interleave with another worker's claim of the same
+    task, or both could see N-1 running and start one each:
+
+    * SQLite runs the single ``UPDATE`` under the database write lock, which
+      serializes it against every other writer.
+    * PostgreSQL first takes a transaction-level advisory lock per limited task with
+      runnable rows (``pg_try_advisory_xact_lock(CLAIM_LOCK_CLASS, hashtext(name))``)
+      in one statement, then runs the claim as the next statement of the same
+      READ COMMITTED transaction. That statement's snapshot is taken after the lock,
+      so it sees every claim committed by the previous holder (a lock is released only
+      after its transaction's commit is visible). A *try* lock never waits and never
+      deadlocks: a task another worker is claiming right now is simply left out of this
+      round, like a row under ``SKIP LOCKED``. Tasks without a limit take no lock.
+
+    Finishing executions only lower the count, so a stale count errs on the safe side.
+    """
+    connection = connections[using]
+    pg = connection.vendor == "postgresql"
+    now_param = dt_param(connection, now)
+    lock = " FOR UPDATE SKIP LOCKED" if pg else ""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(using=using) if pg else nullcontext():
+        if pg:
+            if outermost and _isolation(connection) != "read committed":
+                with connection.cursor() as cursor:  # the snapshot must follow the lock
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            names = _lock_limited(connection, rules.limits, queues, now_param)
+        else:
+            names = list(rules.limits)
+        where, params = runnable_sql(now_param, queues, skip=[*rules.skip, *rules.limits])
+        branches = [
+            f"SELECT * FROM (SELECT id, priority, run_at FROM {TABLE} WHERE {where}"
+            f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
+        ]
+        params.append(limit)
+        greatest = "GREATEST" if pg else "MAX"
+        for n, name in enumerate(names):
+            where, branch_params = runnable_sql(now_param, queues)
+            branches.append(
+                f"SELECT * FROM (SELECT id, priority, run_at FROM {TABLE}"
+                f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
+                f" LIMIT {greatest}(%s - (SELECT COUNT(*) FROM {TABLE}"
+                f" WHERE task_name = %s AND status = 'running'), 0){lock}) AS b_{n}"
+            )
+            params += [name, *branch_params, rules.limits[name], name]
+        inner = (
+            f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
+            " ORDER BY priority DESC, run_at ASC LIMIT %s"
+        )
+        return lock_rows(worker_id, inner, [*params, limit], using, now)
+
+
+def _isolation(connection) -> str:
+    """The configured isolation level of a PostgreSQL connection, e.g. ``"read committed"``."""
+    level = getattr(connection, "isolation_level", None)
+    return getattr(level, "name", "READ_COMMITTED").replace("_", " ").lower()
+
+
+def _lock_limited(
+    connection, limits: dict[str, int], queues: Sequence[str] | None, now_param: Any
+) -> list[str]:
+    """PostgreSQL: try-lock the limited tasks that have runnable rows and a free slot."""
+    where, params = runnable_sql(now_param, queues)
+    sql = (
+        "SELECT t.name FROM unnest(%s::text[], %s::int[]) AS t(name, cap) WHERE CASE"
+        f" WHEN EXISTS (SELECT 1 FROM {TABLE} WHERE task_name = t.name AND {where})"
+        f" AND (SELECT COUNT(*) FROM {TABLE} WHERE task_name = t.name"
+        " AND status = 'running') < t.cap"
+        " THEN pg_try_advisory_xact_lock(%s, hashtext(t.name)) ELSE false END"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(limits), list(limits.values()), *params, CLAIM_LOCK_CLASS])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _held(eid: str, worker_id: uuid.UUID, using: str):

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, overload
 from django.core.exceptions import ImproperlyConfigured
 
 from .exceptions import TaskNotFound
+from .flow import Batch, check_batch, check_concurrency, check_window
 from .utils import to_seconds
+from .window import Window
 
 if TYPE_CHECKING:
     from .context import Context, Event
@@ -30,6 +32,10 @@ class Task:
     backoff: Sequence[float] | Callable[[int], float] | None = None
     timeout: float | None = None
     invocable: bool = True
+    # flow control (see conductor_django.flow)
+    concurrency: int | None = None
+    window: Window | None = None
+    batch: Batch | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -134,6 +140,9 @@ def task(
     backoff: Sequence[float] | Callable[[int], float] | None = ...,
     timeout: float | timedelta | None = ...,
     invocable: bool = ...,
+    concurrency: int | None = ...,
+    window: tuple[str, str] | Window | None = ...,
+    batch: Batch | None = ...,
 ) -> Callable[[Handler], Task]: ...
 
 
@@ -155,6 +164,9 @@ def build_task(
     backoff: Sequence[float] | Callable[[int], float] | None = None,
     timeout: float | timedelta | None = None,
     invocable: bool = True,
+    concurrency: int | None = None,
+    window: tuple[str, str] | Window | None = None,
+    batch: Batch | None = None,
 ) -> Task:
     if not callable(func):
         raise TypeError(f"task() needs a function, got {func!r}")
@@ -167,6 +179,10 @@ def build_task(
         raise ValueError(f"max_attempts of task {task_name!r} must be an int >= 1")
     if backoff is not None and not callable(backoff):
         backoff = tuple(to_seconds(b, "backoff") for b in backoff)
+    # flow control
+    concurrency = check_concurrency(concurrency, task_name)
+    window = check_window(window, task_name)
+    batch = check_batch(batch, task_name, concurrency)
     return Task(
         func=func,
         name=task_name,
@@ -175,6 +191,9 @@ def build_task(
         backoff=backoff,
         timeout=to_seconds(timeout, "timeout"),
         invocable=bool(invocable),
+        concurrency=concurrency,
+        window=window,
+        batch=batch,
     )
 
 

@@ -34,8 +34,11 @@ def error_message(exc: BaseException) -> str:
 def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
     """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
 
-    ``None`` when the task is not registered in this process.
+    ``None`` when the task is not registered in this process, and for batches (their
+    items get contexts of their own in ``batch.py``).
     """
+    if not isinstance(claimed, Claimed):
+        return None
     try:
         task = get_task(claimed.task_name)
     except LookupError:
@@ -55,6 +58,11 @@ def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
 
 def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
+    # flow control: the executions of a batch task run as one handler call
+    if not isinstance(claimed, Claimed):
+        from .batch import run_batch
+
+        return run_batch(claimed, runtime)
     started = time.monotonic()
     eid = claimed.id
     ctx = ctx or make_context(claimed, runtime)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import conf, engines, notify, queries, runner
+from . import batch, conf, engines, notify, queries, runner
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
 from .dbretry import ensure_usable
@@ -139,11 +139,13 @@ class Worker:
     def _run_inline(self) -> None:
         queries.recover(self.dead_after, self.using)
         while not self._stop.is_set():
-            claimed = queries.claim(self.id, self.queues, 1, self.using)
+            # flow control: a batch task's executions first, as partial batches (drain)
+            claimed = batch.claim_batches(self.id, self.queues, 1, self.using, fill=False)
+            claimed = claimed or queries.claim(self.id, self.queues, 1, self.using)
             if not claimed:
                 return
             runner.run(claimed[0], self.runtime)
-            self.processed += 1
+            self.processed += getattr(claimed[0], "size", 1)
 
     # --- threaded ----------------------------------------------------------------------
 
@@ -198,7 +200,12 @@ class Worker:
         free = self._free()
         if free <= 0:
             return []
-        claimed = queries.claim(self.id, self.queues, min(free, self.batch_size), self.using)
+        # flow control: ready batches first (one handler slot each), then single executions
+        claimed: list = batch.claim_batches(self.id, self.queues, free, self.using,
+                                            fill=not self.drain)
+        if len(claimed) < free:
+            claimed += queries.claim(self.id, self.queues, min(free - len(claimed),
+                                                               self.batch_size), self.using)
         if claimed:
             with self._lock:
                 self._busy += len(claimed)
@@ -219,26 +226,27 @@ class Worker:
                 began = time.monotonic()
                 try:
                     ensure_usable(self.using, time.monotonic() - idle_since)
-                    if self.runtime.stopping.is_set():
-                        self.runtime.inflight.pop(item.id, None)
-                        queries.release(item.id, self.id, timezone.now(), self.using)
+                    if self.runtime.stopping.is_set():  # claimed but not started: give back
+                        for eid in getattr(item, "ids", [item.id]):
+                            self.runtime.inflight.pop(eid, None)
+                            queries.release(eid, self.id, timezone.now(), self.using)
                     else:
                         runner.run(item, self.runtime, ctx)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
                     with self._lock:
-                        self._lost.append(item.id)
+                        self._lost.extend(getattr(item, "ids", [item.id]))
                     self._close_connection()
                 except BaseException:
                     logger.exception("unexpected error running %s", item.id)
                     with self._lock:
-                        self._lost.append(item.id)
+                        self._lost.extend(getattr(item, "ids", [item.id]))
                 finally:
                     idle_since = time.monotonic()
                     seconds = idle_since - began
                     with self._lock:
                         self._busy -= 1
-                        self.processed += 1
+                        self.processed += getattr(item, "size", 1)
                         self._avg_seconds += (seconds - self._avg_seconds) * 0.1
                     self._wake.set()
         finally:

@@ -43,7 +43,7 @@ else:
 SECRET_KEY = "conductor-tests-not-secret"
 DEBUG = False
 USE_TZ = True
-TIME_ZONE = "UTC"
+TIME_ZONE = os.environ.get("CONDUCTOR_TEST_TIME_ZONE", "UTC")  # flow-control window tests
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.urls"
 STATIC_URL = "/static/"
@@ -83,6 +83,7 @@ CONDUCTOR = {
     "HEARTBEAT_INTERVAL": 0.5,
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
+    "TASK_MODULES": ["tests.testapp.flow_tasks"],
 }
 # --- Django Tasks backend (conductor_django.backends) ---------------------------------
 TASKS = {

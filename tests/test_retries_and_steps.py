@@ -141,21 +141,21 @@ def test_ctx_identity_and_logger():
 def test_drain_serves_only_the_given_queues_and_priority_order():
     order = []
 
-    @task(name="ordered")
+    @task(name="ordered-in-test")
     def ordered(event, ctx):
         order.append(event.payload)
 
     try:
-        conductor.invoke("ordered", "low", priority=-1)
-        conductor.invoke("ordered", "mid")
-        conductor.invoke("ordered", "high", priority=9)
+        conductor.invoke("ordered-in-test", "low", priority=-1)
+        conductor.invoke("ordered-in-test", "mid")
+        conductor.invoke("ordered-in-test", "high", priority=9)
         other = conductor.invoke("on-other-queue", 1)
         assert drain(queues=["default"]) == 3
         assert order == ["high", "mid", "low"]
         assert conductor.get(other).status == "pending"
         assert drain(queues=["other"]) == 1
     finally:
-        unregister("ordered")
+        unregister("ordered-in-test")
 
 
 def test_unregistered_task_fails_the_attempt_clearly():

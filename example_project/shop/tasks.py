@@ -1,6 +1,6 @@
 """The example project's tasks (the README's quickstart runs these)."""
 
-from conductor_django import task
+from conductor_django import Batch, task
 
 from . import mailer
 
@@ -51,3 +51,26 @@ def fulfil_order(event, ctx):
     ctx.checkpoint()  # cancelled during the sleep? stop before shipping
     tracking = ctx.step("ship", lambda: f"track-{order}")
     return {"order": order, "charge": charge_id, "tracking": tracking}
+
+
+# --- flow control (docs/flow-control.md) ------------------------------------------------
+
+
+@task(name="sync-inventory", concurrency=2)
+def sync_inventory(event, ctx):
+    """At most two syncs at once across every worker (the supplier's API limit)."""
+    return ctx.step("fetch", lambda: {"sku": event.payload["sku"], "stock": 7})
+
+
+@task(name="nightly-reindex", window=("22:00", "06:00"))
+def nightly_reindex(event, ctx):
+    """Runs only at night (TIME_ZONE); a run still going at 06:00 pauses until 22:00."""
+    for n in range(event.payload.get("shards", 4)):
+        ctx.step(f"shard-{n}", lambda n=n: f"reindexed shard {n}")
+    return "reindexed"
+
+
+@task(name="send-push", batch=Batch(size=50, timeout=2.0))
+def send_push(events, ctx):
+    """One call to the push provider for up to 50 notifications."""
+    return [{"sent_to": e.payload["user"]} for e in events]

@@ -18,3 +18,34 @@ class Mark(models.Model):
     @classmethod
     def count(cls, key: str) -> int:
         return cls.objects.filter(key=key).count()
+
+
+class Gauge(models.Model):
+    """How many handlers of a key run right now, and the most that ever ran at once."""
+
+    key = models.CharField(max_length=200, unique=True)
+    current = models.IntegerField(default=0)
+    peak = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.current} (peak {self.peak})"
+
+    @classmethod
+    def enter(cls, key: str) -> None:
+        """One more running; both columns move in one statement (old values on the right)."""
+        cls.objects.get_or_create(key=key)
+        cls.objects.filter(key=key).update(
+            current=models.F("current") + 1,
+            peak=models.Case(
+                models.When(peak__gt=models.F("current"), then=models.F("peak")),
+                default=models.F("current") + 1,
+            ),
+        )
+
+    @classmethod
+    def leave(cls, key: str) -> None:
+        cls.objects.filter(key=key).update(current=models.F("current") - 1)
+
+    @classmethod
+    def peak_of(cls, key: str) -> int:
+        return cls.objects.filter(key=key).values_list("peak", flat=True).first() or 0
