@@ -18,6 +18,7 @@ from .exceptions import (
     TaskNotFound,
 )
 from .registry import Task, task
+from .retention import Retention
 
 if TYPE_CHECKING:
     from .models import Execution
@@ -31,9 +32,11 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionFailed",
     "NonRetryableError",
+    "Retention",
     "Task",
     "TaskNotFound",
     "cancel",
+    "emit",
     "get",
     "invoke",
     "invoke_many",
@@ -65,6 +68,13 @@ def cancel(execution_id: Any, reason: str | None = None) -> bool:
     from .cancellation import cancel as _cancel
 
     return _cancel(execution_id, reason)
+
+
+def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
+    """Start one execution per task subscribed to the event; see ``events.emit``."""
+    from .events import emit as _emit
+
+    return _emit(name, payload, **options)
 
 
 def get(execution_id: Any) -> Execution:

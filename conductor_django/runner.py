@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import queries
+from . import custom_context, logs, queries
 from .context import Context, Event
 from .exceptions import (
     AttemptTimedOut,
@@ -69,8 +69,10 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     eid, wid, db = claimed.id, runtime.worker_id, runtime.using
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
     try:
-        result = task.func(event, ctx)
-        check_json(result, f"result of task {task.name!r}")
+        with logs.capture(ctx, db):  # stores the attempt's log lines before the outcome
+            custom_context.apply(ctx)
+            result = task.func(event, ctx)
+            check_json(result, f"result of task {task.name!r}")
     except Cancelled as exc:
         queries.finish_cancelled(eid, wid, exc.reason, db)
         return "cancelled"
