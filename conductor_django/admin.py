@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
+from .admin_logs import ExecutionLogInline
 from .cancellation import DEFAULT_REASON
 from .models import Execution, Schedule, Step, Worker
 
@@ -44,7 +45,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     search_fields = ("=id", "task_name", "dedupe_key")
     ordering = ("-created_at",)
     actions = ["cancel_selected"]
-    inlines = [StepInline]
+    inlines = [StepInline, ExecutionLogInline]
     readonly_fields = [
         *(f.name for f in Execution._meta.fields if f.name not in ("payload", "result")),
         "payload_display",

@@ -122,8 +122,8 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
         errors.append(Error(
             f"Task module {module!r} could not be imported: {last}",
-            hint="Its tasks are not registered. Run 'python -c \"import "
-            f"{module}\"' (with DJANGO_SETTINGS_MODULE set) for the traceback.",
+            hint="None of its tasks is registered. The traceback was logged (logger "
+            "conductor_django) when Django started.",
             id="conductor_django.E007",
         ))
     for name, t in sorted(all_tasks().items()):

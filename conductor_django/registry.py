@@ -252,10 +252,14 @@ def autodiscover() -> None:
     extra = conf.get("TASK_MODULES")
     modules += [m for m in extra if isinstance(m, str)] if isinstance(extra, list | tuple) else []
     for module in modules:
+        before = set(_registry)
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - reported by the system check instead
             import_errors[module] = traceback.format_exc()
             logger.error("could not import task module %s", module, exc_info=True)
+            for name in set(_registry) - before:  # a half-imported module registers nothing
+                if _registry[name].func.__module__ == module:
+                    unregister(name)
         else:
             import_errors.pop(module, None)

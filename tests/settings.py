@@ -80,6 +80,10 @@ CONDUCTOR = {
     "HEARTBEAT_INTERVAL": 0.5,
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
+    "TASK_MODULES": ["tests.testapp.event_tasks",
+                     *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
+    "CONTEXT": "tests.testapp.context.build",
+    "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),
 }
 LOGGING = {
     "version": 1,
