@@ -132,7 +132,8 @@ def cleanup(
     from . import conf
     from .models import Execution
 
-    batch_size = batch_size or conf.get("CLEANUP_BATCH_SIZE")
+    if batch_size is None:
+        batch_size = conf.get("CLEANUP_BATCH_SIZE")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     using = using or router.db_for_write(Execution)
