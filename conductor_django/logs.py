@@ -151,8 +151,11 @@ def settings() -> tuple[int, int]:
 
 
 @contextmanager
-def capture(ctx: Context, using: str) -> Iterator[LogBuffer | None]:
-    """Collect the log lines of the attempt running in this block; store them at its end."""
+def capture(ctx: Context, using: str, first: bool = False) -> Iterator[LogBuffer | None]:
+    """Collect the log lines of the attempt running in this block; store them at its end.
+
+    ``first``: the execution's first run (no line of it can be stored yet).
+    """
     limit, level = settings()
     if limit <= 0:
         yield None
@@ -178,11 +181,19 @@ def capture(ctx: Context, using: str) -> Iterator[LogBuffer | None]:
     finally:
         handler.local.buffer = previous
         ctx.logger = plain
-        store(ctx.execution_id, ctx.attempt, buffer, limit, using)
+        store(ctx.execution_id, ctx.attempt, buffer, limit, using, trim=not first)
 
 
-def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using: str) -> int:
-    """Write the buffered lines and keep only the newest ``limit`` rows; never raises."""
+def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using: str,
+          trim: bool = True) -> int:
+    """Write the buffered lines and keep only the newest ``limit`` rows; never raises.
+
+    One INSERT, and with ``trim`` in the same transaction one DELETE of the rows older
+    than the newest ``limit`` (a subquery on the ``(execution, id)`` index). The first
+    run of an execution needs no trim: the buffer holds at most ``limit`` lines.
+    """
+    from django.db import transaction
+
     from .models import ExecutionLog
 
     lines = buffer.take()
@@ -194,11 +205,12 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
         for when, level, name, message in lines
     ]
     try:
-        ExecutionLog.objects.using(using).bulk_create(rows)
-        logs = ExecutionLog.objects.using(using).filter(execution_id=execution_id)
-        cutoff = list(logs.order_by("-id").values_list("id", flat=True)[limit - 1:limit])
-        if cutoff:
-            logs.filter(id__lt=cutoff[0]).delete()
+        with transaction.atomic(using=using):
+            ExecutionLog.objects.using(using).bulk_create(rows)
+            if trim:
+                logs = ExecutionLog.objects.using(using).filter(execution_id=execution_id)
+                newest = logs.order_by("-id").values("id")[:limit]
+                logs.exclude(id__in=newest).delete()
     except Exception:  # noqa: BLE001 - losing log lines must not lose the outcome
         logger.warning("could not store the log lines of %s", execution_id, exc_info=True)
         return 0

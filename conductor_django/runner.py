@@ -69,7 +69,8 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     eid, wid, db = claimed.id, runtime.worker_id, runtime.using
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
     try:
-        with logs.capture(ctx, db):  # stores the attempt's log lines before the outcome
+        first = claimed.fresh and claimed.attempts == 1
+        with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
             custom_context.apply(ctx)
             result = task.func(event, ctx)
             check_json(result, f"result of task {task.name!r}")
