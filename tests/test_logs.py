@@ -153,3 +153,30 @@ def test_a_broken_custom_context_stops_the_worker_at_start(conductor_settings, f
     with pytest.raises(ImproperlyConfigured, match=message):
         drain()
     assert conductor.get(eid).status == "pending"
+
+
+@pytest.mark.django_db
+def test_cancellation_and_timeout_are_logged():
+    cancelled = conductor.invoke("cancels-itself")
+    timed_out = conductor.invoke("overruns")
+    drain()
+    assert conductor.get(cancelled).status == "cancelled"
+    assert lines(cancelled, "level", "message") == [
+        (logging.INFO, "about to cancel"), (logging.WARNING, "Cancelled: changed my mind")]
+    assert conductor.get(timed_out).status == "failed"
+    assert lines(timed_out, "level", "message") == [
+        (logging.ERROR, "Timed out after 0.01 seconds")]
+
+
+@pytest.mark.django_db
+def test_staff_who_may_view_executions_see_their_lines(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    eid = conductor.invoke("log-lines", {"tag": "staff", "n": 1})
+    drain()
+    user = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_execution"))
+    client.force_login(user)
+    page = client.get(reverse("admin:conductor_django_execution_change", args=[eid]))
+    assert page.status_code == 200
+    assert "staff line 0" in page.content.decode()

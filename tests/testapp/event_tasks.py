@@ -76,3 +76,21 @@ def kept_an_hour(event, ctx):
 def uses_context(event, ctx):
     return {"build": ctx.services.build_number, "pid": ctx.services.pid,
             "greeting": ctx.services.greet(event.payload)}
+
+
+@task(name="cancels-itself", max_attempts=1)
+def cancels_itself(event, ctx):
+    import conductor_django
+
+    ctx.logger.info("about to cancel")
+    conductor_django.cancel(ctx.execution_id, "changed my mind")
+    ctx.checkpoint()
+    ctx.logger.info("never logged")
+
+
+@task(name="overruns", timeout=0.01, max_attempts=1)
+def overruns(event, ctx):
+    import time
+
+    time.sleep(0.05)  # longer than the timeout, with no step boundary
+    ctx.checkpoint()
