@@ -19,6 +19,7 @@ from .exceptions import (
 )
 from .flow import Batch
 from .registry import Task, task
+from .retention import Retention
 
 if TYPE_CHECKING:
     from .models import Execution
@@ -33,9 +34,11 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionFailed",
     "NonRetryableError",
+    "Retention",
     "Task",
     "TaskNotFound",
     "cancel",
+    "emit",
     "get",
     "invoke",
     "invoke_many",
@@ -67,6 +70,13 @@ def cancel(execution_id: Any, reason: str | None = None) -> bool:
     from .cancellation import cancel as _cancel
 
     return _cancel(execution_id, reason)
+
+
+def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
+    """Start one execution per task subscribed to the event; see ``events.emit``."""
+    from .events import emit as _emit
+
+    return _emit(name, payload, **options)
 
 
 def get(execution_id: Any) -> Execution:

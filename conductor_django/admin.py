@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from . import conf, stats
+from .admin_logs import ExecutionLogInline
 from .cancellation import DEFAULT_REASON
 from .charts import throughput_chart
 from .models import Execution, Schedule, Step, Worker
@@ -172,7 +173,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     search_help_text = "Exact execution id, task name or dedupe key."
     ordering = ("-created_at",)
     actions = ["cancel_selected", "retry_selected", "run_again_selected", "delete_finished"]
-    inlines = [StepInline]
+    inlines = [StepInline, ExecutionLogInline]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50

@@ -14,10 +14,11 @@ class ConductorConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import checks, events  # noqa: F401 - checks registers the system checks
         from .registry import add_resolver, autodiscover
 
         autodiscover()
+        events.sync()  # connect model triggers of the discovered tasks
         add_resolver(resolve_django_task)  # Django Tasks backend (conductor_django.backends)
 
 

@@ -7,8 +7,13 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import DEFAULTS, ENGINES, TYPES
+from .custom_context import load_factory
+from .logs import level_number
+from .registry import all_tasks, import_errors
+from .retention import Retention
 
 VALID = ", ".join(sorted(DEFAULTS))
 
@@ -38,7 +43,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 f"CONDUCTOR[{key!r}] must be {names}, not {type(value[key]).__name__}.",
                 id="conductor_django.E002",
             ))
-    numbers = ("CANCEL_POLL_INTERVAL", "POLL_INTERVAL", "WORKER_DEAD_AFTER", "HEARTBEAT_INTERVAL")
+    numbers = ("CANCEL_POLL_INTERVAL", "POLL_INTERVAL", "WORKER_DEAD_AFTER", "HEARTBEAT_INTERVAL",
+               "CLEANUP_INTERVAL")
     for key in numbers:
         v = value.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool) and v <= 0:
@@ -55,6 +61,87 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         errors.append(Error(
             'CONDUCTOR["ENGINE"] is "django_q" but django_q is not installed.',
             hint='Add "django_q" to INSTALLED_APPS and configure Q_CLUSTER.',
-            id="conductor_django.E005",
+            id="conductor_django.E009",
         ))
+    errors += _check_issue7_settings(value)
+    return errors
+
+
+# --- retention, logs, custom context, task modules and model triggers -----------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_issue7_settings(value: dict[str, Any]) -> list[Error]:
+    errors = []
+    modules = value.get("TASK_MODULES")
+    if isinstance(modules, list | tuple):
+        for module in modules:
+            if not isinstance(module, str) or not module:
+                errors.append(Error(
+                    f"CONDUCTOR['TASK_MODULES'] must hold module paths (str), got {module!r}.",
+                    id="conductor_django.E002",
+                ))
+    if _is_int(value.get("CLEANUP_BATCH_SIZE")) and value["CLEANUP_BATCH_SIZE"] < 1:
+        errors.append(Error(
+            f"CONDUCTOR['CLEANUP_BATCH_SIZE'] must be at least 1, got "
+            f"{value['CLEANUP_BATCH_SIZE']!r}.", id="conductor_django.E002",
+        ))
+    if _is_int(value.get("LOG_LINES")) and value["LOG_LINES"] < 0:
+        errors.append(Error(
+            f"CONDUCTOR['LOG_LINES'] must not be negative, got {value['LOG_LINES']!r}.",
+            hint="0 stores no log lines.", id="conductor_django.E002",
+        ))
+    if "LOG_LEVEL" in value and isinstance(value["LOG_LEVEL"], str | int) \
+            and level_number(value["LOG_LEVEL"]) is None:
+        errors.append(Error(
+            f"CONDUCTOR['LOG_LEVEL'] is not a logging level: {value['LOG_LEVEL']!r}.",
+            hint="Use a level name such as 'DEBUG', 'INFO', 'WARNING' or a number.",
+            id="conductor_django.E002",
+        ))
+    if isinstance(value.get("RETENTION"), dict):
+        try:
+            Retention.coerce(value["RETENTION"])
+        except (TypeError, ValueError) as exc:
+            errors.append(Error(
+                f"CONDUCTOR['RETENTION'] is invalid: {exc}.",
+                hint="Use Retention(completed=..., failed=...) or a dict with those keys; "
+                "values are seconds, timedeltas or None (keep forever).",
+                id="conductor_django.E005",
+            ))
+    if isinstance(value.get("CONTEXT"), str):
+        try:
+            load_factory(value["CONTEXT"])
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc) + ".", hint="CONTEXT is the dotted path of a "
+                                "callable returning a dict.", id="conductor_django.E006"))
+    return errors
+
+
+@register()
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Task modules that failed to import, and model triggers naming unknown models."""
+    from .events import resolve_fields, resolve_model
+
+    errors = []
+    for module, trace in sorted(import_errors.items()):
+        last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+        errors.append(Error(
+            f"Task module {module!r} could not be imported: {last}",
+            hint="None of its tasks is registered. The traceback was logged (logger "
+            "conductor_django) when Django started.",
+            id="conductor_django.E007",
+        ))
+    for name, t in sorted(all_tasks().items()):
+        if t.on_model is None:
+            continue
+        try:
+            resolve_fields(resolve_model(t.on_model[0]), t.fields)
+        except (LookupError, ValueError) as exc:
+            errors.append(Error(
+                f"Task {name!r} has on_model={t.on_model!r}: {exc}",
+                id="conductor_django.E008",
+            ))
     return errors

@@ -9,6 +9,8 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .retention import Retention
+
 #: Every key of ``settings.CONDUCTOR`` with its default and the types it accepts.
 DEFAULTS: dict[str, Any] = {
     "TASK_MODULES": [],
@@ -21,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": None,
     "CONTEXT": None,
     "DEFAULT_QUEUE": "default",
+    # retention and execution logs (retention.py, logs.py)
+    "CLEANUP_INTERVAL": 3600.0,
+    "CLEANUP_BATCH_SIZE": 1000,
+    "LOG_LINES": 100,
+    "LOG_LEVEL": "INFO",
 }
 
 NUMBER = (int, float)
@@ -32,9 +39,13 @@ TYPES: dict[str, tuple[type, ...]] = {
     "POLL_INTERVAL": NUMBER,
     "WORKER_DEAD_AFTER": NUMBER,
     "HEARTBEAT_INTERVAL": NUMBER,
-    "RETENTION": (object,),
+    "RETENTION": (Retention, dict, type(None)),
     "CONTEXT": (str, type(None)),
     "DEFAULT_QUEUE": (str,),
+    "CLEANUP_INTERVAL": NUMBER,
+    "CLEANUP_BATCH_SIZE": (int,),
+    "LOG_LINES": (int,),
+    "LOG_LEVEL": (str, int),
 }
 
 ENGINES = ("database", "django_q")

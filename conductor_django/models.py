@@ -265,3 +265,30 @@ class FlowSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.task_name}/{self.key}"
+# --- execution logs (see logs.py) ----------------------------------------------------
+
+
+class ExecutionLog(models.Model):
+    """One log line of an execution; only the last ``LOG_LINES`` of each are kept."""
+
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="logs", db_index=False
+    )
+    attempt = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    level = models.PositiveSmallIntegerField()
+    logger = models.CharField(max_length=200)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["execution", "id"], name="cdj_log_exec_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.levelname} {self.message[:60]}"
+
+    @property
+    def levelname(self) -> str:
+        import logging
+
+        return logging.getLevelName(self.level)

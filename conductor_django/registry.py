@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .exceptions import TaskNotFound
 from .flow import Batch, check_batch, check_concurrency, check_window
+from .retention import Retention
 from .utils import to_seconds
 from .window import Window
 
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
     from .context import Context, Event
 
 Handler = Callable[["Event", "Context"], Any]
+
+logger = logging.getLogger("conductor_django")
+
+MODEL_ACTIONS = ("create", "update", "delete")
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +43,11 @@ class Task:
     concurrency: int | None = None
     window: Window | None = None
     batch: Batch | None = None
+    # events and model triggers (events.py), retention (retention.py)
+    events: tuple[str, ...] = ()
+    on_model: tuple[str, str] | None = None
+    fields: tuple[str, ...] | None = None
+    retention: Retention | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -67,6 +79,13 @@ class Task:
 
 
 _registry: dict[str, Task] = {}
+#: Called after every change of the registry (events.py reconnects model triggers).
+on_change: list[Callable[[], None]] = []
+
+
+def _changed() -> None:
+    for callback in on_change:
+        callback()
 
 
 def _location(func: Callable[..., Any]) -> str:
@@ -80,11 +99,13 @@ def register(t: Task) -> Task:
             f"Two tasks are named {t.name!r}: {_location(existing.func)} and {_location(t.func)}"
         )
     _registry[t.name] = t
+    _changed()
     return t
 
 
 def unregister(name: str) -> None:
-    _registry.pop(name, None)
+    if _registry.pop(name, None) is not None:
+        _changed()
 
 
 def get_task(name_or_task: str | Task) -> Task:
@@ -143,6 +164,10 @@ def task(
     concurrency: int | None = ...,
     window: tuple[str, str] | Window | None = ...,
     batch: Batch | None = ...,
+    events: Sequence[str] = ...,
+    on_model: tuple[str, str] | None = ...,
+    fields: Sequence[str] | None = ...,
+    retention: Retention | None = ...,
 ) -> Callable[[Handler], Task]: ...
 
 
@@ -167,6 +192,10 @@ def build_task(
     concurrency: int | None = None,
     window: tuple[str, str] | Window | None = None,
     batch: Batch | None = None,
+    events: Sequence[str] = (),
+    on_model: tuple[str, str] | None = None,
+    fields: Sequence[str] | None = None,
+    retention: Retention | None = None,
 ) -> Task:
     if not callable(func):
         raise TypeError(f"task() needs a function, got {func!r}")
@@ -194,15 +223,91 @@ def build_task(
         concurrency=concurrency,
         window=window,
         batch=batch,
+        events=_check_events(task_name, events),
+        on_model=_check_on_model(task_name, on_model),
+        fields=_check_fields(task_name, on_model, fields),
+        retention=_check_retention(task_name, retention),
     )
 
 
+# --- events, model triggers, retention: argument checks ---------------------------------
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise TypeError(f"{what} must be a list of str, not {type(value).__name__}")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > 200:
+            raise ValueError(f"{what} must hold non-empty str of at most 200 characters, "
+                             f"got {item!r}")
+    return tuple(dict.fromkeys(value))
+
+
+def _check_events(task_name: str, events: Any) -> tuple[str, ...]:
+    return _names(events, f"events of task {task_name!r}")
+
+
+def _check_on_model(task_name: str, on_model: Any) -> tuple[str, str] | None:
+    if on_model is None:
+        return None
+    if (not isinstance(on_model, list | tuple) or len(on_model) != 2
+            or not all(isinstance(part, str) for part in on_model)):
+        raise TypeError(f"on_model of task {task_name!r} must be a pair "
+                        f"('app_label.Model', action), got {on_model!r}")
+    label, action = on_model
+    if label.count(".") != 1 or not all(label.split(".")):
+        raise ValueError(f"on_model of task {task_name!r} must name a model as "
+                         f"'app_label.Model', got {label!r}")
+    if action not in MODEL_ACTIONS:
+        raise ValueError(f"on_model action of task {task_name!r} must be one of "
+                         f"{', '.join(MODEL_ACTIONS)}, got {action!r}")
+    return (label, action)
+
+
+def _check_fields(task_name: str, on_model: Any, fields: Any) -> tuple[str, ...] | None:
+    if fields is None:
+        return None
+    if on_model is None:
+        raise ValueError(f"fields of task {task_name!r} need on_model")
+    return _names(fields, f"fields of task {task_name!r}")
+
+
+def _check_retention(task_name: str, retention: Any) -> Retention | None:
+    if retention is not None and not isinstance(retention, Retention):
+        raise TypeError(f"retention of task {task_name!r} must be a Retention, "
+                        f"not {type(retention).__name__}")
+    return retention
+
+
+#: Task modules that failed to import: module -> traceback (system check E007).
+import_errors: dict[str, str] = {}
+
+
 def autodiscover() -> None:
-    """Import every installed app's ``tasks`` module and ``CONDUCTOR["TASK_MODULES"]``."""
-    from django.utils.module_loading import autodiscover_modules
+    """Import every installed app's ``tasks`` module and ``CONDUCTOR["TASK_MODULES"]``.
+
+    A module that fails to import does not stop Django from starting: the error is
+    logged and reported by the system check ``conductor_django.E007``, which
+    ``manage.py check``, ``migrate``, ``runserver`` and ``conductor_worker`` run.
+    """
+    from django.apps import apps
+    from django.utils.module_loading import module_has_submodule
 
     from . import conf
 
-    autodiscover_modules("tasks")
-    for module in conf.get("TASK_MODULES"):
-        importlib.import_module(module)
+    modules = [f"{config.name}.tasks" for config in apps.get_app_configs()
+               if module_has_submodule(config.module, "tasks")]
+    extra = conf.get("TASK_MODULES")
+    modules += [m for m in extra if isinstance(m, str)] if isinstance(extra, list | tuple) else []
+    for module in modules:
+        before = set(_registry)
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported by the system check instead
+            import_errors[module] = traceback.format_exc()
+            logger.error("could not import task module %s", module, exc_info=True)
+            for name in set(_registry) - before:  # a half-imported module registers nothing
+                if _registry[name].func.__module__ == module:
+                    unregister(name)
+        else:
+            import_errors.pop(module, None)

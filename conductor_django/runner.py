@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import queries
+from . import custom_context, logs, queries
 from .context import Context, Event
 from .dbretry import retry_write
 from .exceptions import (
@@ -99,8 +99,11 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
     child = {"may_have_parent": claimed.parent_id is not None}
     try:
-        result = task.func(event, ctx)
-        check_json(result, f"result of task {task.name!r}")
+        first = claimed.fresh and claimed.attempts == 1
+        with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
+            custom_context.apply(ctx)
+            result = task.func(event, ctx)
+            check_json(result, f"result of task {task.name!r}")
     except Cancelled as exc:
         reason = exc.reason
         _write(lambda: queries.finish_cancelled(eid, wid, reason, db, **child), db, eid)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import batch, conf, engines, notify, queries, runner
+from . import batch, conf, custom_context, engines, notify, queries, retention, runner
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
 from .dbretry import ensure_usable
@@ -34,6 +34,7 @@ from .runtime import Runtime
 logger = logging.getLogger("conductor_django.worker")
 
 DB_ERRORS = (DatabaseError, InterfaceError)
+CLEANUP_BUDGET = 2.0  # seconds of deleting per loop turn before claiming again
 
 #: Default ``--batch-size``. Claims go beyond the free threads (prefetch) only while
 #: handlers are short, so that long tasks never sit claimed behind busy threads.
@@ -76,6 +77,7 @@ class Worker:
         self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         self.dead_after = float(conf.get("WORKER_DEAD_AFTER"))
+        self.cleanup_interval = float(conf.get("CLEANUP_INTERVAL"))
         self.id = uuid.uuid4()
         self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0)
         self.processed = 0
@@ -106,6 +108,7 @@ class Worker:
 
     def run(self) -> int:
         """Run until stopped (or, in drain mode, until nothing is runnable now)."""
+        custom_context.members()  # CONDUCTOR["CONTEXT"], built once per process: fail fast
         self._row = WorkerRow(
             id=self.id,
             hostname=socket.gethostname(),
@@ -283,6 +286,23 @@ class Worker:
             self.dispatcher.periodic()
         self._check_timeouts()
         self._release_lost()
+        # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
+        if not self.runtime.stopping.is_set() and self._every("cleanup", self.cleanup_interval):
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            result = retention.cleanup(using=self.using, time_budget=CLEANUP_BUDGET)
+        except DB_ERRORS:
+            self._due["cleanup"] = time.monotonic() + 60.0  # retry soon, not in an hour
+            raise
+        except Exception:
+            logger.exception("cleanup failed")
+            return
+        if result.total:
+            logger.info("cleanup deleted %d finished executions", result.total)
+        if not result.finished:
+            self._due["cleanup"] = time.monotonic() + self.poll_interval  # more to delete
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()

@@ -83,7 +83,10 @@ CONDUCTOR = {
     "HEARTBEAT_INTERVAL": 0.5,
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
-    "TASK_MODULES": ["tests.testapp.flow_tasks"],
+    "TASK_MODULES": ["tests.testapp.flow_tasks", "tests.testapp.event_tasks",
+                     *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
+    "CONTEXT": "tests.testapp.context.build",
+    "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),
 }
 # --- Django Tasks backend (conductor_django.backends) ---------------------------------
 TASKS = {

@@ -129,7 +129,7 @@ def test_django_q_engine_needs_django_q_installed(settings):
     assert check_settings() == []
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_q"]
     [error] = check_settings()
-    assert error.id == "conductor_django.E005"
+    assert error.id == "conductor_django.E009"
 
 
 @pytest.mark.django_db(transaction=True)

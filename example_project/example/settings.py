@@ -1,6 +1,7 @@
 """Settings of the example project: SQLite next to this file, conductor_django installed."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "conductor_django",
     "shop",
+    "crm",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -63,6 +65,10 @@ DATABASES = {
 CONDUCTOR = {
     "POLL_INTERVAL": 0.5,
     "CANCEL_POLL_INTERVAL": 0.5,
+    # events, model triggers, retention and logs (docs/events.md, docs/operations.md)
+    "CONTEXT": "crm.context.services",
+    "RETENTION": {"completed": timedelta(days=30), "failed": timedelta(days=90)},
+    "LOG_LINES": 200,
 }
 
 LOGGING = {
@@ -70,5 +76,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"conductor_django": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "conductor_django": {"handlers": ["console"], "level": "INFO"},
+        "crm": {"handlers": ["console"], "level": "INFO"},
+    },
 }

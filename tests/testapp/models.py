@@ -49,3 +49,21 @@ class Gauge(models.Model):
     @classmethod
     def peak_of(cls, key: str) -> int:
         return cls.objects.filter(key=key).values_list("peak", flat=True).first() or 0
+
+
+class Article(models.Model):
+    """Saved, updated and deleted by the model-trigger tests (tasks in event_tasks.py)."""
+
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True, default="")
+    price = models.DecimalField(max_digits=8, decimal_places=2, default=0)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class FeaturedArticle(Article):
+    """A proxy: its saves start the triggers of ``Article``."""
+
+    class Meta:
+        proxy = True
