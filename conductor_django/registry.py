@@ -10,13 +10,60 @@ from typing import TYPE_CHECKING, Any, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .cron import check_timezone, validate
 from .exceptions import TaskNotFound
-from .utils import to_seconds
+from .utils import check_json, to_seconds
 
 if TYPE_CHECKING:
     from .context import Context, Event
 
 Handler = Callable[["Event", "Context"], Any]
+
+
+# --- cron schedules of a task (see conductor_django.scheduler) ---------------------------
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A static cron schedule of a task: ``task(cron=[Cron("0 9 * * *", name="morning")])``.
+
+    ``expr`` is a croniter expression (five fields, or six with seconds last), read in
+    ``timezone`` (default ``settings.TIME_ZONE``). ``name`` is the schedule's name and
+    the handler's ``event.name`` (default: the expression); ``payload`` its
+    ``event.payload``. Invalid values raise ``ValueError``/``TypeError`` at once.
+    """
+
+    expr: str
+    name: str | None = None
+    payload: Any = None
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(self.expr)
+        if self.name is not None and (not isinstance(self.name, str) or not self.name
+                                      or len(self.name) > 200):
+            raise ValueError(f"Cron name must be a non-empty str of at most 200 characters, "
+                             f"got {self.name!r}")
+        check_json(self.payload, "Cron payload")
+        check_timezone(self.timezone)
+
+    @property
+    def schedule_name(self) -> str:
+        return self.name or self.expr
+
+
+def as_crons(cron: str | Cron | Sequence[str | Cron] | None, task_name: str) -> tuple[Cron, ...]:
+    """Normalize ``task(cron=...)``; ``ValueError`` on bad expressions or repeated names."""
+    if cron is None:
+        return ()
+    items = [cron] if isinstance(cron, str | Cron) else list(cron)
+    crons = tuple(c if isinstance(c, Cron) else Cron(c) for c in items)
+    names = [c.schedule_name for c in crons]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"task {task_name!r} has several cron schedules named {repeated}; "
+                         "give each Cron its own name")
+    return crons
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,6 +77,7 @@ class Task:
     backoff: Sequence[float] | Callable[[int], float] | None = None
     timeout: float | None = None
     invocable: bool = True
+    cron: tuple[Cron, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -105,6 +153,7 @@ def task(
     backoff: Sequence[float] | Callable[[int], float] | None = ...,
     timeout: float | timedelta | None = ...,
     invocable: bool = ...,
+    cron: str | Cron | Sequence[str | Cron] | None = ...,
 ) -> Callable[[Handler], Task]: ...
 
 
@@ -126,6 +175,7 @@ def build_task(
     backoff: Sequence[float] | Callable[[int], float] | None = None,
     timeout: float | timedelta | None = None,
     invocable: bool = True,
+    cron: str | Cron | Sequence[str | Cron] | None = None,
 ) -> Task:
     if not callable(func):
         raise TypeError(f"task() needs a function, got {func!r}")
@@ -146,6 +196,7 @@ def build_task(
         backoff=backoff,
         timeout=to_seconds(timeout, "timeout"),
         invocable=bool(invocable),
+        cron=as_crons(cron, task_name),
     )
 
 
