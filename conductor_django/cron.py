@@ -73,7 +73,9 @@ def _every_hour(expr: str) -> bool:
 
 
 def _ambiguous(naive: datetime, tz: ZoneInfo) -> bool:
-    return naive.replace(tzinfo=tz, fold=0).utcoffset() > naive.replace(tzinfo=tz, fold=1).utcoffset()
+    """Whether a wall time occurs twice (the clocks went back)."""
+    first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
+    return first.utcoffset() > second.utcoffset()
 
 
 def _instants(naive: datetime, tz: ZoneInfo, every_hour: bool) -> tuple[list[datetime], bool]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import conf, notify, queries, runner
+from . import conf, notify, queries, runner, scheduler
 from .cancellation import deliver, poll_cancellations
 from .models import Execution
 from .models import Worker as WorkerRow
@@ -132,6 +132,7 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
+        self._sync_schedules()
         for n in range(self.concurrency):
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
@@ -190,7 +191,8 @@ class Worker:
                 if item is None:
                     return
                 try:
-                    runner.run(item, self.runtime)
+                    outcome = runner.run(item, self.runtime)
+                    self._after_scheduled_run(item, outcome)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
                     with self._lock:
@@ -233,6 +235,32 @@ class Worker:
             poll_cancellations(self.id, self.runtime.inflight, self.using)
         self._check_timeouts()
         self._release_lost()
+        self._tick_schedules()
+
+    # --- scheduling (conductor_django.scheduler) ---------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Write the static ``cron=`` schedules of the code (once, at start)."""
+        try:
+            scheduler.sync_static(self.using)
+        except DB_ERRORS:
+            logger.warning("could not sync static schedules; retrying at the next start",
+                           exc_info=True)
+
+    def _tick_schedules(self) -> None:
+        """Queue the next run of schedules that have none (one query when nothing is due)."""
+        if not self.runtime.stopping.is_set() and self._every("schedules", self.poll_interval):
+            scheduler.tick(self.using)
+
+    def _after_scheduled_run(self, item: queries.Claimed, outcome: str) -> None:
+        """A scheduled run finished: queue the next one now rather than at the next tick."""
+        if item.schedule_name is None or outcome not in ("completed", "failed", "cancelled"):
+            return
+        try:
+            scheduler.queue_next(item.task_name, item.schedule_name, self.using)
+        except (*DB_ERRORS, ValueError):
+            logger.warning("could not queue the next run of schedule %s/%s; the next tick will",
+                           item.task_name, item.schedule_name, exc_info=True)
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()

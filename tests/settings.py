@@ -80,6 +80,8 @@ CONDUCTOR = {
     "HEARTBEAT_INTERVAL": 0.5,
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
+    # Extra task modules for one test's workers (static cron schedules, for instance).
+    "TASK_MODULES": [m for m in os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(",") if m],
 }
 LOGGING = {
     "version": 1,
