@@ -153,8 +153,10 @@ def test_missed_while_nothing_was_queued_runs_once_then_resumes():
 
 @pytest.mark.django_db
 def test_no_next_run_while_one_is_going():
-    conductor.schedule("scheduled-mark", "busy", cron="* * * * * *")
-    runs_of("busy").update(status=S.RUNNING, started_at=timezone.now())
+    conductor.schedule("scheduled-mark", "busy", cron="* * * * *")
+    started = timezone.now() - timedelta(minutes=3)  # a long run, started 3 minutes ago
+    runs_of("busy").update(status=S.RUNNING, started_at=started,
+                           scheduled_for=started.replace(second=0, microsecond=0))
     assert scheduler.queue_next("scheduled-mark", "busy") is None
     assert scheduler.tick() == 0
     runs_of("busy").update(status=S.FAILED, finished_at=timezone.now())
