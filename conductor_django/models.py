@@ -94,6 +94,13 @@ class Execution(models.Model):
             models.Index(fields=["status", "finished_at"], name="cdj_exec_status_fin_idx"),
             models.Index(fields=["task_name", "status"], name="cdj_exec_task_status_idx"),
             models.Index(fields=["-created_at"], name="cdj_exec_created_idx"),
+            # The scheduler: is a run of this schedule unfinished?
+            models.Index(
+                fields=["task_name", "schedule_name"],
+                name="cdj_exec_sched_open_idx",
+                condition=Q(scheduled_for__isnull=False)
+                & Q(status__in=["pending", "running", "suspended"]),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

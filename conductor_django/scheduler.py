@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, router, transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from .cancellation import cancel
@@ -137,7 +137,9 @@ def queue_next(task_name: str, name: str, using: str | None = None) -> Execution
 def tick(using: str | None = None) -> int:
     """Queue the next run of every enabled schedule that has none; returns how many.
 
-    One query when there is nothing to do; the worker calls this between claims.
+    One query when there is nothing to do; the worker calls this between claims. A
+    schedule whose queued run was cancelled or deleted gets its next one once that
+    run's fire time has passed (cancelling a queued run skips that fire time).
     """
     db = _db(using)
     going = Execution.objects.using(db).filter(
@@ -146,9 +148,12 @@ def tick(using: str | None = None) -> int:
         scheduled_for__isnull=False,
         status__in=Execution.UNFINISHED,
     )
+    # A schedule whose next fire time is ahead has its run queued already; the others
+    # (fire time reached: a run is going on or just ended) are checked.
     due = (
         Schedule.objects.using(db)
-        .filter(enabled=True, task_name__in=list(all_tasks()))
+        .filter(Q(next_run_at__isnull=True) | Q(next_run_at__lte=timezone.now()),
+                enabled=True, task_name__in=list(all_tasks()))
         .exclude(Exists(going))
         .values_list("task_name", "name", "cron")
     )

@@ -155,14 +155,28 @@ def test_missed_while_nothing_was_queued_runs_once_then_resumes():
 def test_no_next_run_while_one_is_going():
     conductor.schedule("scheduled-mark", "busy", cron="* * * * *")
     started = timezone.now() - timedelta(minutes=3)  # a long run, started 3 minutes ago
-    runs_of("busy").update(status=S.RUNNING, started_at=started,
-                           scheduled_for=started.replace(second=0, microsecond=0))
+    fire = started.replace(second=0, microsecond=0)
+    runs_of("busy").update(status=S.RUNNING, started_at=started, scheduled_for=fire)
+    Schedule.objects.update(next_run_at=fire)
     assert scheduler.queue_next("scheduled-mark", "busy") is None
     assert scheduler.tick() == 0
     runs_of("busy").update(status=S.FAILED, finished_at=timezone.now())
     assert scheduler.tick() == 1  # after a failure too
     assert scheduler.tick() == 0  # exactly one queued
     assert runs_of("busy").filter(status=S.PENDING).count() == 1
+
+
+@pytest.mark.django_db
+def test_cancelling_the_queued_run_skips_that_fire_time_only():
+    conductor.schedule("scheduled-mark", "skip", cron="0 * * * *")
+    run = queued("skip")
+    assert conductor.cancel(run.pk) is True
+    assert scheduler.tick() == 0  # its fire time is ahead: nothing yet
+    past = timezone.now().replace(minute=0, second=0, microsecond=0)
+    Execution.objects.filter(pk=run.pk).update(scheduled_for=past)  # ...and then it passed
+    Schedule.objects.update(next_run_at=past)
+    assert scheduler.tick() == 1
+    assert queued("skip").scheduled_for > timezone.now()
 
 
 @pytest.mark.django_db
