@@ -40,12 +40,16 @@ class Cron:
 
     def __post_init__(self) -> None:
         validate(self.expr)
+        if len(self.expr) > 200:
+            raise ValueError(f"cron expression {self.expr!r} is longer than 200 characters")
         if self.name is not None and (not isinstance(self.name, str) or not self.name
                                       or len(self.name) > 200):
             raise ValueError(f"Cron name must be a non-empty str of at most 200 characters, "
                              f"got {self.name!r}")
         check_json(self.payload, "Cron payload")
         check_timezone(self.timezone)
+        if self.timezone and len(self.timezone) > 64:
+            raise ValueError(f"timezone {self.timezone!r} is longer than 64 characters")
 
     @property
     def schedule_name(self) -> str:
