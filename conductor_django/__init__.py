@@ -18,11 +18,11 @@ from .exceptions import (
     TaskNotFound,
 )
 from .flow import Batch
-from .registry import Task, task
+from .registry import Cron, Task, task
 from .retention import Retention
 
 if TYPE_CHECKING:
-    from .models import Execution
+    from .models import Execution, Schedule
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "Cancelled",
     "ChildExecutionFailed",
     "ConductorError",
+    "Cron",
     "ExecutionCancelled",
     "ExecutionFailed",
     "NonRetryableError",
@@ -42,7 +43,9 @@ __all__ = [
     "get",
     "invoke",
     "invoke_many",
+    "schedule",
     "task",
+    "unschedule",
     "wait",
 ]
 
@@ -91,3 +94,26 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
     from .api import wait as _wait
 
     return _wait(execution_id, timeout)
+
+
+# --- scheduling (conductor_django.scheduler) ---------------------------------------------
+
+
+def schedule(
+    task: str | Task,
+    name: str,
+    cron: str,
+    payload: Any = None,
+    timezone: str | None = None,
+) -> Schedule:
+    """Create or replace the dynamic cron schedule ``name`` of ``task``; see ``scheduler``."""
+    from .scheduler import schedule as _schedule
+
+    return _schedule(task, name, cron, payload, timezone)
+
+
+def unschedule(task: str | Task, name: str) -> bool:
+    """Delete a schedule and cancel its pending execution; ``False`` if there was none."""
+    from .scheduler import unschedule as _unschedule
+
+    return _unschedule(task, name)

@@ -186,3 +186,34 @@ class Context:
         ``TimeoutError`` when ``timeout`` passes first (the child keeps running).
         """
         return durable.invoke(self, step_name, task, payload, timeout)
+
+    # --- scheduling (conductor_django.scheduler) -------------------------------------
+
+    def schedule(self, task: Any, schedule_name: str, cron: str, payload: Any = None,
+                 timezone: str | None = None) -> Any:
+        """Create or replace a dynamic cron schedule; see ``conductor_django.schedule``."""
+        from .scheduler import schedule
+
+        return schedule(task, schedule_name, cron, payload, timezone, using=self._runtime.using)
+
+    def unschedule(self, task: Any, schedule_name: str) -> bool:
+        """Delete a schedule and cancel its queued run; see ``conductor_django.unschedule``.
+
+        Called from the execution that schedule started, it also cancels this execution,
+        which stops at its next step boundary.
+        """
+        from .cancellation import cancel
+        from .models import Execution
+        from .registry import Task
+        from .scheduler import unschedule
+
+        task_name = task.name if isinstance(task, Task) else task
+        reason = f"Schedule {schedule_name!r} was removed (unschedule)"
+        db = self._runtime.using
+        removed = unschedule(task, schedule_name, reason=reason, using=db)
+        own = Execution.objects.using(db).filter(
+            pk=self.execution_id, task_name=task_name, schedule_name=schedule_name
+        )
+        if own.exists() and cancel(self.execution_id, reason, using=db):
+            self.signal.abort("cancelled", reason)
+        return removed

@@ -66,6 +66,10 @@ class Execution(models.Model):
     )
     schedule_name = models.CharField(max_length=200, null=True, blank=True)
     event_name = models.CharField(max_length=200, default="conductor.invoke")
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True,
+        help_text="The fire time of the schedule (schedule_name) this execution runs for.",
+    )
     resume = models.BooleanField(
         default=False,
         help_text="The next claim resumes the current attempt (after a sleep, a child or a "
@@ -99,6 +103,13 @@ class Execution(models.Model):
                 fields=["dedupe_key"], name="cdj_exec_dedupe_idx",
                 condition=Q(dedupe_key__isnull=False),
             ),
+            # The scheduler: is a run of this schedule unfinished?
+            models.Index(
+                fields=["task_name", "schedule_name"],
+                name="cdj_exec_sched_open_idx",
+                condition=Q(scheduled_for__isnull=False)
+                & Q(status__in=["pending", "running", "suspended"]),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -106,6 +117,12 @@ class Execution(models.Model):
                 name="cdj_exec_dedupe_uniq",
                 condition=Q(dedupe_key__isnull=False)
                 & Q(status__in=["pending", "running", "suspended"]),
+            ),
+            # One execution per schedule and fire time, however many workers queue it.
+            models.UniqueConstraint(
+                fields=["task_name", "schedule_name", "scheduled_for"],
+                name="cdj_exec_fire_time_uniq",
+                condition=Q(scheduled_for__isnull=False),
             ),
         ]
         permissions = [

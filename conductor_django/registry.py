@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .cron import check_timezone, validate
 from .exceptions import TaskNotFound
 from .flow import Batch, check_batch, check_concurrency, check_window
 from .retention import Retention
-from .utils import to_seconds
+from .utils import check_json, to_seconds
 from .window import Window
 
 if TYPE_CHECKING:
@@ -26,6 +27,56 @@ Handler = Callable[["Event", "Context"], Any]
 logger = logging.getLogger("conductor_django")
 
 MODEL_ACTIONS = ("create", "update", "delete")
+
+
+# --- cron schedules of a task (see conductor_django.scheduler) ---------------------------
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A static cron schedule of a task: ``task(cron=[Cron("0 9 * * *", name="morning")])``.
+
+    ``expr`` is a croniter expression (five fields, or six with seconds last), read in
+    ``timezone`` (default ``settings.TIME_ZONE``). ``name`` is the schedule's name and
+    the handler's ``event.name`` (default: the expression); ``payload`` its
+    ``event.payload``. Invalid values raise ``ValueError``/``TypeError`` at once.
+    """
+
+    expr: str
+    name: str | None = None
+    payload: Any = None
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(self.expr)
+        if len(self.expr) > 200:
+            raise ValueError(f"cron expression {self.expr!r} is longer than 200 characters")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name
+                                      or len(self.name) > 200):
+            raise ValueError(f"Cron name must be a non-empty str of at most 200 characters, "
+                             f"got {self.name!r}")
+        check_json(self.payload, "Cron payload")
+        check_timezone(self.timezone)
+        if self.timezone and len(self.timezone) > 64:
+            raise ValueError(f"timezone {self.timezone!r} is longer than 64 characters")
+
+    @property
+    def schedule_name(self) -> str:
+        return self.name or self.expr
+
+
+def as_crons(cron: str | Cron | Sequence[str | Cron] | None, task_name: str) -> tuple[Cron, ...]:
+    """Normalize ``task(cron=...)``; ``ValueError`` on bad expressions or repeated names."""
+    if cron is None:
+        return ()
+    items = [cron] if isinstance(cron, str | Cron) else list(cron)
+    crons = tuple(c if isinstance(c, Cron) else Cron(c) for c in items)
+    names = [c.schedule_name for c in crons]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"task {task_name!r} has several cron schedules named {repeated}; "
+                         "give each Cron its own name")
+    return crons
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +99,7 @@ class Task:
     on_model: tuple[str, str] | None = None
     fields: tuple[str, ...] | None = None
     retention: Retention | None = None
+    cron: tuple[Cron, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -168,6 +220,7 @@ def task(
     on_model: tuple[str, str] | None = ...,
     fields: Sequence[str] | None = ...,
     retention: Retention | None = ...,
+    cron: str | Cron | Sequence[str | Cron] | None = ...,
 ) -> Callable[[Handler], Task]: ...
 
 
@@ -196,6 +249,7 @@ def build_task(
     on_model: tuple[str, str] | None = None,
     fields: Sequence[str] | None = None,
     retention: Retention | None = None,
+    cron: str | Cron | Sequence[str | Cron] | None = None,
 ) -> Task:
     if not callable(func):
         raise TypeError(f"task() needs a function, got {func!r}")
@@ -227,6 +281,7 @@ def build_task(
         on_model=_check_on_model(task_name, on_model),
         fields=_check_fields(task_name, on_model, fields),
         retention=_check_retention(task_name, retention),
+        cron=as_crons(cron, task_name),
     )
 
 

@@ -130,8 +130,12 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return _fail(claimed, runtime, task, error_message(exc))
-    if claimed.parent_id is not None:  # a child: wake its parent in the same transaction
-        written = _write(lambda: queries.complete(eid, wid, result, db), db, eid)
+    if claimed.parent_id is not None or claimed.schedule_name is not None:
+        # A child wakes its parent in the same transaction; a scheduled run is written
+        # at once so that its next run can be queued right after it.
+        written = _write(lambda: queries.complete(eid, wid, result, db,
+                                                  may_have_parent=claimed.parent_id is not None),
+                         db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, result)
     if not written:

@@ -23,7 +23,17 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import batch, conf, custom_context, engines, notify, queries, retention, runner
+from . import (
+    batch,
+    conf,
+    custom_context,
+    engines,
+    notify,
+    queries,
+    retention,
+    runner,
+    scheduler,
+)
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
 from .dbretry import ensure_usable
@@ -153,6 +163,7 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
+        self._sync_schedules()
         if self.dispatcher is None:
             self._completer = Completer(self.id, self.using)
             self._completer.start()
@@ -234,7 +245,8 @@ class Worker:
                             self.runtime.inflight.pop(eid, None)
                             queries.release(eid, self.id, timezone.now(), self.using)
                     else:
-                        runner.run(item, self.runtime, ctx)
+                        outcome = runner.run(item, self.runtime, ctx)
+                        self._after_scheduled_run(item, outcome)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
                     with self._lock:
@@ -286,6 +298,7 @@ class Worker:
             self.dispatcher.periodic()
         self._check_timeouts()
         self._release_lost()
+        self._tick_schedules()
         # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
         if not self.runtime.stopping.is_set() and self._every("cleanup", self.cleanup_interval):
             self._cleanup()
@@ -303,6 +316,32 @@ class Worker:
             logger.info("cleanup deleted %d finished executions", result.total)
         if not result.finished:
             self._due["cleanup"] = time.monotonic() + self.poll_interval  # more to delete
+
+    # --- scheduling (conductor_django.scheduler) ---------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Write the static ``cron=`` schedules of the code (once, at start)."""
+        try:
+            scheduler.sync_static(self.using)
+        except DB_ERRORS:
+            logger.warning("could not sync static schedules; retrying at the next start",
+                           exc_info=True)
+
+    def _tick_schedules(self) -> None:
+        """Queue the next run of schedules that have none (one query when nothing is due)."""
+        if not self.runtime.stopping.is_set() and self._every("schedules", self.poll_interval):
+            scheduler.tick(self.using)
+
+    def _after_scheduled_run(self, item: queries.Claimed, outcome: str) -> None:
+        """A scheduled run finished: queue the next one now rather than at the next tick."""
+        finished = outcome in ("completed", "failed", "cancelled")
+        if getattr(item, "schedule_name", None) is None or not finished:
+            return
+        try:
+            scheduler.queue_next(item.task_name, item.schedule_name, self.using)
+        except (*DB_ERRORS, ValueError):
+            logger.warning("could not queue the next run of schedule %s/%s; the next tick will",
+                           item.task_name, item.schedule_name, exc_info=True)
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()

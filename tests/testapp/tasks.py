@@ -206,3 +206,35 @@ def timeout_reason(event, ctx):
     Mark.add(f"{key}:signal", f"{aborted}:{ctx.signal.reason}:{ctx.attempt}")
     ctx.step("after-timeout", lambda: Mark.add(f"{key}:step-ran"))
     return "not reached"
+
+
+# --- scheduling ----------------------------------------------------------------------
+
+
+@task(name="scheduled-mark", invocable=False)
+def scheduled_mark(event, ctx):
+    """Records one run per execution: key ``sched:<schedule>``, value the execution id."""
+    Mark.add(f"sched:{event.name}", ctx.execution_id)
+    if isinstance(event.payload, dict) and event.payload.get("seconds"):
+        ctx.signal.wait(event.payload["seconds"])
+    return {"schedule": event.name, "payload": event.payload}
+
+
+@task(name="unschedule-self", max_attempts=1)
+def unschedule_self(event, ctx):
+    """Removes the schedule that started it; the next step boundary stops it."""
+    Mark.add(f"unsched:{event.name}:started", ctx.execution_id)
+    removed = ctx.unschedule("unschedule-self", event.name)
+    Mark.add(f"unsched:{event.name}:removed", str(removed))
+    ctx.step("after-unschedule", lambda: Mark.add(f"unsched:{event.name}:step-ran"))
+    return "not cancelled"
+
+
+@task(name="manage-schedule")
+def manage_schedule(event, ctx):
+    """Creates (``{"create": name}``) or removes (``{"remove": name}``) a dynamic schedule."""
+    if "create" in event.payload:
+        ctx.schedule("scheduled-mark", event.payload["create"], event.payload["cron"],
+                     payload={"by": ctx.execution_id})
+        return "created"
+    return ctx.unschedule("scheduled-mark", event.payload["remove"])

@@ -1,0 +1,158 @@
+"""Cron expressions: validation and DST-safe fire times (pure time arithmetic, no database).
+
+Expressions are croniter's: five fields, or six with seconds last. They are read in
+the wall-clock time of a timezone (``zoneinfo``) and turned into aware UTC instants
+with these rules on the days the clocks change:
+
+* A wall time skipped when the clocks go forward (02:30 on a spring-forward night in
+  Europe) fires once, shifted by the jump (at 03:30 summer time), unless that instant
+  is already a regular fire time: nothing is skipped, nothing fires twice.
+* A wall time that occurs twice when the clocks go back fires once, at its first
+  occurrence, so a daily job runs once. Expressions that fire every hour (hour field
+  ``*``) also fire during the repeated hour, so they keep their rhythm.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterError, croniter
+
+from .utils import check_cron
+
+_MAX_CANDIDATES = 100_000
+
+
+def validate(expr: Any) -> str:
+    """Return ``expr`` if it is a valid cron expression that fires at some time.
+
+    Raises ``ValueError`` quoting it otherwise (``"0 0 30 2 *"`` is well-formed but
+    never fires, so it is refused too).
+    """
+    check_cron(expr)
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        raise ValueError(f"invalid cron expression {expr!r}: it never fires") from None
+    return expr
+
+
+@lru_cache(maxsize=256)
+def zone(name: str | None) -> ZoneInfo:
+    """The ``ZoneInfo`` called ``name``; ``None`` or ``""`` means ``settings.TIME_ZONE``."""
+    if not name:
+        from django.conf import settings
+
+        name = settings.TIME_ZONE or "UTC"
+    if not isinstance(name, str):
+        raise ValueError(f"timezone must be a str such as 'Europe/Paris', got {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}") from None
+
+
+def check_timezone(name: Any) -> str | None:
+    """Return ``name`` if it is ``None``/``""`` or a known IANA timezone, else ``ValueError``."""
+    if name is None or name == "":
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"timezone must be a str such as 'Europe/Paris', got {name!r}")
+    zone(name)
+    return name
+
+
+@lru_cache(maxsize=256)
+def _every_hour(expr: str) -> bool:
+    """Whether the hour field matches every hour (the job keeps its rhythm at night)."""
+    hours = croniter(expr).expanded[1]
+    return hours == ["*"] or len(hours) == 24
+
+
+def _ambiguous(naive: datetime, tz: ZoneInfo) -> bool:
+    """Whether a wall time occurs twice (the clocks went back)."""
+    first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
+    return first.utcoffset() > second.utcoffset()
+
+
+def _instants(naive: datetime, tz: ZoneInfo, every_hour: bool) -> tuple[list[datetime], bool]:
+    """The UTC instants a local wall time fires at, and whether it lies in a gap.
+
+    A wall time that exists once has one instant. In a spring-forward gap it has one,
+    shifted by the jump (``fold=0`` reads it with the old offset). In a repeated hour it
+    has its first occurrence, and the second one too for every-hour expressions.
+    """
+    first = naive.replace(tzinfo=tz, fold=0)
+    second = naive.replace(tzinfo=tz, fold=1)
+    offset_first, offset_second = first.utcoffset(), second.utcoffset()
+    if offset_first == offset_second:
+        return [first.astimezone(UTC)], False
+    if offset_first < offset_second:
+        return [first.astimezone(UTC)], True
+    if every_hour:
+        return [first.astimezone(UTC), second.astimezone(UTC)], False
+    return [first.astimezone(UTC)], False
+
+
+def _repeat_start(local: datetime, tz: ZoneInfo) -> datetime | None:
+    """If ``local`` is in the first pass of a repeated hour: the wall time just before it."""
+    naive = local.replace(tzinfo=None)
+    if local.fold == 1 or not _ambiguous(naive, tz):
+        return None
+    repeat = local.replace(fold=0).utcoffset() - local.replace(fold=1).utcoffset()
+    lo, hi = naive - repeat, naive  # lo is before the repeated hour, hi inside it
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if _ambiguous(mid, tz):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def next_fire(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
+    """The first fire time of ``expr`` in ``tz`` strictly after ``after`` (aware, UTC)."""
+    if after.tzinfo is None:
+        raise ValueError("next_fire needs an aware datetime")
+    every_hour = _every_hour(expr)
+    local = after.astimezone(tz)
+    best = _scan(expr, tz, after, local.replace(tzinfo=None), every_hour)
+    start = _repeat_start(local, tz) if every_hour else None
+    if start is not None:
+        # In the first pass of a repeated hour, the wall times between its start and
+        # ``after`` come back in the second pass; the earliest of them may come first.
+        naive = croniter(expr, start).get_next(datetime)
+        if _ambiguous(naive, tz):
+            again = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+            if again > after and (best is None or again < best):
+                best = again
+    if best is None:
+        raise ValueError(f"cron expression {expr!r} has no fire time after {after.isoformat()}")
+    return best
+
+
+def _scan(
+    expr: str, tz: ZoneInfo, after: datetime, start: datetime, every_hour: bool
+) -> datetime | None:
+    """The earliest instant after ``after`` of the wall times following ``start``."""
+    candidates = croniter(expr, start)
+    best: datetime | None = None
+    for _ in range(_MAX_CANDIDATES):
+        try:
+            naive = candidates.get_next(datetime)
+        except (CroniterError, ValueError, OverflowError):
+            break
+        instants, in_gap = _instants(naive, tz, every_hour)
+        for instant in instants:
+            if instant > after and (best is None or instant < best):
+                best = instant
+        # Outside gaps each kind of instant (first or second occurrence) grows with the
+        # wall time, and one already behind ``after`` (a first occurrence while ``after``
+        # is in the repeated hour's second pass) only comes back after the repeated hour:
+        # once this wall time has nothing before ``best``, no later one has.
+        if not in_gap and best is not None and all(i >= best or i <= after for i in instants):
+            return best
+    return best
