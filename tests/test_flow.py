@@ -334,9 +334,11 @@ def test_window_closing_releases_at_the_next_step_and_resumes_when_open(start_wo
     spec = f"{now:%H:%M:%S}-{closes:%H:%M:%S}"
     eid = conductor.invoke("windowed-steps", {"key": "w", "steps": 300, "pause": 0.03})
     worker = start_worker(env={"CONDUCTOR_TEST_WINDOW": spec})
-    poll(lambda: status(eid) == S.PENDING and Execution.objects.get(pk=eid).started_at,
-         30, message="released when the window closed")
-    row = Execution.objects.get(pk=eid)
+    def released():  # one read: status and started_at of the same moment
+        row = Execution.objects.get(pk=eid)
+        return row if row.status == S.PENDING and row.started_at else None
+
+    row = poll(released, 30, message="released when the window closed")
     assert row.resume is True and row.attempts == 1 and row.locked_by is None
     assert row.run_at.astimezone(UTC).strftime("%H:%M:%S") == f"{now:%H:%M:%S}"
     assert row.run_at > timezone.now()  # tomorrow's opening
