@@ -7,19 +7,22 @@ written, so the caller's transaction stays usable.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from . import queries
 from .cancellation import as_uuid
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution
 from .registry import Task, get_task
-from .utils import check_aware, check_json, to_seconds
+from .utils import check_aware, check_json_text, to_seconds
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
 
@@ -37,6 +40,12 @@ class NewExecution:
     # flow control: seconds (see conductor_django.throttle)
     throttle: float | None = None
     debounce: float | None = None
+    payload_text: str | None = None  # the payload as JSON, once checked
+
+    def payload_json(self) -> str:
+        if self.payload_text is None:
+            self.payload_text = json.dumps(self.payload, allow_nan=False)
+        return self.payload_text
 
     def build(self, **extra: Any) -> Execution:
         return Execution(
@@ -69,7 +78,7 @@ def prepare(
     t = get_task(task)
     if direct and not t.invocable:
         raise ValueError(f"task {t.name!r} is not invocable (it was defined with invocable=False)")
-    check_json(payload)
+    payload_text = check_json_text(payload)
     if dedupe_key is not None and (not isinstance(dedupe_key, str) or not dedupe_key
                                    or len(dedupe_key) > 255):
         raise ValueError(f"dedupe_key must be a non-empty str of at most 255 characters, "
@@ -98,6 +107,7 @@ def prepare(
         queue=queue or t.get_queue(),
         throttle=throttle_s,
         debounce=debounce_s,
+        payload_text=payload_text,
     )
 
 
@@ -129,6 +139,8 @@ def insert_any(new: NewExecution, using: str) -> str:
 
 def insert(new: NewExecution, using: str, **extra: Any) -> str:
     """Write one execution (one INSERT); with a ``dedupe_key``, return a running twin's id."""
+    if new.dedupe_key is None and set(extra) <= set(queries.EXTRA_COLUMNS):
+        return insert_plain([new], using, **extra)[0]
     if new.dedupe_key is None:
         row = new.build(**extra)
         row.save(using=using, force_insert=True)
@@ -150,6 +162,21 @@ def insert(new: NewExecution, using: str, **extra: Any) -> str:
             if existing is not None:
                 return str(existing)
     raise IntegrityError(f"could not insert or find execution with dedupe_key {new.dedupe_key!r}")
+
+
+def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str]:
+    """Write executions without a dedupe key in one statement (``queries.insert_rows``)."""
+    connection = connections[using]
+    now = timezone.now()
+    ids = [uuid.uuid4() for _ in news]
+    queries.insert_rows([
+        queries.execution_row(
+            connection, eid, new.task.name, new.queue,
+            None if new.payload is None else new.payload_json(), new.task.max_attempts,
+            new.priority, new.run_at, now, **extra)
+        for eid, new in zip(ids, news, strict=True)
+    ], using)
+    return [str(eid) for eid in ids]
 
 
 def invoke(
@@ -191,10 +218,9 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
     using = router.db_for_write(Execution)
     ids: list[str | None] = [None] * len(prepared)
     with transaction.atomic(using=using):
-        plain = [(n, p.build()) for n, p in enumerate(prepared) if _is_plain(p)]
-        Execution.objects.using(using).bulk_create([row for _, row in plain])
-        for n, row in plain:
-            ids[n] = str(row.pk)
+        plain = [n for n, p in enumerate(prepared) if _is_plain(p)]
+        for n, eid in zip(plain, insert_plain([prepared[n] for n in plain], using), strict=True):
+            ids[n] = eid
         for n, p in enumerate(prepared):
             if not _is_plain(p):
                 ids[n] = insert_any(p, using)

@@ -53,6 +53,9 @@ def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = 
     # A status may change between the two updates (pending -> running -> pending on a
     # retry); a few rounds settle it, each update being atomic on its own.
     for _ in range(5):
+        # Running (the case that must be fast): flag it and tell its worker.
+        if _request_running(db, eid, reason):
+            return True
         with transaction.atomic(using=db):
             waiting = rows.filter(status__in=Execution.RUNNABLE)
             woken = queries.wake_parents(waiting, db)  # parent first: see queries
@@ -67,16 +70,30 @@ def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = 
                 return True
             if woken:
                 transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
-        requested = rows.filter(status=Execution.Status.RUNNING, cancelled=False).update(
-            cancelled=True, last_error=reason
-        )
-        if requested:
-            _notify(db, eid)
-            return True
         status = rows.values_list("status", flat=True).first()
-        if status is None or status in Execution.FINAL or status == Execution.Status.RUNNING:
-            return False  # unknown, finished, or running with a cancel already accepted
+        if status is None or status in Execution.FINAL:
+            return False  # unknown or finished
+        if status == Execution.Status.RUNNING:  # False: a cancel was accepted already
+            return _request_running(db, eid, reason)
     return False
+
+
+def _request_running(db: str, eid: uuid.UUID, reason: str) -> bool:
+    """Set ``cancelled`` and the reason on a running execution and notify its worker
+    (on PostgreSQL one statement does both: the NOTIFY goes out with the commit)."""
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH r AS (UPDATE {Execution._meta.db_table} SET cancelled = true,"
+                " last_error = %s WHERE id = %s AND status = 'running' AND NOT cancelled"
+                " RETURNING id) SELECT pg_notify(%s, id::text) FROM r",
+                [reason, eid, CANCEL_CHANNEL],
+            )
+            return cursor.fetchone() is not None
+    return bool(Execution.objects.using(db).filter(
+        pk=eid, status=Execution.Status.RUNNING, cancelled=False
+    ).update(cancelled=True, last_error=reason))
 
 
 def _cancel_children(parent_id: uuid.UUID, reason: str, db: str) -> None:
@@ -85,13 +102,6 @@ def _cancel_children(parent_id: uuid.UUID, reason: str, db: str) -> None:
     )
     for child_id in children.values_list("pk", flat=True):
         cancel(child_id, reason, using=db)
-
-
-def _notify(db: str, eid: uuid.UUID) -> None:
-    connection = connections[db]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CANCEL_CHANNEL, str(eid)])
 
 
 def deliver(inflight: dict[str, Context], execution_id: str, reason: str | None = None) -> None:

@@ -17,7 +17,7 @@ from . import durable, queries, window
 from .cancellation import DEFAULT_REASON, cancel_requested
 from .dbretry import retry_write
 from .exceptions import AttemptTimedOut, Cancelled, Released
-from .utils import check_json
+from .utils import check_json_text
 
 if TYPE_CHECKING:
     from .registry import Task
@@ -149,13 +149,14 @@ class Context:
             return steps[name]
         started = timezone.now()
         value = fn()
-        check_json(value, f"result of step {name!r}")
-        value = json.loads(json.dumps(value))  # replays return exactly what was stored
+        text = check_json_text(value, f"result of step {name!r}")
+        value = json.loads(text)  # replays return exactly what was stored
         db = self._runtime.using
-        stored = retry_write(  # fn ran: keep its result across a database fault
-            lambda: queries.save_step(self.execution_id, name, value, started, db), db,
-            f"saving step {name!r} of {self.execution_id}",
-        )
+        def save() -> Any:  # on this thread's connection, in its transaction if any
+            return queries.save_step(self.execution_id, name, value, started, db, text)
+
+        # fn ran: keep its result across a database fault
+        stored = retry_write(save, db, f"saving step {name!r} of {self.execution_id}")
         steps[name] = stored
         return stored
 

@@ -87,12 +87,28 @@ class Execution(models.Model):
                 name="cdj_exec_claim_idx",
                 condition=Q(status__in=["pending", "suspended"]),
             ),
+            # The same for a worker serving every queue (or several): the index order is
+            # the claim's ORDER BY, so a claim reads only the rows it takes.
+            models.Index(
+                fields=["-priority", "run_at"],
+                name="cdj_exec_claim_any_idx",
+                condition=Q(status__in=["pending", "suspended"]),
+            ),
             # Recovery and the cancel watcher: running rows by their worker.
             models.Index(
                 fields=["locked_by"], name="cdj_exec_running_idx", condition=Q(status="running")
             ),
-            models.Index(fields=["status", "finished_at"], name="cdj_exec_status_fin_idx"),
-            models.Index(fields=["task_name", "status"], name="cdj_exec_task_status_idx"),
+            # Retention: finished rows by status and age (only finished rows are in it, so
+            # claiming a row does not write to it).
+            models.Index(
+                fields=["status", "finished_at"], name="cdj_exec_status_fin_idx",
+                condition=Q(status__in=["completed", "failed", "cancelled"]),
+            ),
+            # Concurrency limits count the running executions of a task.
+            models.Index(
+                fields=["task_name"], name="cdj_exec_running_task_idx",
+                condition=Q(status="running"),
+            ),
             models.Index(fields=["-created_at"], name="cdj_exec_created_idx"),
             # The admin list (newest first) filtered by status, queue or task, the loose
             # index scans of its filter choices, and its search by dedupe key (0003).

@@ -426,23 +426,49 @@ def load_steps(eid: str, using: str) -> dict[str, Any]:
 STEP_TABLE = Step._meta.db_table
 
 
-def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str) -> Any:
+def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str,
+              text: str | None = None) -> Any:
     """Store a step's result (one statement); if the name was stored meanwhile, return
-    the stored one."""
+    the stored one. ``text`` is the result as JSON when the caller has it already."""
     connection = connections[using]
-    dt = Step._meta.get_field("created_at")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {STEP_TABLE} (execution_id, name, result, started_at, created_at)"
-            f" VALUES (%s, %s, {_json_param(connection)}, %s, %s)"
-            " ON CONFLICT (execution_id, name) DO NOTHING",
-            [_uuid_param(connection, eid), name, None if result is None else dumps(result),
-             dt.get_db_prep_value(started_at, connection),
-             dt.get_db_prep_value(timezone.now(), connection)],
-        )
-        if cursor.rowcount == 1:
-            return result
+    text = None if result is None else (text or dumps(result))
+    if connection.vendor == "postgresql":
+        # A prepared statement with server-side binding: this runs once per step.
+        count = execute_prepared(connection, STEP_INSERT_PG, (
+            uuid.UUID(str(eid)), name, text, started_at, timezone.now()))
+    else:
+        dt = Step._meta.get_field("created_at")
+        with connection.cursor() as cursor:
+            cursor.execute(STEP_INSERT, [
+                _uuid_param(connection, eid), name, text,
+                dt.get_db_prep_value(started_at, connection),
+                dt.get_db_prep_value(timezone.now(), connection)])
+            count = cursor.rowcount
+    if count == 1:
+        return result
     return Step.objects.using(using).get(execution_id=eid, name=name).result
+
+
+STEP_INSERT = (
+    f"INSERT INTO {STEP_TABLE} (execution_id, name, result, started_at, created_at)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (execution_id, name) DO NOTHING"
+)
+STEP_INSERT_PG = STEP_INSERT.replace("%s, %s, %s, %s, %s", "%s, %s, %s::jsonb, %s, %s")
+
+
+def execute_prepared(connection, sql: str, params: Sequence[Any]) -> int:
+    """PostgreSQL: run ``sql`` as a prepared statement on Django's connection (so inside
+    the caller's transaction, if any); returns the row count."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        import psycopg  # only PostgreSQL gets here
+
+        cursor = psycopg.Cursor(connection.connection)
+        try:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.rowcount
+        finally:
+            cursor.close()
 
 
 def _json_param(connection) -> str:
@@ -626,3 +652,70 @@ def stale_held(worker_id: uuid.UUID, older_than: datetime, limit: int, using: st
         pk__in=ids, status=S.RUNNING, locked_by=worker_id
     ).update(locked_at=timezone.now())
     return [str(i) for i in ids]
+
+
+# --- inserting executions (the invoke hot path) ----------------------------------------
+
+#: Columns an insert sets; every other column of the table takes its model default.
+INSERT_COLUMNS = (
+    "id", "task_name", "queue", "status", "payload", "last_error", "cancelled", "attempts",
+    "max_attempts", "priority", "run_at", "created_at", "dedupe_key", "parent_id",
+    "schedule_name", "event_name", "resume",
+)
+#: Extra columns a caller may set (``insert_rows(..., extra=...)``).
+EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
+COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
+
+
+def insert_rows(rows: Sequence[tuple], using: str) -> None:
+    """Insert executions given as ``execution_row`` tuples: one statement for one row,
+    ``COPY`` for many on PostgreSQL, ``executemany`` on SQLite. Runs in the caller's
+    transaction (or autocommit), so ``transaction.atomic`` governs visibility."""
+    if not rows:
+        return
+    connection = connections[using]
+    columns = ", ".join(INSERT_COLUMNS)
+    pg = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        if pg and len(rows) >= COPY_FROM:
+            with cursor.cursor.copy(f"COPY {TABLE} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join(
+            "CAST(%s AS jsonb)" if pg and c == "payload" else "%s" for c in INSERT_COLUMNS
+        )
+        sql = f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
+
+
+def execution_row(
+    connection,
+    eid: uuid.UUID,
+    task_name: str,
+    queue: str,
+    payload_json: str | None,
+    max_attempts: int,
+    priority: int,
+    run_at: datetime,
+    created_at: datetime,
+    dedupe_key: str | None = None,
+    parent_id: str | None = None,
+    schedule_name: str | None = None,
+    event_name: str = "conductor.invoke",
+) -> tuple:
+    """One row for ``insert_rows``, with values adapted for ``connection``."""
+    if connection.vendor == "postgresql":
+        ident, parent, at, created = eid, parent_id, run_at, created_at
+        false = False
+    else:
+        ident = eid.hex
+        parent = uuid.UUID(str(parent_id)).hex if parent_id else None
+        at = connection.ops.adapt_datetimefield_value(run_at)
+        created = connection.ops.adapt_datetimefield_value(created_at)
+        false = 0
+    return (ident, task_name, queue, S.PENDING, payload_json, "", false, 0, max_attempts,
+            priority, at, created, dedupe_key, parent, schedule_name, event_name, false)

@@ -26,15 +26,20 @@ def to_seconds(value: float | int | timedelta | None, what: str) -> float | None
 
 def check_json(value: Any, what: str = "payload") -> Any:
     """Raise ``TypeError`` naming the offending type when ``value`` is not JSON."""
+    check_json_text(value, what)
+    return value
+
+
+def check_json_text(value: Any, what: str = "payload") -> str:
+    """``value`` as JSON text; ``TypeError`` naming the offending type when it is not JSON."""
     try:
-        json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False)
     except TypeError as exc:
         bad = _first_non_json(value)
         name = type(bad).__name__ if bad is not None else str(exc)
         raise TypeError(f"{what} is not JSON-serializable: {name} ({exc})") from None
     except ValueError as exc:
         raise TypeError(f"{what} is not JSON-serializable: {exc}") from None
-    return value
 
 
 def _first_non_json(value: Any) -> Any:
