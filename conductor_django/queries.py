@@ -686,7 +686,9 @@ def insert_rows(rows: Sequence[tuple], using: str) -> None:
             "CAST(%s AS jsonb)" if pg and c == "payload" else "%s" for c in INSERT_COLUMNS
         )
         sql = f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
-        if len(rows) == 1:
+        if len(rows) == 1 and pg:
+            execute_prepared(connection, sql, rows[0])  # invoke(): one prepared round trip
+        elif len(rows) == 1:
             cursor.execute(sql, rows[0])
         else:
             cursor.executemany(sql, rows)
