@@ -1,10 +1,10 @@
 """The claim/lock queries and every write the worker makes to an execution it holds.
 
-Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` statement:
-on PostgreSQL the inner select takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers
-on any number of machines never claim the same row and never wait for each other; on
-SQLite a single statement holds the database write lock, which makes it safe for
-several worker processes on one machine.
+Claiming is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... LIMIT n)) RETURNING``
+statement (``id IN (SELECT ...)`` on SQLite): on PostgreSQL the inner select takes
+``FOR UPDATE SKIP LOCKED`` so concurrent workers on any number of machines never claim
+the same row and never wait for each other; on SQLite a single statement holds the
+database write lock, which makes it safe for several worker processes on one machine.
 
 Every write after the claim is fenced by ``locked_by = <this worker>`` and
 ``status = 'running'``: a worker whose executions were recovered after it was
@@ -122,12 +122,23 @@ def lock_rows(
     """Mark the rows selected by ``inner`` (a ``SELECT id ...``) running for ``worker_id``."""
     connection = connections[using]
     now_param = dt_param(connection, now)
+    # PostgreSQL: ``id = ANY(ARRAY(subquery))`` evaluates the pick once and then reads
+    # the picked rows by primary key, whatever the planner's statistics say. (As
+    # ``id IN (subquery)`` or a join, stale statistics - a table that just grew from
+    # empty - could make it scan the whole table once per picked row.) SQLite runs an
+    # uncorrelated ``IN (subquery)`` once.
+    # The picked rows are locked (FOR UPDATE) and rechecked by the pick itself, so on
+    # PostgreSQL the outer statement filters on the id alone: a status condition there
+    # would tempt the planner into the partial claim index instead of the primary key.
+    pg = connection.vendor == "postgresql"
+    picked = (f"id = ANY(ARRAY({inner}))" if pg
+              else f"id IN ({inner}) AND status IN ('pending', 'suspended')")
     sql = (
         f"UPDATE {TABLE} SET status = 'running', locked_by = %s, locked_at = %s,"
         " started_at = COALESCE(started_at, %s),"
         " attempts = CASE WHEN resume THEN attempts ELSE attempts + 1 END,"
         " resume = %s"
-        f" WHERE id IN ({inner}) AND status IN ('pending', 'suspended')"
+        f" WHERE {picked}"
         " RETURNING id, task_name, queue, payload, attempts, max_attempts, priority,"
         " CASE WHEN started_at = locked_at THEN 1 ELSE 0 END, event_name, schedule_name,"
         " parent_id"

@@ -127,12 +127,17 @@ class Worker:
             concurrency=self.concurrency,
             role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
         )
-        queries.register_worker(self._row, self.using)
+        # Signals first: a SIGTERM from the moment the worker is visible stops it cleanly.
+        restore = self._install_signals()
+        try:
+            queries.register_worker(self._row, self.using)
+        except BaseException:
+            restore()
+            raise
         logger.info(
             "worker %s started: queues=%s concurrency=%d", self.id,
             ",".join(self.queues) or "*", self.concurrency,
         )
-        restore = self._install_signals()
         try:
             if self.runtime.inline:
                 self._run_inline()
