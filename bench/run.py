@@ -267,6 +267,7 @@ def main() -> None:
         res["history"] = a.history
     if a.memory:
         res["memory"] = drain("bench.noop", a.memory, sample_rss=True)
+        res["memory_n"] = a.memory
     purge()
     print_table(res)
     if a.json:
@@ -291,10 +292,10 @@ def print_table(r: dict) -> None:
               f"{h['per_s']:,.0f}/s ({h['per_s'] / d['per_s']:.0%} of empty) |")
     if "memory" in r:
         m = r["memory"]
-        samples = m["rss_samples_mb"]
-        print(f"| worker peak RSS, {r.get('memory_n', '')}drain | {m['peak_rss_mb']:.0f} MB "
-              f"(first/last sample {samples[0]:.0f}/{samples[-1]:.0f} MB) |"
-              if samples else f"| worker peak RSS | {m['peak_rss_mb']:.0f} MB |")
+        steady = m["rss_samples_mb"][1:] or m["rss_samples_mb"]  # the first is at boot
+        print(f"| worker memory over a {r['memory_n']:,}-execution drain | peak RSS "
+              f"{m['peak_rss_mb']:.0f} MB; sampled every 0.5 s after start: "
+              f"{min(steady):.0f}-{max(steady):.0f} MB ({m['per_s']:,.0f}/s) |")
 
 
 if __name__ == "__main__":
