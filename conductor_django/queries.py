@@ -448,12 +448,10 @@ def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str
         count = execute_prepared(connection, STEP_INSERT_PG, (
             uuid.UUID(str(eid)), name, text, started_at, timezone.now()))
     else:
-        dt = Step._meta.get_field("created_at")
         with connection.cursor() as cursor:
             cursor.execute(STEP_INSERT, [
                 _uuid_param(connection, eid), name, text,
-                dt.get_db_prep_value(started_at, connection),
-                dt.get_db_prep_value(timezone.now(), connection)])
+                dt_param(connection, started_at), dt_param(connection, timezone.now())])
             count = cursor.rowcount
     if count == 1:
         return result
@@ -482,10 +480,6 @@ def execute_prepared(connection, sql: str, params: Sequence[Any]) -> int:
             cursor.close()
 
 
-def _json_param(connection) -> str:
-    return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-
-
 def complete_many(items: Sequence[tuple[str, Any]], worker_id: uuid.UUID, using: str) -> int:
     """``complete`` for many executions in one statement; returns how many were written.
 
@@ -494,12 +488,11 @@ def complete_many(items: Sequence[tuple[str, Any]], worker_id: uuid.UUID, using:
     if not items:
         return 0
     connection = connections[using]
-    dt = Execution._meta.get_field("finished_at")
     values = ", ".join(["(%s, %s)"] * len(items))
     params: list[Any] = []
     for eid, result in items:
         params += [_uuid_param(connection, eid), None if result is None else dumps(result)]
-    now = dt.get_db_prep_value(timezone.now(), connection)
+    now = dt_param(connection, timezone.now())
     json_col = "CAST(v.column2 AS jsonb)" if connection.vendor == "postgresql" else "v.column2"
     sql = (
         f"UPDATE {TABLE} SET"
@@ -673,7 +666,7 @@ INSERT_COLUMNS = (
     "max_attempts", "priority", "run_at", "created_at", "dedupe_key", "parent_id",
     "schedule_name", "event_name", "resume",
 )
-#: Extra columns a caller may set (``insert_rows(..., extra=...)``).
+#: Columns a caller may set beyond the invocation's own (keywords of ``execution_row``).
 EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
 COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
 
@@ -687,18 +680,18 @@ def insert_rows(rows: Sequence[tuple], using: str) -> None:
     connection = connections[using]
     columns = ", ".join(INSERT_COLUMNS)
     pg = connection.vendor == "postgresql"
+    marks = ", ".join(
+        "CAST(%s AS jsonb)" if pg and c == "payload" else "%s" for c in INSERT_COLUMNS
+    )
+    sql = f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
+    if pg and len(rows) == 1:
+        execute_prepared(connection, sql, rows[0])  # invoke(): one prepared round trip
+        return
     with connection.cursor() as cursor:
         if pg and len(rows) >= COPY_FROM:
             with cursor.cursor.copy(f"COPY {TABLE} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            return
-        marks = ", ".join(
-            "CAST(%s AS jsonb)" if pg and c == "payload" else "%s" for c in INSERT_COLUMNS
-        )
-        sql = f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
-        if len(rows) == 1 and pg:
-            execute_prepared(connection, sql, rows[0])  # invoke(): one prepared round trip
         elif len(rows) == 1:
             cursor.execute(sql, rows[0])
         else:

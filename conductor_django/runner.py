@@ -80,8 +80,9 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
     try:
         if ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
-            queries.finish_cancelled(eid, runtime.worker_id, ctx.signal.message or "",
-                                     runtime.using)
+            reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
+            _write(lambda: queries.finish_cancelled(
+                eid, wid, reason, db, may_have_parent=claimed.parent_id is not None), db, eid)
             outcome = "cancelled"
         else:
             ctx.start()
@@ -133,9 +134,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
-        written = _write(lambda: queries.complete(eid, wid, result, db,
-                                                  may_have_parent=claimed.parent_id is not None),
-                         db, eid)
+        written = _write(lambda: queries.complete(eid, wid, result, db, **child), db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, result)
     if not written:
