@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_BATCH_SIZE": 1000,
     "LOG_LINES": 100,
     "LOG_LEVEL": "INFO",
+    # PostgreSQL: prepare the hot statements (prepared.py)
+    "PREPARED_STATEMENTS": True,
 }
 
 NUMBER = (int, float)
@@ -46,6 +48,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "CLEANUP_BATCH_SIZE": (int,),
     "LOG_LINES": (int,),
     "LOG_LEVEL": (str, int),
+    "PREPARED_STATEMENTS": (bool,),
 }
 
 ENGINES = ("database", "django_q")

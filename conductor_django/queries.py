@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from . import flow
 from .models import Execution, Step, Worker
+from .prepared import execute_prepared
 
 S = Execution.Status
 TABLE = Execution._meta.db_table
@@ -144,9 +145,12 @@ def lock_rows(
         " parent_id"
     )
     head = [_uuid_param(connection, worker_id), now_param, now_param, False]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, head + params)
-        rows = cursor.fetchall()
+    if pg:
+        rows = execute_prepared(connection, sql, head + params, fetch=True)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, head + params)
+            rows = cursor.fetchall()
     payload_field = Execution._meta.get_field("payload")
     claimed = [
         Claimed(
@@ -465,21 +469,6 @@ STEP_INSERT = (
 STEP_INSERT_PG = STEP_INSERT.replace("%s, %s, %s, %s, %s", "%s, %s, %s::jsonb, %s, %s")
 
 
-def execute_prepared(connection, sql: str, params: Sequence[Any]) -> int:
-    """PostgreSQL: run ``sql`` as a prepared statement on Django's connection (so inside
-    the caller's transaction, if any); returns the row count."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        import psycopg  # only PostgreSQL gets here
-
-        cursor = psycopg.Cursor(connection.connection)
-        try:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.rowcount
-        finally:
-            cursor.close()
-
-
 def complete_many(items: Sequence[tuple[str, Any]], worker_id: uuid.UUID, using: str) -> int:
     """``complete`` for many executions in one statement; returns how many were written.
 
@@ -669,6 +658,15 @@ INSERT_COLUMNS = (
 #: Columns a caller may set beyond the invocation's own (keywords of ``execution_row``).
 EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
 COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))})"
+)
+COPY_SQL = f"COPY {TABLE} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+INSERT_SQL_PG = (  # the payload arrives as JSON text
+    f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES"
+    f" ({', '.join('CAST(%s AS jsonb)' if c == 'payload' else '%s' for c in INSERT_COLUMNS)})"
+)
 
 
 def insert_rows(rows: Sequence[tuple], using: str) -> None:
@@ -678,18 +676,14 @@ def insert_rows(rows: Sequence[tuple], using: str) -> None:
     if not rows:
         return
     connection = connections[using]
-    columns = ", ".join(INSERT_COLUMNS)
     pg = connection.vendor == "postgresql"
-    marks = ", ".join(
-        "CAST(%s AS jsonb)" if pg and c == "payload" else "%s" for c in INSERT_COLUMNS
-    )
-    sql = f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})"
+    sql = INSERT_SQL_PG if pg else INSERT_SQL
     if pg and len(rows) == 1:
         execute_prepared(connection, sql, rows[0])  # invoke(): one prepared round trip
         return
     with connection.cursor() as cursor:
         if pg and len(rows) >= COPY_FROM:
-            with cursor.cursor.copy(f"COPY {TABLE} ({columns}) FROM STDIN") as copy:
+            with cursor.cursor.copy(COPY_SQL) as copy:
                 for row in rows:
                     copy.write_row(row)
         elif len(rows) == 1:
