@@ -51,8 +51,15 @@ def enabled(connection) -> bool:
 
 def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = False) -> Any:
     """Run ``sql`` on Django's connection (so inside the caller's transaction, if any),
-    prepared when ``enabled``; returns the row count, or with ``fetch`` the rows."""
+    prepared when ``enabled``; returns the row count, or with ``fetch`` the rows.
+
+    Other databases run it through Django's cursor, so callers need no branch of their
+    own (``params`` must suit the connection's vendor either way)."""
     global _broken
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
     connection.ensure_connection()
     prepare = enabled(connection)
     with connection.wrap_database_errors:

@@ -145,12 +145,7 @@ def lock_rows(
         " parent_id"
     )
     head = [_uuid_param(connection, worker_id), now_param, now_param, False]
-    if pg:
-        rows = execute_prepared(connection, sql, head + params, fetch=True)
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, head + params)
-            rows = cursor.fetchall()
+    rows = execute_prepared(connection, sql, head + params, fetch=True)
     payload_field = Execution._meta.get_field("payload")
     claimed = [
         Claimed(
@@ -447,16 +442,10 @@ def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str
     the stored one. ``text`` is the result as JSON when the caller has it already."""
     connection = connections[using]
     text = None if result is None else (text or dumps(result))
-    if connection.vendor == "postgresql":
-        # A prepared statement with server-side binding: this runs once per step.
-        count = execute_prepared(connection, STEP_INSERT_PG, (
-            uuid.UUID(str(eid)), name, text, started_at, timezone.now()))
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(STEP_INSERT, [
-                _uuid_param(connection, eid), name, text,
-                dt_param(connection, started_at), dt_param(connection, timezone.now())])
-            count = cursor.rowcount
+    pg = connection.vendor == "postgresql"
+    count = execute_prepared(connection, STEP_INSERT_PG if pg else STEP_INSERT, [
+        _uuid_param(connection, eid), name, text,
+        dt_param(connection, started_at), dt_param(connection, timezone.now())])
     if count == 1:
         return result
     return Step.objects.using(using).get(execution_id=eid, name=name).result
@@ -658,15 +647,17 @@ INSERT_COLUMNS = (
 #: Columns a caller may set beyond the invocation's own (keywords of ``execution_row``).
 EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
 COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
-INSERT_SQL = (
-    f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)})"
-    f" VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))})"
-)
-COPY_SQL = f"COPY {TABLE} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
-INSERT_SQL_PG = (  # the payload arrives as JSON text
-    f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES"
-    f" ({', '.join('CAST(%s AS jsonb)' if c == 'payload' else '%s' for c in INSERT_COLUMNS)})"
-)
+_COLUMNS = ", ".join(INSERT_COLUMNS)
+
+
+def _insert_sql(payload_mark: str) -> str:
+    marks = ", ".join(payload_mark if c == "payload" else "%s" for c in INSERT_COLUMNS)
+    return f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES ({marks})"
+
+
+INSERT_SQL = _insert_sql("%s")
+INSERT_SQL_PG = _insert_sql("CAST(%s AS jsonb)")  # the payload arrives as JSON text
+COPY_SQL = f"COPY {TABLE} ({_COLUMNS}) FROM STDIN"
 
 
 def insert_rows(rows: Sequence[tuple], using: str) -> None:
@@ -678,7 +669,7 @@ def insert_rows(rows: Sequence[tuple], using: str) -> None:
     connection = connections[using]
     pg = connection.vendor == "postgresql"
     sql = INSERT_SQL_PG if pg else INSERT_SQL
-    if pg and len(rows) == 1:
+    if len(rows) == 1:
         execute_prepared(connection, sql, rows[0])  # invoke(): one prepared round trip
         return
     with connection.cursor() as cursor:
@@ -686,8 +677,6 @@ def insert_rows(rows: Sequence[tuple], using: str) -> None:
             with cursor.cursor.copy(COPY_SQL) as copy:
                 for row in rows:
                     copy.write_row(row)
-        elif len(rows) == 1:
-            cursor.execute(sql, rows[0])
         else:
             cursor.executemany(sql, rows)
 
