@@ -102,7 +102,6 @@ class Worker:
         self._listener: notify.Listener | None = None
         self._completer: Completer | None = None
         self._due: dict[str, float] = {}
-        self._maybe_more = False  # the last claim was full (see _claim)
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
         # --concurrency is then how many executions may wait in the broker at once.
         self.dispatcher = None if self.runtime.inline else engines.make_dispatcher(
@@ -199,7 +198,7 @@ class Worker:
             self._wake.clear()  # before the claim: work announced from now on wakes us
             try:
                 # Claim first: a wake-up is usually new work, and its start waits on this.
-                claimed = self._claim()
+                claimed, maybe_more = self._claim()
                 self._periodic()
                 backoff = 0.1
             except DB_ERRORS:
@@ -211,33 +210,31 @@ class Worker:
             if self.drain and not claimed and self._busy_count() == 0 and (
                     self.dispatcher is None or not self.dispatcher.held()):
                 return
-            if self._maybe_more and self._free() > 0:
+            if maybe_more and self._free() > 0:
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
-    def _claim(self) -> list[queries.Claimed]:
+    def _claim(self) -> tuple[list[queries.Claimed], bool]:
         """Claim what the free threads (and the prefetch) can take, and queue it.
 
-        Sets ``_maybe_more``: whether claiming again at once may find more. A claim that
-        returned less than it asked for found everything runnable at that moment; what
-        is announced later sets ``_wake``, and the poll covers the rest.
+        Returns the claimed executions and whether claiming again at once may find more.
+        A claim that returned less than it asked for found everything runnable at that
+        moment; what is announced later sets ``_wake``, and the poll covers the rest.
         """
-        self._maybe_more = False
         if self.dispatcher is not None:
             claimed = self.dispatcher.dispatch(self.queues)
-            self._maybe_more = bool(claimed)
-            return claimed
+            return claimed, bool(claimed)
         free = self._free()
         if free <= 0:
-            return []
+            return [], False
         # flow control: ready batches first (one handler slot each), then single executions
         claimed: list = batch.claim_batches(self.id, self.queues, free, self.using,
                                             fill=not self.drain)
-        self._maybe_more = bool(claimed)
+        maybe_more = bool(claimed)
         if len(claimed) < free:
             limit = min(free - len(claimed), self.batch_size)
             single = queries.claim(self.id, self.queues, limit, self.using)
-            self._maybe_more = self._maybe_more or len(single) == limit
+            maybe_more = maybe_more or len(single) == limit
             claimed += single
         if claimed:
             with self._lock:
@@ -246,7 +243,7 @@ class Worker:
                 # The context exists from the claim on, so a cancel reaches it even
                 # before a thread picks it up (it then never starts).
                 self._jobs.put((item, runner.make_context(item, self.runtime)))
-        return claimed
+        return claimed, maybe_more
 
     def _handler_loop(self) -> None:
         idle_since = time.monotonic()
