@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
 from . import queries
@@ -22,6 +22,7 @@ from .cancellation import as_uuid
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution
 from .registry import Task, get_task
+from .transactions import retry_locked, write_transaction
 from .utils import check_aware, check_json_text, to_seconds
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
@@ -148,7 +149,7 @@ def insert(new: NewExecution, using: str, **extra: Any) -> str:
     for _ in range(10):
         row = new.build(**extra)
         try:
-            with transaction.atomic(using=using):  # a savepoint inside the caller's transaction
+            with write_transaction(using):  # a savepoint inside the caller's transaction
                 row.save(using=using, force_insert=True)
             return str(row.pk)
         except IntegrityError:
@@ -194,7 +195,8 @@ def invoke(
     """Start an execution of ``task``; returns its id (a UUID string)."""
     new = prepare(task, payload, dedupe_key=dedupe_key, priority=priority, run_at=run_at,
                   delay=delay, queue=queue, throttle=throttle, debounce=debounce)
-    return insert_any(new, router.db_for_write(Execution))
+    db = router.db_for_write(Execution)
+    return retry_locked(lambda: insert_any(new, db), db)
 
 
 def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
@@ -216,15 +218,20 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"invoke_many item {n}: {exc}") from None
     using = router.db_for_write(Execution)
-    ids: list[str | None] = [None] * len(prepared)
-    with transaction.atomic(using=using):
-        plain = [n for n, p in enumerate(prepared) if _is_plain(p)]
-        for n, eid in zip(plain, insert_plain([prepared[n] for n in plain], using), strict=True):
-            ids[n] = eid
-        for n, p in enumerate(prepared):
-            if not _is_plain(p):
-                ids[n] = insert_any(p, using)
-    return [i for i in ids if i is not None]
+
+    def insert_all() -> list[str]:
+        ids: list[str | None] = [None] * len(prepared)
+        with write_transaction(using):
+            plain = [n for n, p in enumerate(prepared) if _is_plain(p)]
+            news = [prepared[n] for n in plain]
+            for n, eid in zip(plain, insert_plain(news, using), strict=True):
+                ids[n] = eid
+            for n, p in enumerate(prepared):
+                if not _is_plain(p):
+                    ids[n] = insert_any(p, using)
+        return [i for i in ids if i is not None]
+
+    return retry_locked(insert_all, using)
 
 
 def _is_plain(new: NewExecution) -> bool:

@@ -7,7 +7,9 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, register
+from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
+from django.db import router
 
 from .conf import DEFAULTS, ENGINES, TYPES
 from .custom_context import load_factory
@@ -145,3 +147,40 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="conductor_django.E008",
             ))
     return errors
+
+
+@register()
+def check_sqlite_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """SQLite for conductor's tables: recommend WAL and ``BEGIN IMMEDIATE``.
+
+    Reads the settings only (no connection). conductor's own writes never fail with
+    "database is locked" either way; these settings keep the project's own
+    transactions (``invoke`` inside ``atomic()``, the admin) from failing that way
+    while a worker writes, and let readers run beside the writer.
+    """
+    from .models import Execution
+
+    alias = router.db_for_write(Execution)
+    return sqlite_advice(alias, settings.DATABASES.get(alias) or {})
+
+
+def sqlite_advice(alias: str, config: dict[str, Any]) -> list[CheckWarning]:
+    """The W001 warning for the database settings ``config`` of ``alias``, if any."""
+    if "sqlite3" not in str(config.get("ENGINE", "")):
+        return []
+    options = config.get("OPTIONS") or {}
+    init = str(options.get("init_command", "")).replace(" ", "").lower()
+    missing = []
+    if "journal_mode=wal" not in init:
+        missing.append('"init_command": "PRAGMA journal_mode=WAL;"')
+    if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+        missing.append('"transaction_mode": "IMMEDIATE"')
+    if not missing:
+        return []
+    return [CheckWarning(
+        f"DATABASES[{alias!r}] is SQLite without {' and '.join(missing)}.",
+        hint="With a worker running, a transaction of your own that reads and then writes "
+        "(invoke() inside atomic(), a form that saves) can fail with 'database is locked'. "
+        f"Add to DATABASES[{alias!r}]['OPTIONS']: {', '.join(missing)}.",
+        id="conductor_django.W001",
+    )]

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from . import registry
 from .registry import Task, all_tasks
+from .transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django")
 
@@ -73,8 +74,12 @@ def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
     now = timezone.now()
     prepared = [prepare(t, payload, direct=False, now=now, **options) for t in tasks]
     using = router.db_for_write(Execution)
-    with transaction.atomic(using=using):
-        return [insert(new, using, event_name=name) for new in prepared]
+
+    def insert_all() -> list[str]:
+        with write_transaction(using):
+            return [insert(new, using, event_name=name) for new in prepared]
+
+    return retry_locked(insert_all, using)
 
 
 # --- model triggers --------------------------------------------------------------------
@@ -250,7 +255,7 @@ def _start_on_commit(starts: list[tuple[Trigger, dict[str, Any]]], using: str) -
 
     def start() -> None:
         db = router.db_for_write(Execution)
-        with transaction.atomic(using=db):
+        with write_transaction(db):
             for new, event_name in prepared:
                 insert(new, db, event_name=event_name)
 

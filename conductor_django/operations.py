@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, router
 from django.db.models import F
 from django.utils import timezone
 
 from .cancellation import as_uuid
 from .models import Execution
 from .registry import all_tasks
+from .transactions import write_transaction
 
 S = Execution.Status
 RETRYABLE = (S.FAILED, S.CANCELLED)
@@ -56,7 +57,7 @@ def retry(execution_id: Any, *, using: str | None = None) -> bool:
     task_name, max_attempts = found
     budget = _budget(task_name, max_attempts)
     try:
-        with transaction.atomic(using=db):  # a savepoint: a dedupe clash leaves no trace
+        with write_transaction(db):  # a savepoint: a dedupe clash leaves no trace
             updated = rows.update(
                 status=S.PENDING,
                 run_at=timezone.now(),
@@ -92,7 +93,7 @@ def run_again(execution_id: Any, *, using: str | None = None) -> str | None:
         max_attempts=task.max_attempts if task is not None else old.max_attempts,
     )
     try:
-        with transaction.atomic(using=db):
+        with write_transaction(db):
             new.save(using=db, force_insert=True)
     except IntegrityError:
         return None  # an unfinished execution of the task holds the same dedupe key

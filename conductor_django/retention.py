@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .transactions import write_transaction
 from .utils import to_seconds
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def cleanup(
     With ``time_budget`` (seconds) it stops after the batch that exhausts it and
     returns ``finished=False``; the worker then comes back soon instead of blocking.
     """
-    from django.db import router, transaction
+    from django.db import router
 
     from . import conf
     from .models import Execution
@@ -153,7 +154,7 @@ def cleanup(
             ids = list(qs.order_by().values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
-            with transaction.atomic(using=using):
+            with write_transaction(using):
                 _, per_model = Execution.objects.using(using).filter(pk__in=ids).delete()
             deleted = per_model.get(Execution._meta.label, 0)
             result.batches += 1

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, router
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
@@ -38,6 +38,7 @@ from .cron import check_timezone, next_fire, validate, zone
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
 from .registry import Task, all_tasks, get_task
+from .transactions import retry_locked, write_transaction
 from .utils import check_json
 
 logger = logging.getLogger("conductor_django.scheduler")
@@ -90,7 +91,7 @@ def _insert(schedule: Schedule, task: Task, fire: datetime, run_at: datetime,
         event_name=schedule.name,
     )
     try:
-        with transaction.atomic(using=using):
+        with write_transaction(using):
             row.save(using=using, force_insert=True)
     except IntegrityError:
         return None
@@ -118,7 +119,7 @@ def queue_next(task_name: str, name: str, using: str | None = None) -> Execution
     meanwhile run once, right away. Returns the new execution, or ``None``.
     """
     db = _db(using)
-    with transaction.atomic(using=db):
+    with write_transaction(db):
         schedule = _locked(task_name, name, db)
         if schedule is None or not schedule.enabled:
             return None
@@ -181,12 +182,12 @@ def sync_static(using: str | None = None, tasks: Iterable[Task] | None = None) -
     for (task_name, name), cron in wanted.items():
         fields = {"cron": cron.expr, "payload": cron.payload, "timezone": cron.timezone or "",
                   "static": True}
-        with transaction.atomic(using=db):
+        with write_transaction(db):
             schedule = _locked(task_name, name, db)
             if schedule is None:
                 schedule = Schedule(task_name=task_name, name=name, **fields)
                 try:
-                    with transaction.atomic(using=db):
+                    with write_transaction(db):
                         schedule.save(using=db, force_insert=True)
                 except IntegrityError:
                     continue  # another worker is creating it right now
@@ -276,13 +277,17 @@ def schedule(
     t = check_schedule(task, name, cron, payload, timezone)
     db = _db(using)
     fields = {"cron": cron, "payload": payload, "timezone": timezone or "", "static": False}
+    return retry_locked(lambda: _replace(t, name, fields, db), db)
+
+
+def _replace(t: Task, name: str, fields: dict[str, Any], db: str) -> Schedule:
     for _ in range(3):
-        with transaction.atomic(using=db):
+        with write_transaction(db):
             row = _locked(t.name, name, db)
             if row is None:
                 row = Schedule(task_name=t.name, name=name, enabled=True, **fields)
                 try:
-                    with transaction.atomic(using=db):
+                    with write_transaction(db):
                         row.save(using=db, force_insert=True)
                 except IntegrityError:
                     continue  # created meanwhile: lock it and replace it
@@ -306,15 +311,19 @@ def unschedule(
     if not isinstance(task_name, str) or not isinstance(name, str):
         raise TypeError("unschedule needs a task (name) and a schedule name (str)")
     db = _db(using)
-    with transaction.atomic(using=db):
-        row = _locked(task_name, name, db)
-        if row is None:
-            if task_name not in all_tasks():
-                raise TaskNotFound(f"No task named {task_name!r} is registered")
-            return False
-        _drop_queued(row, reason or f"Schedule {name!r} was removed", db)
-        row.delete()
-    return True
+
+    def delete() -> bool:
+        with write_transaction(db):
+            row = _locked(task_name, name, db)
+            if row is None:
+                if task_name not in all_tasks():
+                    raise TaskNotFound(f"No task named {task_name!r} is registered")
+                return False
+            _drop_queued(row, reason or f"Schedule {name!r} was removed", db)
+            row.delete()
+        return True
+
+    return retry_locked(delete, db)
 
 
 def set_enabled(schedule: Schedule, enabled: bool, using: str | None = None) -> bool:
@@ -323,7 +332,7 @@ def set_enabled(schedule: Schedule, enabled: bool, using: str | None = None) -> 
     Returns ``False`` if the schedule was already in that state.
     """
     db = _db(using)
-    with transaction.atomic(using=db):
+    with write_transaction(db):
         row = _locked(schedule.task_name, schedule.name, db)
         if row is None or row.enabled == enabled:
             return False
@@ -342,7 +351,7 @@ def set_enabled(schedule: Schedule, enabled: bool, using: str | None = None) -> 
 def save_changes(schedule: Schedule, using: str | None = None) -> None:
     """The admin saved ``schedule`` (new, or cron/timezone/payload/enabled changed)."""
     db = _db(using)
-    with transaction.atomic(using=db):
+    with write_transaction(db):
         row = _locked(schedule.task_name, schedule.name, db)
         if row is None:
             return
@@ -359,7 +368,7 @@ def run_now(schedule: Schedule, using: str | None = None) -> str | None:
     """Run the schedule now: its queued run moves to now (or a run is added when none is
     queued). ``None`` when a run is going on (no overlap) or the task is unknown."""
     db = _db(using)
-    with transaction.atomic(using=db):
+    with write_transaction(db):
         row = _locked(schedule.task_name, schedule.name, db)
         if row is None or row.task_name not in all_tasks():
             return None

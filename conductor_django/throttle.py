@@ -25,10 +25,11 @@ import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from .models import Execution, FlowSlot
+from .transactions import write_transaction
 
 if TYPE_CHECKING:
     from .api import NewExecution
@@ -59,7 +60,7 @@ def insert_throttled(new: NewExecution, seconds: float, using: str) -> str:
     kind = FlowSlot.Kind.THROTTLE
     for _ in range(ROUNDS):
         try:
-            with transaction.atomic(using=using):
+            with write_transaction(using):
                 slot = _slot(kind, new, using).select_for_update().values("pk", "execution_id",
                                                                             "until").first()
                 now = timezone.now()
@@ -82,7 +83,7 @@ def insert_debounced(new: NewExecution, seconds: float, using: str) -> str:
     row = dataclasses.replace(new, dedupe_key=None)
     for _ in range(ROUNDS):
         try:
-            with transaction.atomic(using=using):
+            with write_transaction(using):
                 slot = _slot(kind, new, using).select_for_update().values("pk", "execution_id",
                                                                             "until").first()
                 run_at = timezone.now() + timedelta(seconds=seconds)
