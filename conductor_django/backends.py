@@ -56,7 +56,7 @@ except ImportError:  # Django 5.2: the backport
     from django_tasks.base import TaskError
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 
-from . import api, queries
+from . import api
 from .cancellation import as_uuid
 from .models import Execution, Step
 from .registry import Task, get_task, register
@@ -145,10 +145,10 @@ class DjangoTaskHandler:
                 return task.call(context, *args, **kwargs)
             return task.call(*args, **kwargs)
         except Exception as exc:
-            queries.save_step(ctx.execution_id, f"{ERROR_STEP}{ctx.attempt}", {
+            ctx._save_step(f"{ERROR_STEP}{ctx.attempt}", {
                 "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                 "traceback": "".join(traceback.format_exception(exc)),
-            }, timezone.now(), ctx._runtime.using)
+            }, timezone.now(), None)
             raise
 
 

@@ -34,9 +34,16 @@ from django.db import connections
 from django.utils import timezone
 
 from . import flow, queries, window
-from .cancellation import DEFAULT_REASON, cancel_requested
+from .cancellation import cancel_requested
 from .context import Event, Signal, TaskLoggerAdapter
-from .exceptions import AttemptTimedOut, Cancelled, NonRetryableError, Released
+from .exceptions import (
+    DEFAULT_REASON,
+    AttemptTimedOut,
+    Cancelled,
+    LeaseLost,
+    NonRetryableError,
+    Released,
+)
 from .queries import TABLE, Claimed
 from .registry import Task, get_task
 from .utils import check_json
@@ -70,7 +77,7 @@ class ClaimedBatch:
 
 def claim_batches(
     worker_id: uuid.UUID, queues: Sequence[str] | None, slots: int, using: str, *,
-    fill: bool = True,
+    fill: bool = True, exclude: Sequence[str] = (),
 ) -> list[ClaimedBatch]:
     """Claim at most one ready batch per batch task, ``slots`` batches in all."""
     if slots <= 0:
@@ -80,7 +87,7 @@ def claim_batches(
     for name, spec in flow.batch_tasks(now).items():
         if len(batches) >= slots:
             break
-        items = _claim_one(worker_id, queues, name, spec, using, now, fill)
+        items = _claim_one(worker_id, queues, name, spec, using, now, fill, exclude)
         if items:
             batches.append(ClaimedBatch(task_name=name, items=items))
     return batches
@@ -88,12 +95,13 @@ def claim_batches(
 
 def _claim_one(
     worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: flow.Batch,
-    using: str, now, fill: bool,
+    using: str, now, fill: bool, exclude: Sequence[str] = (),
 ) -> list[Claimed]:
     connection = connections[using]
     pg = connection.vendor == "postgresql"
     now_param = queries.dt_param(connection, now)
-    where, where_params = queries.runnable_sql(now_param, queues)
+    where, where_params = queries.runnable_sql(now_param, queues, exclude=exclude,
+                                               connection=connection)
     sql = f"SELECT id FROM {TABLE} WHERE task_name = %s AND {where}"
     params = [name, *where_params]
     if fill:
@@ -134,6 +142,7 @@ class _Item:
     signal: Signal
     deadline: float | None
     timeout: float | None
+    lease: int
 
 
 class BatchContext:
@@ -149,8 +158,9 @@ class BatchContext:
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         self._runtime = runtime
         self.items = {
-            eid: _Item(signal=_ItemSignal(self), deadline=self.deadline, timeout=self.timeout)
-            for eid in self.execution_ids
+            item.id: _Item(signal=_ItemSignal(self), deadline=self.deadline,
+                           timeout=self.timeout, lease=item.lease)
+            for item in batch.items
         }
         self.logger = TaskLoggerAdapter(task_logger, {
             "execution_id": ",".join(self.execution_ids), "task_name": self.task_name,
@@ -161,10 +171,10 @@ class BatchContext:
         return f"<BatchContext {self.task_name} {len(self.execution_ids)} executions>"
 
     def _item_aborted(self, reason: str, message: str | None) -> None:
-        if reason != "cancelled":
+        if reason not in ("cancelled", "lost"):
             self.signal.abort(reason, message)
-        elif all(item.signal.reason == "cancelled" for item in self.items.values()):
-            self.signal.abort("cancelled", message)
+        elif all(item.signal.reason == reason for item in self.items.values()):
+            self.signal.abort(reason, message)
 
     def cancelled(self, event: Event | str) -> bool:
         """Whether cancellation of this item (an ``Event`` or execution id) was requested."""
@@ -183,6 +193,8 @@ class BatchContext:
     def checkpoint(self) -> None:
         """Stop here if every item is cancelled, the attempt timed out, the worker shuts
         down or the window closed."""
+        for eid, item in self.items.items():  # every item lost: the batch stops
+            self._runtime.verify_lease(eid, item)
         if self._runtime.inline:
             for eid in self.execution_ids:
                 self._poll_cancel(eid)
@@ -225,17 +237,20 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     wid, db = runtime.worker_id, runtime.using
     events = [Event(name=c.event_name, payload=c.payload, execution_id=c.id)
               for c in batch.items]
+    leases = {item.id: item.lease for item in batch.items}
     try:
         results = task.func(events, ctx)
+    except LeaseLost:
+        return "lost"  # every item was recovered from this worker: nothing is written
     except Cancelled as exc:
         for eid in batch.ids:
-            queries.finish_cancelled(eid, wid, exc.reason or DEFAULT_REASON, db)
+            queries.finish_cancelled(eid, wid, leases[eid], exc.reason or DEFAULT_REASON, db)
         return "cancelled"
     except AttemptTimedOut:
         return _fail_all(batch, runtime, task, f"Timed out after {task.timeout:g} seconds")
     except Released as exc:
         for eid in batch.ids:
-            queries.release(eid, wid, exc.run_at or timezone.now(), db)
+            queries.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)
         return "released"
     except NonRetryableError as exc:
         return _fail_all(batch, runtime, task, _message(exc), retry=False)
@@ -258,7 +273,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         except TypeError as exc:
             outcomes.append(_fail(item, runtime, task, str(exc)))
             continue
-        done = queries.complete(item.id, wid, result, db)
+        done = queries.complete(item.id, wid, item.lease, result, db)
         outcomes.append("completed" if done else "lost")
     return ",".join(sorted(set(outcomes)))
 
@@ -273,7 +288,7 @@ def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
     if retry and item.attempts < item.max_attempts:
         delay = task.retry_delay(item.attempts) if task is not None else 60.0
         retry_at = timezone.now() + timedelta(seconds=delay)
-    queries.fail(item.id, runtime.worker_id, error, retry_at, runtime.using)
+    queries.fail(item.id, runtime.worker_id, item.lease, error, retry_at, runtime.using)
     return "failed" if retry_at is None else "retrying"
 
 

@@ -4,7 +4,8 @@
    once with the reason as ``last_error`` (``cancelled`` stays False) and never runs;
    its waiting children are cancelled too. A running execution gets ``cancelled=True``
    and the reason in ``last_error`` in the same statement, and on PostgreSQL a
-   ``NOTIFY conductor_cancel`` so that its worker hears of it at once.
+   ``NOTIFY conductor_cancel`` carrying the id and the reason, so that its worker hears
+   of it at once and the handler's ``Cancelled`` says exactly why.
 2. **Delivery** (``poll_cancellations`` and ``notify.Listener``): the worker sets
    ``ctx.signal`` of the running handler, from the NOTIFY on PostgreSQL or from a poll
    every ``CANCEL_POLL_INTERVAL`` seconds elsewhere (and while shutting down).
@@ -24,12 +25,13 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from . import queries
+from .exceptions import DEFAULT_REASON
 from .models import Execution
+from .transactions import retry_locked, write_transaction
 
 if TYPE_CHECKING:
     from .context import Context
 
-DEFAULT_REASON = "Cancelled by user"
 CANCEL_CHANNEL = "conductor_cancel"
 
 
@@ -54,41 +56,60 @@ def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = 
     # retry); a few rounds settle it, each update being atomic on its own.
     for _ in range(5):
         # Running (the case that must be fast): flag it and tell its worker.
-        if _request_running(db, eid, reason):
+        if retry_locked(lambda: _request_running(db, eid, reason), db):
             return True
-        with transaction.atomic(using=db):
-            waiting = rows.filter(status__in=Execution.RUNNABLE)
-            woken = queries.wake_parents(waiting, db)  # parent first: see queries
-            stopped = waiting.update(
-                status=Execution.Status.FAILED,
-                last_error=reason,
-                finished_at=timezone.now(),
-                resume=False,
-            )
-            if stopped:
-                _cancel_children(eid, reason, db)
-                return True
-            if woken:
-                transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
+        if retry_locked(lambda: _stop_waiting(db, eid, reason), db):
+            return True
         status = rows.values_list("status", flat=True).first()
         if status is None or status in Execution.FINAL:
             return False  # unknown or finished
         if status == Execution.Status.RUNNING:  # False: a cancel was accepted already
-            return _request_running(db, eid, reason)
+            return retry_locked(lambda: _request_running(db, eid, reason), db)
     return False
+
+
+def _stop_waiting(db: str, eid: uuid.UUID, reason: str) -> bool:
+    """A pending or suspended execution ends ``failed`` with ``reason``, never runs."""
+    with write_transaction(db):
+        waiting = Execution.objects.using(db).filter(pk=eid, status__in=Execution.RUNNABLE)
+        woken = queries.wake_parents(waiting, db)  # parent first: see queries
+        stopped = waiting.update(
+            status=Execution.Status.FAILED,
+            last_error=reason,
+            finished_at=timezone.now(),
+            resume=False,
+        )
+        if stopped:
+            _cancel_children(eid, reason, db)
+            return True
+        if woken:
+            transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
+    return False
+
+
+#: Longest reason (in bytes) sent in the NOTIFY payload itself (PostgreSQL's limit for
+#: a payload is 8000 bytes); a longer one is read from the row by the listener.
+NOTIFY_REASON_BYTES = 7000
 
 
 def _request_running(db: str, eid: uuid.UUID, reason: str) -> bool:
     """Set ``cancelled`` and the reason on a running execution and notify its worker
-    (on PostgreSQL one statement does both: the NOTIFY goes out with the commit)."""
+    (on PostgreSQL one statement does both: the NOTIFY goes out with the commit).
+
+    The payload is the execution id, a newline and the reason (just the id when the
+    reason is too long to send), so the handler's ``Cancelled`` carries the exact
+    reason on every path.
+    """
     connection = connections[db]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH r AS (UPDATE {Execution._meta.db_table} SET cancelled = true,"
                 " last_error = %s WHERE id = %s AND status = 'running' AND NOT cancelled"
-                " RETURNING id) SELECT pg_notify(%s, id::text) FROM r",
-                [reason, eid, CANCEL_CHANNEL],
+                " RETURNING id, last_error) SELECT pg_notify(%s, id::text || CASE WHEN"
+                " octet_length(last_error) <= %s THEN E'\\n' || last_error ELSE '' END)"
+                " FROM r",
+                [reason, eid, CANCEL_CHANNEL, NOTIFY_REASON_BYTES],
             )
             return cursor.fetchone() is not None
     return bool(Execution.objects.using(db).filter(

@@ -29,15 +29,15 @@ class Completer(threading.Thread):
         super().__init__(name="conductor-completer", daemon=True)
         self.worker_id = worker_id
         self.using = using
-        self._items: list[tuple[str, Any]] = []
+        self._items: list[tuple[str, int, Any]] = []
         self._cond = threading.Condition()
         self._closing = False
         self._idle = threading.Event()
         self._idle.set()
 
-    def submit(self, execution_id: str, result: Any) -> bool:
+    def submit(self, execution_id: str, lease: int, result: Any) -> bool:
         with self._cond:
-            self._items.append((execution_id, result))
+            self._items.append((execution_id, lease, result))
             self._idle.clear()
             self._cond.notify()
         return True

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from . import durable, queries, window
-from .cancellation import DEFAULT_REASON, cancel_requested
+from .atomic import only_database
+from .cancellation import cancel_requested
 from .dbretry import retry_write
-from .exceptions import AttemptTimedOut, Cancelled, Released
+from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released
+from .runtime import LOST
+from .transactions import write_transaction
 from .utils import check_json_text
 
 if TYPE_CHECKING:
@@ -36,7 +39,11 @@ class Event:
 
 
 class Signal:
-    """Tells a running handler that it should stop (cancelled or timed out)."""
+    """Tells a running handler that it should stop.
+
+    ``reason``: ``"cancelled"``, ``"timeout"``, or ``"lost"`` when this worker no longer
+    holds the execution (it was presumed dead and the execution was recovered).
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -49,9 +56,13 @@ class Signal:
         return self._event.is_set()
 
     def abort(self, reason: str, message: str | None = None) -> None:
-        """Abort with ``reason`` ``"cancelled"`` or ``"timeout"``; the first reason wins."""
+        """Abort with ``reason`` ``"cancelled"``, ``"timeout"`` or ``"lost"``.
+
+        The first reason wins, except that a lost lease overrides the others: nothing
+        of the attempt may be written any more, not even its cancellation.
+        """
         with self._lock:
-            if self._event.is_set():
+            if self._event.is_set() and (reason != LOST or self.reason == LOST):
                 return
             self.reason = reason
             self.message = message
@@ -66,6 +77,8 @@ class Signal:
             return
         if self.reason == "cancelled":
             raise Cancelled(self.message or DEFAULT_REASON)
+        if self.reason == LOST:
+            raise LeaseLost(self.message or "the execution was recovered from this worker")
         raise AttemptTimedOut(self.message or "timeout")
 
 
@@ -90,6 +103,7 @@ class Context:
         runtime: Runtime,
         timeout: float | None = None,
         steps_may_exist: bool = True,
+        lease: int = 0,
     ) -> None:
         self.execution_id = execution_id
         self.task_name = task_name
@@ -98,7 +112,9 @@ class Context:
         self.signal = Signal()
         self.timeout = timeout
         self.deadline: float | None = None
+        self.lease = lease
         self._runtime = runtime
+        self._timer: threading.Timer | None = None
         self._steps: dict[str, Any] | None = None if steps_may_exist else {}
         self.logger = TaskLoggerAdapter(
             logger,
@@ -114,15 +130,33 @@ class Context:
         return f"<Context {self.task_name} {self.execution_id} attempt {self.attempt}>"
 
     def start(self) -> None:
-        """The handler starts now: the attempt's timeout counts from here."""
+        """The handler starts now: the attempt's timeout counts from here.
+
+        A worker aborts the signal of a handler past its deadline; in ``testing.drain``
+        (no worker loop) a timer does, so ``ctx.signal.wait`` wakes as it would there.
+        """
         if self.timeout:
             self.deadline = time.monotonic() + self.timeout
+            if self._runtime.inline:
+                message = f"Timed out after {self.timeout:g} seconds"
+                self._timer = threading.Timer(self.timeout, self.signal.abort,
+                                              ("timeout", message))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def finish(self) -> None:
+        """The attempt ended: stop its timer, if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # --- step boundaries -------------------------------------------------------------
 
     def _boundary(self) -> None:
-        """Raise if the attempt must stop here: cancelled, timed out, or shutting down."""
+        """Raise if the attempt must stop here: lease lost, cancelled, timed out, or
+        shutting down."""
         runtime = self._runtime
+        runtime.check_lease(self.execution_id, self)
         if runtime.inline and not self.signal.aborted:
             reason = cancel_requested(self.execution_id, runtime.using)
             if reason is not None:
@@ -139,8 +173,18 @@ class Context:
         """Stop here if cancelled (``Cancelled``), timed out, or the worker shuts down."""
         self._boundary()
 
-    def step(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` once for this execution and memoize its JSON result under ``name``."""
+    def step(self, name: str, fn: Callable[[], Any], *, atomic: bool = False) -> Any:
+        """Run ``fn`` once for this execution and memoize its JSON result under ``name``.
+
+        A step whose execution was cancelled or timed out while ``fn`` ran is not
+        memoized: ``fn`` may have stopped half-way (``ctx.signal``), so the attempt stops
+        here and a retry runs it again.
+
+        ``atomic=True``: ``fn`` runs inside one transaction on conductor's database,
+        and the step record is written in that same transaction, fenced by this
+        worker's lease: ``fn``'s writes to that database and the record commit together
+        or not at all, so they happen exactly once.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"step name must be a non-empty str, got {name!r}")
         self._boundary()
@@ -148,17 +192,38 @@ class Context:
         if name in steps:
             return steps[name]
         started = timezone.now()
-        value = fn()
-        text = check_json_text(value, f"result of step {name!r}")
-        value = json.loads(text)  # replays return exactly what was stored
-        db = self._runtime.using
-        def save() -> Any:  # on this thread's connection, in its transaction if any
-            return queries.save_step(self.execution_id, name, value, started, db, text)
-
-        # fn ran: keep its result across a database fault
-        stored = retry_write(save, db, f"saving step {name!r} of {self.execution_id}")
+        if atomic:
+            stored = self._atomic_step(name, fn, started)
+        else:
+            value, text = self._run_step(name, fn)
+            db = self._runtime.using
+            # fn ran: keep its result across a database fault
+            stored = retry_write(lambda: self._save_step(name, value, started, text), db,
+                                 f"saving step {name!r} of {self.execution_id}")
         steps[name] = stored
         return stored
+
+    def _run_step(self, name: str, fn: Callable[[], Any]) -> tuple[Any, str]:
+        value = fn()
+        self.signal.raise_if_aborted()  # fn may have returned early: not memoized
+        text = check_json_text(value, f"result of step {name!r}")
+        return json.loads(text), text  # replays return exactly what was stored
+
+    def _save_step(self, name: str, value: Any, started: Any, text: str) -> Any:
+        """Store the step, fenced by the lease (on this thread's connection)."""
+        runtime = self._runtime
+        try:
+            return queries.save_step(self.execution_id, name, value, started, runtime.using,
+                                     text, worker_id=runtime.worker_id, lease=self.lease)
+        except LeaseLost:
+            self.signal.abort(LOST, "the execution was recovered from this worker")
+            raise
+
+    def _atomic_step(self, name: str, fn: Callable[[], Any], started: Any) -> Any:
+        db = self._runtime.using
+        with write_transaction(db), only_database(db, f"atomic step {name!r}"):
+            value, text = self._run_step(name, fn)
+            return self._save_step(name, value, started, text)
 
     def _load_steps(self) -> dict[str, Any]:
         if self._steps is None:

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import queries
 from .exceptions import ChildExecutionFailed, Suspended
 from .models import Execution
 from .registry import Task
+from .transactions import write_transaction
 from .utils import to_seconds
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:
 
 
 def _remember(ctx: Context, name: str, value: Any, started: datetime) -> Any:
-    stored = queries.save_step(ctx.execution_id, name, value, started, ctx._runtime.using)
+    stored = ctx._save_step(name, value, started, None)  # fenced by the lease
     ctx._load_steps()[name] = stored
     return stored
 
@@ -93,7 +93,7 @@ def invoke(
     if stored is None:
         started = timezone.now()
         deadline = None if seconds is None else started + timedelta(seconds=seconds)
-        with transaction.atomic(using=db):
+        with write_transaction(db):
             child_id = insert(new, db, parent_id=ctx.execution_id)
             value = {
                 "child_id": child_id,

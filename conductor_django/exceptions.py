@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+#: The reason of a cancellation requested without one.
+DEFAULT_REASON = "Cancelled by user"
+
 
 class ConductorError(Exception):
     """Base class of conductor_django's errors."""
@@ -45,7 +48,7 @@ class Cancelled(BaseException):  # noqa: N818 - the public name is part of the c
     A ``BaseException`` so that ``except Exception`` in task code does not swallow it.
     """
 
-    def __init__(self, reason: str = "Cancelled by user") -> None:
+    def __init__(self, reason: str = DEFAULT_REASON) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -56,6 +59,15 @@ class _BoundarySignal(BaseException):
 
 class AttemptTimedOut(_BoundarySignal):
     """The attempt ran past the task's timeout; it fails and is retried."""
+
+
+class LeaseLost(_BoundarySignal):
+    """This worker no longer holds the execution under the lease of its claim.
+
+    It was presumed dead (frozen, paused or cut off for longer than
+    ``WORKER_DEAD_AFTER``) and the execution was recovered: the attempt stops at once
+    and writes nothing more, whatever the handler does.
+    """
 
 
 class Released(_BoundarySignal):

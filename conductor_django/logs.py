@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .context import TaskLoggerAdapter
-from .exceptions import AttemptTimedOut, Cancelled
+from .exceptions import AttemptTimedOut, Cancelled, LeaseLost
 
 if TYPE_CHECKING:
     from .context import Context
@@ -166,8 +166,12 @@ def capture(ctx: Context, using: str, first: bool = False) -> Iterator[LogBuffer
     handler = install()
     previous = getattr(handler.local, "buffer", None)
     handler.local.buffer = buffer
+    lost = False
     try:
         yield buffer
+    except LeaseLost:
+        lost = True  # another worker holds the execution now: nothing more is written
+        raise
     except Cancelled as exc:
         buffer.add(logging.WARNING, "conductor_django", f"Cancelled: {exc.reason}")
         raise
@@ -181,20 +185,25 @@ def capture(ctx: Context, using: str, first: bool = False) -> Iterator[LogBuffer
     finally:
         handler.local.buffer = previous
         ctx.logger = plain
-        store(ctx.execution_id, ctx.attempt, buffer, limit, using, trim=not first)
+        if not lost:
+            holder = (ctx._runtime.worker_id, ctx.lease)
+            store(ctx.execution_id, ctx.attempt, buffer, limit, using, trim=not first,
+                  holder=holder)
 
 
 def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using: str,
-          trim: bool = True) -> int:
+          trim: bool = True, holder: tuple[Any, int] | None = None) -> int:
     """Write the buffered lines and keep only the newest ``limit`` rows; never raises.
 
     One INSERT, and with ``trim`` in the same transaction one DELETE of the rows older
     than the newest ``limit`` (a subquery on the ``(execution, id)`` index). The first
     run of an execution needs no trim: the buffer holds at most ``limit`` lines.
+    ``holder``: ``(worker id, lease)`` of the attempt; nothing is written unless that
+    worker still holds the execution under that lease.
     """
-    from django.db import transaction
-
+    from . import queries
     from .models import ExecutionLog
+    from .transactions import write_transaction
 
     lines = buffer.take()
     if not lines:
@@ -205,7 +214,9 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
         for when, level, name, message in lines
     ]
     try:
-        with transaction.atomic(using=using):
+        with write_transaction(using):
+            if holder is not None and not queries.lock_held(execution_id, *holder, using):
+                return 0  # the execution was recovered from this worker
             ExecutionLog.objects.using(using).bulk_create(rows)
             if trim:
                 logs = ExecutionLog.objects.using(using).filter(execution_id=execution_id)

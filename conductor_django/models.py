@@ -60,6 +60,12 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     locked_by = models.UUIDField(null=True, blank=True)
     locked_at = models.DateTimeField(null=True, blank=True)
+    lease = models.PositiveBigIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Fencing token: every claim takes a new one, and every write of a running "
+        "execution names it, so a worker that lost the execution can write nothing more.",
+    )
     dedupe_key = models.CharField(max_length=255, null=True, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"

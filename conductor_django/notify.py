@@ -2,7 +2,8 @@
 
 New and newly runnable executions are announced by triggers (migration 0002) on the
 channel ``conductor_new`` with the queue name as payload; cancel requests by
-``cancellation.cancel`` on ``conductor_cancel`` with the execution id. On other
+``cancellation.cancel`` on ``conductor_cancel`` with the execution id, a newline and
+the reason (a reason too long for a payload is read from the row). On other
 databases (or psycopg2) nothing listens and the worker polls.
 """
 
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from django.db import connections
 
 from .cancellation import CANCEL_CHANNEL
+from .exceptions import DEFAULT_REASON
+from .models import Execution
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -39,7 +42,7 @@ class Listener(threading.Thread):
         self,
         using: str,
         on_new: Callable[[str], None],
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
     ) -> None:
         super().__init__(name="conductor-listener", daemon=True)
         self.using = using
@@ -67,7 +70,7 @@ class Listener(threading.Thread):
                 while not self._stop.is_set():
                     for note in raw.notifies(timeout=0.5):
                         if note.channel == CANCEL_CHANNEL:
-                            self.on_cancel(note.payload)
+                            self.on_cancel(*cancel_request(raw, note.payload))
                         else:
                             self.on_new(note.payload)
             except Exception:
@@ -81,3 +84,15 @@ class Listener(threading.Thread):
                     wrapper.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
+
+
+def cancel_request(raw, payload: str) -> tuple[str, str]:
+    """``(execution id, reason)`` of a ``conductor_cancel`` payload; a reason that was
+    too long to send is read from the row on ``raw`` (the listener's connection)."""
+    eid, newline, reason = payload.partition("\n")
+    if not newline:
+        row = raw.execute(
+            f"SELECT last_error FROM {Execution._meta.db_table} WHERE id = %s", [eid]
+        ).fetchone()
+        reason = row[0] if row else ""
+    return eid, reason or DEFAULT_REASON

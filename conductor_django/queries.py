@@ -6,10 +6,12 @@ statement (``id IN (SELECT ...)`` on SQLite): on PostgreSQL the inner select tak
 the same row and never wait for each other; on SQLite a single statement holds the
 database write lock, which makes it safe for several worker processes on one machine.
 
-Every write after the claim is fenced by ``locked_by = <this worker>`` and
-``status = 'running'``: a worker whose executions were recovered after it was
-declared dead cannot overwrite what another worker did since. A row whose
-cancellation was requested (``cancelled``) always ends ``cancelled``.
+Every claim takes a new fencing token (``lease = lease + 1``), and every write after
+the claim - steps, log lines, the outcome - is fenced by ``locked_by = <this worker>``,
+``lease = <the token of this claim>`` and ``status = 'running'``: a worker whose
+executions were recovered after it was presumed dead (frozen, paused, cut off) cannot
+write anything for them any more, even if it claimed the same execution again since.
+A row whose cancellation was requested (``cancelled``) always ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from . import flow
+from .exceptions import DEFAULT_REASON, LeaseLost
 from .models import Execution, Step, Worker
 from .prepared import execute_prepared
+from .transactions import write_transaction
 
 S = Execution.Status
 TABLE = Execution._meta.db_table
@@ -61,6 +65,7 @@ class Claimed:
     event_name: str
     schedule_name: str | None
     parent_id: str | None
+    lease: int = 0  # the fencing token of this claim: every later write names it
 
 
 def _uuid_param(connection, value: uuid.UUID | str) -> Any:
@@ -75,13 +80,15 @@ def _uuid_out(value: Any) -> str | None:
 
 
 def claim(
-    worker_id: uuid.UUID, queues: Sequence[str] | None, limit: int, using: str
+    worker_id: uuid.UUID, queues: Sequence[str] | None, limit: int, using: str,
+    exclude: Sequence[str] = (),
 ) -> list[Claimed]:
     """Lock up to ``limit`` runnable executions for ``worker_id``, best first.
 
     Flow control (``flow.claim_rules``): batch tasks and tasks whose window is closed
     are skipped here (batches are claimed by ``batch.claim_batches``), and tasks with
-    ``concurrency=N`` go through ``_claim_limited``.
+    ``concurrency=N`` go through ``_claim_limited``. ``exclude``: executions not to
+    claim (a stale handler of this worker may still be running them).
     """
     connection = connections[using]
     now = timezone.now()
@@ -89,8 +96,9 @@ def claim(
     pg = connection.vendor == "postgresql"
     rules = flow.claim_rules(now)
     if rules.limits:
-        return _claim_limited(worker_id, queues, limit, using, now, rules)
-    where, params = runnable_sql(now_param, queues, skip=rules.skip)
+        return _claim_limited(worker_id, queues, limit, using, now, rules, exclude)
+    where, params = runnable_sql(now_param, queues, skip=rules.skip, exclude=exclude,
+                                 connection=connection)
     inner = (
         f"SELECT id FROM {TABLE} WHERE {where} ORDER BY priority DESC, run_at ASC LIMIT %s"
         + (" FOR UPDATE SKIP LOCKED" if pg else "")
@@ -103,9 +111,14 @@ def dt_param(connection, value: datetime) -> Any:
 
 
 def runnable_sql(
-    now_param: Any, queues: Sequence[str] | None, skip: Sequence[str] = ()
+    now_param: Any, queues: Sequence[str] | None, skip: Sequence[str] = (),
+    exclude: Sequence[str] = (), connection: Any = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause (unqualified columns) of rows runnable now in ``queues``."""
+    """The WHERE clause (unqualified columns) of rows runnable now in ``queues``.
+
+    ``skip``: task names left out; ``exclude``: execution ids left out (``connection``
+    adapts them).
+    """
     sql = "status IN ('pending', 'suspended') AND run_at <= %s"
     params: list[Any] = [now_param]
     if queues:
@@ -114,6 +127,9 @@ def runnable_sql(
     if skip:
         sql += f" AND task_name NOT IN ({', '.join(['%s'] * len(skip))})"
         params.extend(skip)
+    if exclude:
+        sql += f" AND id NOT IN ({', '.join(['%s'] * len(exclude))})"
+        params.extend(_uuid_param(connection, eid) for eid in exclude)
     return sql, params
 
 
@@ -138,11 +154,11 @@ def lock_rows(
         f"UPDATE {TABLE} SET status = 'running', locked_by = %s, locked_at = %s,"
         " started_at = COALESCE(started_at, %s),"
         " attempts = CASE WHEN resume THEN attempts ELSE attempts + 1 END,"
-        " resume = %s"
+        " resume = %s, lease = lease + 1"
         f" WHERE {picked}"
         " RETURNING id, task_name, queue, payload, attempts, max_attempts, priority,"
         " CASE WHEN started_at = locked_at THEN 1 ELSE 0 END, event_name, schedule_name,"
-        " parent_id"
+        " parent_id, lease"
     )
     head = [_uuid_param(connection, worker_id), now_param, now_param, False]
     rows = execute_prepared(connection, sql, head + params, fetch=True)
@@ -160,6 +176,7 @@ def lock_rows(
             event_name=r[8],
             schedule_name=r[9],
             parent_id=_uuid_out(r[10]),
+            lease=r[11],
         )
         for r in rows
     ]
@@ -181,6 +198,7 @@ def _claim_limited(
     using: str,
     now: datetime,
     rules: flow.ClaimRules,
+    exclude: Sequence[str] = (),
 ) -> list[Claimed]:
     """The claim when some tasks have ``concurrency=N``: one statement, several branches.
 
@@ -216,7 +234,8 @@ def _claim_limited(
             names = _lock_limited(connection, rules.limits, queues, now_param)
         else:
             names = list(rules.limits)
-        where, params = runnable_sql(now_param, queues, skip=[*rules.skip, *rules.limits])
+        where, params = runnable_sql(now_param, queues, skip=[*rules.skip, *rules.limits],
+                                     exclude=exclude, connection=connection)
         branches = [
             f"SELECT * FROM (SELECT id, priority, run_at FROM {TABLE} WHERE {where}"
             f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
@@ -224,7 +243,8 @@ def _claim_limited(
         params.append(limit)
         greatest = "GREATEST" if pg else "MAX"
         for n, name in enumerate(names):
-            where, branch_params = runnable_sql(now_param, queues)
+            where, branch_params = runnable_sql(now_param, queues, exclude=exclude,
+                                                connection=connection)
             branches.append(
                 f"SELECT * FROM (SELECT id, priority, run_at FROM {TABLE}"
                 f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
@@ -262,10 +282,28 @@ def _lock_limited(
         return [row[0] for row in cursor.fetchall()]
 
 
-def _held(eid: str, worker_id: uuid.UUID, using: str):
+def _held(eid: str, worker_id: uuid.UUID, lease: int, using: str) -> QuerySet:
+    """The row of ``eid`` if this worker still holds it under the lease ``lease``."""
     return Execution.objects.using(using).filter(
-        pk=eid, locked_by=worker_id, status=S.RUNNING
+        pk=eid, locked_by=worker_id, lease=lease, status=S.RUNNING
     )
+
+
+def holds(eid: str, worker_id: uuid.UUID, lease: int, using: str) -> bool:
+    """Whether this worker still holds ``eid`` under ``lease`` (it was not recovered)."""
+    return _held(eid, worker_id, lease, using).exists()
+
+
+def lock_held(eid: str, worker_id: uuid.UUID, lease: int, using: str) -> bool:
+    """``holds``, and keep it so until the caller's transaction ends (PostgreSQL: a
+    ``FOR SHARE`` row lock, which recovering the execution waits for; SQLite: the
+    caller's write transaction already excludes every other writer)."""
+    connection = connections[using]
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 {_HELD}{lock}", [
+            _uuid_param(connection, eid), _uuid_param(connection, worker_id), lease])
+        return cursor.fetchone() is not None
 
 
 _CANCELLED = When(cancelled=True, then=Value(S.CANCELLED))
@@ -282,17 +320,19 @@ def _finished(when: Q, now: datetime, otherwise: datetime | None = None) -> Case
 
 
 def complete(
-    eid: str, worker_id: uuid.UUID, result: Any, using: str, *, may_have_parent: bool = True
+    eid: str, worker_id: uuid.UUID, lease: int, result: Any, using: str, *,
+    may_have_parent: bool = True,
 ) -> int:
     """The handler returned: ``completed`` (``cancelled`` if a cancel was accepted)."""
-    rows = _held(eid, worker_id, using)
+    rows = _held(eid, worker_id, lease, using)
     with _waking_parents(rows, using, may_have_parent):
-        return complete_many([(eid, result)], worker_id, using)
+        return complete_many([(eid, lease, result)], worker_id, using)
 
 
 def fail(
     eid: str,
     worker_id: uuid.UUID,
+    lease: int,
     error: str,
     retry_at: datetime | None,
     using: str,
@@ -302,7 +342,7 @@ def fail(
     """The attempt failed: back to ``pending`` at ``retry_at``, or ``failed`` for good."""
     now = timezone.now()
     final = retry_at is None
-    rows = _held(eid, worker_id, using)
+    rows = _held(eid, worker_id, lease, using)
     with _waking_parents(rows if final else rows.filter(cancelled=True), using, may_have_parent):
         return rows.update(
             status=Case(_CANCELLED, default=Value(S.FAILED if final else S.PENDING)),
@@ -316,10 +356,11 @@ def fail(
 
 
 def finish_cancelled(
-    eid: str, worker_id: uuid.UUID, reason: str, using: str, *, may_have_parent: bool = True
+    eid: str, worker_id: uuid.UUID, lease: int, reason: str, using: str, *,
+    may_have_parent: bool = True,
 ) -> int:
     """``Cancelled`` reached the runner: the execution ends ``cancelled``, never retried."""
-    rows = _held(eid, worker_id, using)
+    rows = _held(eid, worker_id, lease, using)
     with _waking_parents(rows, using, may_have_parent):
         return rows.update(
             status=S.CANCELLED,
@@ -334,6 +375,7 @@ def finish_cancelled(
 def release(
     eid: str,
     worker_id: uuid.UUID,
+    lease: int,
     run_at: datetime | None,
     using: str,
     status: str = S.PENDING,
@@ -348,7 +390,7 @@ def release(
     instead of at ``run_at``, so a wake-up that came just before the suspend is not lost.
     """
     now = timezone.now()
-    rows = _held(eid, worker_id, using)
+    rows = _held(eid, worker_id, lease, using)
     when: Any = run_at
     if waiting_for is not None:
         when = Case(
@@ -419,7 +461,7 @@ def _waking_parents(children: QuerySet, using: str, may_have_parent: bool = True
     if not may_have_parent:
         yield
         return
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         wake_parents(children, using)
         yield
 
@@ -437,48 +479,66 @@ STEP_TABLE = Step._meta.db_table
 
 
 def save_step(eid: str, name: str, result: Any, started_at: datetime, using: str,
-              text: str | None = None) -> Any:
-    """Store a step's result (one statement); if the name was stored meanwhile, return
-    the stored one. ``text`` is the result as JSON when the caller has it already."""
+              text: str | None = None, *, worker_id: uuid.UUID, lease: int) -> Any:
+    """Store a step's result, fenced by the lease; if the name was stored meanwhile by
+    this holder, return the stored one. ``text`` is the result as JSON when the caller
+    has it already. Raises ``LeaseLost`` (storing nothing) when the lease is gone.
+
+    One statement: ``INSERT ... SELECT ... WHERE <the lease is held>``. On PostgreSQL
+    the held row is locked ``FOR SHARE`` until the step commits, so recovering the
+    execution waits for the step's commit or finds it.
+    """
     connection = connections[using]
     text = None if result is None else (text or dumps(result))
     pg = connection.vendor == "postgresql"
+    ident = _uuid_param(connection, eid)
     count = execute_prepared(connection, STEP_INSERT_PG if pg else STEP_INSERT, [
-        _uuid_param(connection, eid), name, text,
-        dt_param(connection, started_at), dt_param(connection, timezone.now())])
+        ident, name, text, dt_param(connection, started_at), dt_param(connection, timezone.now()),
+        ident, _uuid_param(connection, worker_id), lease])
     if count == 1:
         return result
+    if not holds(eid, worker_id, lease, using):
+        raise LeaseLost(eid)
     return Step.objects.using(using).get(execution_id=eid, name=name).result
 
 
+_HELD = f"FROM {TABLE} WHERE id = %s AND locked_by = %s AND lease = %s AND status = 'running'"
 STEP_INSERT = (
     f"INSERT INTO {STEP_TABLE} (execution_id, name, result, started_at, created_at)"
-    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (execution_id, name) DO NOTHING"
+    f" SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 {_HELD})"
+    " ON CONFLICT (execution_id, name) DO NOTHING"
 )
-STEP_INSERT_PG = STEP_INSERT.replace("%s, %s, %s, %s, %s", "%s, %s, %s::jsonb, %s, %s")
+STEP_INSERT_PG = (
+    f"INSERT INTO {STEP_TABLE} (execution_id, name, result, started_at, created_at)"
+    f" SELECT %s, %s, %s::jsonb, %s::timestamptz, %s::timestamptz {_HELD} FOR SHARE"
+    " ON CONFLICT (execution_id, name) DO NOTHING"
+)
 
 
-def complete_many(items: Sequence[tuple[str, Any]], worker_id: uuid.UUID, using: str) -> int:
+def complete_many(items: Sequence[tuple[str, int, Any]], worker_id: uuid.UUID,
+                  using: str) -> int:
     """``complete`` for many executions in one statement; returns how many were written.
 
-    ``items`` are ``(execution id, JSON result)`` pairs of executions this worker holds.
+    ``items`` are ``(execution id, lease, JSON result)`` of executions this worker holds.
     """
     if not items:
         return 0
     connection = connections[using]
-    values = ", ".join(["(%s, %s)"] * len(items))
+    pg = connection.vendor == "postgresql"
+    values = ", ".join(["(%s, %s, %s)"] * len(items))
+    if pg:  # the first row gives the VALUES list its column types
+        values = "(%s::uuid, %s::bigint, %s::jsonb)" + values[len("(%s, %s, %s)"):]
     params: list[Any] = []
-    for eid, result in items:
-        params += [_uuid_param(connection, eid), None if result is None else dumps(result)]
+    for eid, lease, result in items:
+        params += [_uuid_param(connection, eid), lease, None if result is None else dumps(result)]
     now = dt_param(connection, timezone.now())
-    json_col = "CAST(v.column2 AS jsonb)" if connection.vendor == "postgresql" else "v.column2"
     sql = (
         f"UPDATE {TABLE} SET"
         " status = CASE WHEN cancelled THEN 'cancelled' ELSE 'completed' END,"
-        f" result = {json_col}, finished_at = %s, locked_by = NULL, locked_at = NULL"
+        " result = v.column3, finished_at = %s, locked_by = NULL, locked_at = NULL"
         f" FROM (VALUES {values}) AS v"
-        f" WHERE {TABLE}.id = v.column1 AND {TABLE}.locked_by = %s"
-        f" AND {TABLE}.status = 'running'"
+        f" WHERE {TABLE}.id = v.column1 AND {TABLE}.lease = v.column2"
+        f" AND {TABLE}.locked_by = %s AND {TABLE}.status = 'running'"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [now, *params, _uuid_param(connection, worker_id)])
@@ -492,12 +552,11 @@ def register_worker(worker: Worker, using: str) -> None:
     worker.save(using=using, force_insert=True)
 
 
-def heartbeat(worker: Worker, using: str) -> None:
-    """Refresh the heartbeat; re-create the row if it was removed as dead meanwhile."""
+def heartbeat(worker: Worker, using: str) -> bool:
+    """Refresh the heartbeat; ``False`` if the row is gone: the worker was presumed dead
+    and its executions may have been recovered (the caller re-registers it)."""
     now = timezone.now()
-    if not Worker.objects.using(using).filter(pk=worker.pk).update(last_heartbeat=now):
-        worker.last_heartbeat = now
-        worker.save(using=using, force_insert=True)
+    return bool(Worker.objects.using(using).filter(pk=worker.pk).update(last_heartbeat=now))
 
 
 def unregister_worker(worker_id: uuid.UUID, using: str) -> None:
@@ -510,10 +569,23 @@ def recover(dead_after: float, using: str) -> int:
     A worker is dead when its heartbeat is older than ``dead_after`` seconds, or when a
     running execution's lock is that old and names no registered worker.
     """
+    if not Execution.objects.using(using).filter(status=S.RUNNING).exists() and not (
+            Worker.objects.using(using).filter(
+                last_heartbeat__lt=timezone.now() - timedelta(seconds=dead_after)).exists()):
+        return 0  # the common case, in two index reads and no transaction
+    with write_transaction(using):
+        return _recover(dead_after, using)
+
+
+def _recover(dead_after: float, using: str) -> int:
+    """``recover`` in one transaction. The dead workers' rows are locked first: a
+    heartbeat racing this waits, then finds its row gone (``heartbeat`` says so), so a
+    worker whose executions are taken here can never believe it still holds them."""
     now = timezone.now()
     limit = now - timedelta(seconds=dead_after)
     dead = list(
-        Worker.objects.using(using).filter(last_heartbeat__lt=limit).values_list("pk", flat=True)
+        Worker.objects.using(using).select_for_update().filter(last_heartbeat__lt=limit)
+        .values_list("pk", flat=True)
     )
     live = Worker.objects.using(using).filter(last_heartbeat__gte=limit).values("pk")
     orphans = Execution.objects.using(using).filter(status=S.RUNNING).filter(
@@ -575,12 +647,14 @@ def handover(eid: str, worker_id: uuid.UUID, using: str) -> tuple[Claimed, str |
     dispatchers = Worker.objects.using(using).filter(role=Worker.Role.DISPATCHER).values("pk")
     moved = Execution.objects.using(using).filter(
         pk=eid, status=S.RUNNING, locked_by__in=dispatchers
-    ).update(locked_by=worker_id, locked_at=timezone.now())
+    ).update(locked_by=worker_id, locked_at=timezone.now(), lease=F("lease") + 1)
     if not moved:
         return None
-    row = _held(eid, worker_id, using).values(
+    row = Execution.objects.using(using).filter(
+        pk=eid, locked_by=worker_id, status=S.RUNNING
+    ).values(
         "task_name", "queue", "payload", "attempts", "max_attempts", "priority", "event_name",
-        "schedule_name", "parent_id", "cancelled", "last_error",
+        "schedule_name", "parent_id", "cancelled", "last_error", "lease",
     ).first()
     if row is None:
         return None
@@ -596,8 +670,9 @@ def handover(eid: str, worker_id: uuid.UUID, using: str) -> tuple[Claimed, str |
         event_name=row["event_name"],
         schedule_name=row["schedule_name"],
         parent_id=_uuid_out(row["parent_id"]),
+        lease=row["lease"],
     )
-    return claimed, (row["last_error"] or "Cancelled by user") if row["cancelled"] else None
+    return claimed, (row["last_error"] or DEFAULT_REASON) if row["cancelled"] else None
 
 
 def _uuid_out_or_none(value: Any) -> str | None:

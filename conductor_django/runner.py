@@ -15,6 +15,7 @@ from .dbretry import retry_write
 from .exceptions import (
     AttemptTimedOut,
     Cancelled,
+    LeaseLost,
     NonRetryableError,
     Released,
     Suspended,
@@ -51,6 +52,7 @@ def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
         runtime=runtime,
         timeout=task.timeout,
         steps_may_exist=not claimed.fresh or claimed.attempts > 1,
+        lease=claimed.lease,
     )
     runtime.inflight[claimed.id] = ctx
     return ctx
@@ -78,17 +80,22 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
         extra={"execution_id": eid, "task_name": claimed.task_name},
     )
     try:
-        if ctx.signal.aborted and ctx.signal.reason == "cancelled":
+        if ctx.signal.reason == "lost":
+            outcome = "lost"  # given up between the claim and the start
+        elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
             reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
             _write(lambda: queries.finish_cancelled(
-                eid, wid, reason, db, may_have_parent=claimed.parent_id is not None), db, eid)
+                eid, wid, claimed.lease, reason, db,
+                may_have_parent=claimed.parent_id is not None), db, eid)
             outcome = "cancelled"
         else:
             ctx.start()
             outcome = _call(task, claimed, ctx, runtime)
     finally:
-        runtime.inflight.pop(eid, None)
+        ctx.finish()
+        if runtime.inflight.get(eid) is ctx:
+            del runtime.inflight[eid]
     if ctx.signal.reason == "cancelled" and outcome in ("completed", "failed", "retrying"):
         outcome = "cancelled"  # the final write kept the accepted cancel
     _log_finish(claimed, outcome, started)
@@ -96,7 +103,7 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
 
 
 def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
-    eid, wid, db = claimed.id, runtime.worker_id, runtime.using
+    eid, wid, db, lease = claimed.id, runtime.worker_id, runtime.using, claimed.lease
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
     child = {"may_have_parent": claimed.parent_id is not None}
     try:
@@ -105,20 +112,26 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             custom_context.apply(ctx)
             result = task.func(event, ctx)
             check_json(result, f"result of task {task.name!r}")
+    except LeaseLost:
+        logger.warning(
+            "%s %s: stopped, this worker no longer holds it (%s)", task.name, eid,
+            ctx.signal.message, extra={"execution_id": eid, "task_name": task.name},
+        )
+        return "lost"  # another worker holds it now: nothing of this attempt is written
     except Cancelled as exc:
         reason = exc.reason
-        _write(lambda: queries.finish_cancelled(eid, wid, reason, db, **child), db, eid)
+        _write(lambda: queries.finish_cancelled(eid, wid, lease, reason, db, **child), db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return _fail(claimed, runtime, task, f"Timed out after {task.timeout:g} seconds")
     except Released as exc:
         run_at = exc.run_at or timezone.now()
-        _write(lambda: queries.release(eid, wid, run_at, db, **child), db, eid)
+        _write(lambda: queries.release(eid, wid, lease, run_at, db, **child), db, eid)
         return "released"
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
         _write(
-            lambda: queries.release(eid, wid, until, db, status=queries.S.SUSPENDED,
+            lambda: queries.release(eid, wid, lease, until, db, status=queries.S.SUSPENDED,
                                     waiting_for=child_id, **child),
             db, eid,
         )
@@ -131,12 +144,15 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return _fail(claimed, runtime, task, error_message(exc))
+    if ctx.signal.reason == "lost":
+        return "lost"  # presumed dead while the handler returned: the write is fenced anyway
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
-        written = _write(lambda: queries.complete(eid, wid, result, db, **child), db, eid)
+        written = _write(lambda: queries.complete(eid, wid, lease, result, db, **child), db,
+                         eid)
     else:  # batched by the threaded worker (completer.py)
-        written = runtime.write_result(eid, result)
+        written = runtime.write_result(eid, lease, result)
     if not written:
         return "lost"  # the lock was taken from this worker (it was presumed dead)
     return "completed"
@@ -151,7 +167,7 @@ def _fail(
         retry_at = timezone.now() + timedelta(seconds=delay)
     db = runtime.using
     _write(
-        lambda: queries.fail(claimed.id, runtime.worker_id, error, retry_at, db,
+        lambda: queries.fail(claimed.id, runtime.worker_id, claimed.lease, error, retry_at, db,
                              may_have_parent=claimed.parent_id is not None),
         db, claimed.id,
     )

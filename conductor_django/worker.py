@@ -89,13 +89,15 @@ class Worker:
         self.dead_after = float(conf.get("WORKER_DEAD_AFTER"))
         self.cleanup_interval = float(conf.get("CLEANUP_INTERVAL"))
         self.id = uuid.uuid4()
-        self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0)
+        self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0,
+                               dead_after=self.dead_after)
         self.processed = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._busy = 0
-        self._lost: list[str] = []  # executions whose final write failed (database fault)
+        # (execution, lease) whose final write failed (a database fault): released later
+        self._lost: list[tuple[str, int]] = []
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -130,7 +132,9 @@ class Worker:
         # Signals first: a SIGTERM from the moment the worker is visible stops it cleanly.
         restore = self._install_signals()
         try:
+            began = time.monotonic()
             queries.register_worker(self._row, self.using)
+            self.runtime.confirmed = began  # the leases of its claims hold from here
         except BaseException:
             restore()
             raise
@@ -189,8 +193,8 @@ class Worker:
         if not queue_name or not self.queues or queue_name in self.queues:
             self._wake.set()
 
-    def _on_cancel(self, execution_id: str) -> None:
-        deliver(self.runtime.inflight, execution_id)
+    def _on_cancel(self, execution_id: str, reason: str) -> None:
+        deliver(self.runtime.inflight, execution_id, reason)
 
     def _loop(self) -> None:
         backoff = 0.1
@@ -227,13 +231,15 @@ class Worker:
         free = self._free()
         if free <= 0:
             return [], False
+        # fencing: never a second attempt of an execution a stale handler still runs
+        exclude = self.runtime.suspect()
         # flow control: ready batches first (one handler slot each), then single executions
         claimed: list = batch.claim_batches(self.id, self.queues, free, self.using,
-                                            fill=not self.drain)
+                                            fill=not self.drain, exclude=exclude)
         maybe_more = bool(claimed)
         if len(claimed) < free:
             limit = min(free - len(claimed), self.batch_size)
-            single = queries.claim(self.id, self.queues, limit, self.using)
+            single = queries.claim(self.id, self.queues, limit, self.using, exclude)
             maybe_more = maybe_more or len(single) == limit
             claimed += single
         if claimed:
@@ -257,21 +263,21 @@ class Worker:
                 try:
                     ensure_usable(self.using, time.monotonic() - idle_since)
                     if self.runtime.stopping.is_set():  # claimed but not started: give back
-                        for eid in getattr(item, "ids", [item.id]):
+                        for eid, lease in _leases(item):
                             self.runtime.inflight.pop(eid, None)
-                            queries.release(eid, self.id, timezone.now(), self.using)
+                            queries.release(eid, self.id, lease, timezone.now(), self.using)
                     else:
                         outcome = runner.run(item, self.runtime, ctx)
                         self._after_scheduled_run(item, outcome)
                 except DB_ERRORS:
                     logger.warning("database error finishing %s", item.id, exc_info=True)
                     with self._lock:
-                        self._lost.extend(getattr(item, "ids", [item.id]))
+                        self._lost.extend(_leases(item))
                     self._close_connection()
                 except BaseException:
                     logger.exception("unexpected error running %s", item.id)
                     with self._lock:
-                        self._lost.extend(getattr(item, "ids", [item.id]))
+                        self._lost.extend(_leases(item))
                 finally:
                     idle_since = time.monotonic()
                     seconds = idle_since - began
@@ -303,7 +309,7 @@ class Worker:
 
     def _periodic(self) -> None:
         if self._every("heartbeat", self.heartbeat_interval):
-            queries.heartbeat(self._row, self.using)
+            self.runtime.heartbeat(self._row)
         if self._every("recover", self.heartbeat_interval):
             recovered = queries.recover(self.dead_after, self.using)
             if recovered:
@@ -368,12 +374,12 @@ class Worker:
     def _release_lost(self) -> None:
         with self._lock:
             lost, self._lost = self._lost, []
-        for eid in lost:
+        for eid, lease in lost:
             try:
-                queries.release(eid, self.id, timezone.now(), self.using)
+                queries.release(eid, self.id, lease, timezone.now(), self.using)
             except DB_ERRORS:
                 with self._lock:
-                    self._lost.append(eid)
+                    self._lost.append((eid, lease))
                 raise
 
     def _sleep_time(self) -> float:
@@ -440,3 +446,9 @@ class Worker:
                 signal.signal(s, h)
 
         return restore
+
+
+def _leases(item: queries.Claimed | batch.ClaimedBatch) -> list[tuple[str, int]]:
+    """``(execution id, lease)`` of a claimed execution, or of each item of a batch."""
+    items = item.items if isinstance(item, batch.ClaimedBatch) else [item]
+    return [(claimed.id, claimed.lease) for claimed in items]

@@ -40,6 +40,9 @@ elif BACKEND == "sqlite":
 else:
     raise RuntimeError(f"CONDUCTOR_TEST_DB must be sqlite or postgres, not {BACKEND!r}")
 
+# A second database: atomic steps refuse to write to it (tests/test_exactly_once.py).
+DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
 SECRET_KEY = "conductor-tests-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -84,6 +87,7 @@ CONDUCTOR = {
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
     "TASK_MODULES": ["tests.testapp.flow_tasks", "tests.testapp.event_tasks",
+                     "tests.testapp.exactly_once_tasks",
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),

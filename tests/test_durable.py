@@ -125,8 +125,10 @@ def test_step_name_of_another_kind_is_refused():
     from conductor_django.runtime import Runtime
 
     eid = conductor.invoke("echo")
+    wid = queries.uuid.uuid4()
+    [claimed] = queries.claim(wid, None, 1, "default")  # steps are written under a lease
     ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
-                  runtime=Runtime(worker_id=queries.uuid.uuid4(), inline=True))
+                  runtime=Runtime(worker_id=wid, inline=True), lease=claimed.lease)
     ctx.step("same", lambda: 1)
     with pytest.raises(ValueError, match="already used"):
         ctx.sleep("same", 1)
@@ -135,20 +137,20 @@ def test_step_name_of_another_kind_is_refused():
 # --- the wake-up races, on the queries themselves ----------------------------------------
 
 
-def _running_parent_with_child() -> tuple[str, str, object]:
+def _running_parent_with_child() -> tuple[str, str, object, int]:
     wid = queries.uuid.uuid4()
     parent_id = conductor.invoke("echo")
     claimed = queries.claim(wid, None, 1, "default")
     assert [c.id for c in claimed] == [parent_id]
     child = Execution.objects.create(task_name="echo", parent_id=parent_id,
                                      run_at=timezone.now() + timezone.timedelta(days=1))
-    return parent_id, str(child.pk), wid
+    return parent_id, str(child.pk), wid, claimed[0].lease
 
 
 @pytest.mark.django_db
 def test_child_finishing_wakes_a_suspended_parent():
-    parent_id, child_id, wid = _running_parent_with_child()
-    assert queries.release(parent_id, wid, None, "default", status=S.SUSPENDED,
+    parent_id, child_id, wid, lease = _running_parent_with_child()
+    assert queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
                            waiting_for=child_id) == 1
     row = Execution.objects.get(pk=parent_id)
     assert row.status == S.SUSPENDED and row.run_at is None
@@ -160,10 +162,11 @@ def test_child_finishing_wakes_a_suspended_parent():
 
 @pytest.mark.django_db
 def test_child_finishing_while_parent_still_runs_is_not_lost():
-    parent_id, child_id, wid = _running_parent_with_child()
+    parent_id, child_id, wid, lease = _running_parent_with_child()
     # The child ends after the parent read it as unfinished, before the parent suspends.
     assert conductor.cancel(child_id)
-    queries.release(parent_id, wid, None, "default", status=S.SUSPENDED, waiting_for=child_id)
+    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+                    waiting_for=child_id)
     row = Execution.objects.get(pk=parent_id)
     assert row.status == S.SUSPENDED
     assert row.run_at is not None and row.run_at <= timezone.now()
@@ -171,20 +174,21 @@ def test_child_finishing_while_parent_still_runs_is_not_lost():
 
 @pytest.mark.django_db
 def test_woken_marker_alone_makes_the_suspend_runnable():
-    parent_id, child_id, wid = _running_parent_with_child()
+    parent_id, child_id, wid, lease = _running_parent_with_child()
     other = Execution.objects.create(task_name="echo", parent_id=parent_id)
     # An earlier child woke the running parent; the awaited child is still unfinished.
     assert queries.wake_parents(Execution.objects.filter(pk=other.pk), "default") == 1
-    queries.release(parent_id, wid, None, "default", status=S.SUSPENDED, waiting_for=child_id)
+    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+                    waiting_for=child_id)
     row = Execution.objects.get(pk=parent_id)
     assert row.run_at is not None and row.run_at <= timezone.now()
 
 
 @pytest.mark.django_db
 def test_unfinished_child_leaves_parent_asleep_until_deadline():
-    parent_id, child_id, wid = _running_parent_with_child()
+    parent_id, child_id, wid, lease = _running_parent_with_child()
     deadline = timezone.now() + timezone.timedelta(hours=1)
-    queries.release(parent_id, wid, deadline, "default", status=S.SUSPENDED,
+    queries.release(parent_id, wid, lease, deadline, "default", status=S.SUSPENDED,
                     waiting_for=child_id)
     assert Execution.objects.get(pk=parent_id).run_at == deadline
 
@@ -333,8 +337,9 @@ def test_example_fulfil_order_walkthrough():
 
 @pytest.mark.django_db
 def test_child_ended_by_crash_recovery_wakes_its_parent():
-    parent_id, child_id, wid = _running_parent_with_child()
-    queries.release(parent_id, wid, None, "default", status=S.SUSPENDED, waiting_for=child_id)
+    parent_id, child_id, wid, lease = _running_parent_with_child()
+    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+                    waiting_for=child_id)
     assert Execution.objects.get(pk=parent_id).run_at is None
     # The child's worker died during its last attempt; nothing is registered for it.
     long_ago = timezone.now() - timezone.timedelta(minutes=5)

@@ -107,7 +107,7 @@ class Dispatcher:
                 logger.exception("could not send %s to the django-q2 broker; released", item.id)
                 now = timezone.now()
                 for rest in claimed[n:]:
-                    queries.release(rest.id, self.worker_id, now, self.using)
+                    queries.release(rest.id, self.worker_id, rest.lease, now, self.using)
                 return []
             logger.info(
                 "dispatch %s %s attempt %d/%d", item.task_name, item.id, item.attempts,
@@ -155,7 +155,8 @@ def run(execution_id: str) -> str:
         return "skipped"
     claimed, cancel_reason = taken
     if cancel_reason is not None:
-        queries.finish_cancelled(claimed.id, runtime.worker_id, cancel_reason, runtime.using)
+        queries.finish_cancelled(claimed.id, runtime.worker_id, claimed.lease, cancel_reason,
+                                 runtime.using)
         return "cancelled"
     try:
         return runner.run(claimed, runtime)
@@ -186,7 +187,8 @@ class _Process:
     def __init__(self) -> None:
         self.pid = os.getpid()
         using = router.db_for_write(Execution)
-        self.runtime = Runtime(worker_id=uuid.uuid4(), using=using)
+        self.runtime = Runtime(worker_id=uuid.uuid4(), using=using,
+                               dead_after=float(conf.get("WORKER_DEAD_AFTER")))
         self.row = WorkerRow(id=self.runtime.worker_id, hostname=socket.gethostname(),
                              pid=self.pid, queues=[], concurrency=1,
                              role=WorkerRow.Role.QCLUSTER)
@@ -197,8 +199,8 @@ class _Process:
         if notify.supported(using):
             notify.Listener(using, lambda queue: None, self._on_cancel).start()
 
-    def _on_cancel(self, execution_id: str) -> None:
-        deliver(self.runtime.inflight, execution_id)
+    def _on_cancel(self, execution_id: str, reason: str) -> None:
+        deliver(self.runtime.inflight, execution_id, reason)
 
     def _watch(self) -> None:
         """Heartbeat, deliver cancellations and abort timed-out attempts, forever."""
@@ -208,7 +210,7 @@ class _Process:
             now = time.monotonic()
             try:
                 if now >= next_beat:
-                    queries.heartbeat(self.row, using)
+                    runtime.heartbeat(self.row)
                     next_beat = now + self.heartbeat_interval
                 if runtime.inflight and now >= next_poll:
                     poll_cancellations(runtime.worker_id, runtime.inflight, using)
