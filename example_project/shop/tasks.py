@@ -26,6 +26,28 @@ def long_report(event, ctx):
 # --- durable execution: steps, a child invocation and a durable sleep (README) --------
 
 
+@task(name="place-order", max_attempts=3)
+def place_order(event, ctx):
+    """The order row and the step record commit together (``atomic=True``), so a crash,
+    a retry or a worker that lost its lease never creates the order twice."""
+    from decimal import Decimal
+
+    from .models import Order
+
+    number = event.payload["number"]
+
+    def create_order():
+        order = Order.objects.create(number=number, customer=event.payload["customer"],
+                                     total=Decimal(event.payload["total"]),
+                                     execution_id=ctx.execution_id)
+        return {"order_id": order.pk}
+
+    created = ctx.step("create-order", create_order, atomic=True)
+    ctx.step("send-confirmation", lambda: ctx.logger.info("order %s confirmed", number))
+    return created
+
+
+
 @task(name="charge-card", max_attempts=5)
 def charge_card(event, ctx):
     """The payment, as its own execution: retried on its own, visible on its own."""
