@@ -629,7 +629,8 @@ class WorkerAdmin(admin.ModelAdmin):
     def running_display(self, obj: Worker) -> str:
         url = reverse("admin:conductor_django_execution_changelist")
         return format_html('<a href="{}?status__exact=running&locked_by__exact={}">{}</a>',
-                           url, obj.pk, obj.running_count)
+                           url, obj.pk,
+                           obj.running_count)  # type: ignore[attr-defined]  # see get_queryset
 
     @admin.display(description="heartbeat age", ordering="-last_heartbeat")
     def heartbeat_age_display(self, obj: Worker) -> str:

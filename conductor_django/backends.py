@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import traceback
+from datetime import datetime
 from typing import Any
 
 from django.db import router
@@ -65,7 +66,7 @@ from .utils import check_json
 ATTEMPT_STEP = "django_tasks.attempt-"
 ERROR_STEP = "django_tasks.error-"
 
-STATUSES = {
+STATUSES: dict[str, TaskResultStatus] = {
     Execution.Status.PENDING: TaskResultStatus.READY,
     Execution.Status.SUSPENDED: TaskResultStatus.READY,
     Execution.Status.RUNNING: TaskResultStatus.RUNNING,
@@ -110,7 +111,7 @@ class ConductorBackend(BaseTaskBackend):
         eid = as_uuid(result_id)
         row = None if eid is None else Execution.objects.filter(pk=eid).first()
         task = None if row is None else _django_task(row.task_name)
-        if task is None:
+        if row is None or task is None:
             raise TaskResultDoesNotExist(result_id)
         return to_result(row, task)
 
@@ -194,7 +195,7 @@ def to_result(row: Execution, task: DjangoTask, *, with_steps: bool = True) -> T
     alias = payload.get("backend") or task.backend
     if alias != task.backend:
         task = task.using(backend=alias)
-    steps = [] if not with_steps else list(
+    steps: list[tuple[str, Any, datetime]] = [] if not with_steps else list(
         Step.objects.using(row._state.db or "default")
         .filter(execution_id=row.pk, name__startswith="django_tasks.")
         .order_by("created_at", "id")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -72,10 +72,15 @@ def _every_hour(expr: str) -> bool:
     return hours == ["*"] or len(hours) == 24
 
 
+def _offset(local: datetime) -> timedelta:
+    """The UTC offset of an aware datetime (never ``None``: a ``ZoneInfo`` is attached)."""
+    return cast(timedelta, local.utcoffset())
+
+
 def _ambiguous(naive: datetime, tz: ZoneInfo) -> bool:
     """Whether a wall time occurs twice (the clocks went back)."""
     first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
-    return first.utcoffset() > second.utcoffset()
+    return _offset(first) > _offset(second)
 
 
 def _instants(naive: datetime, tz: ZoneInfo, every_hour: bool) -> tuple[list[datetime], bool]:
@@ -87,7 +92,7 @@ def _instants(naive: datetime, tz: ZoneInfo, every_hour: bool) -> tuple[list[dat
     """
     first = naive.replace(tzinfo=tz, fold=0)
     second = naive.replace(tzinfo=tz, fold=1)
-    offset_first, offset_second = first.utcoffset(), second.utcoffset()
+    offset_first, offset_second = _offset(first), _offset(second)
     if offset_first == offset_second:
         return [first.astimezone(UTC)], False
     if offset_first < offset_second:
@@ -102,7 +107,7 @@ def _repeat_start(local: datetime, tz: ZoneInfo) -> datetime | None:
     naive = local.replace(tzinfo=None)
     if local.fold == 1 or not _ambiguous(naive, tz):
         return None
-    repeat = local.replace(fold=0).utcoffset() - local.replace(fold=1).utcoffset()
+    repeat = _offset(local.replace(fold=0)) - _offset(local.replace(fold=1))
     lo, hi = naive - repeat, naive  # lo is before the repeated hour, hi inside it
     while hi - lo > timedelta(seconds=1):
         mid = lo + (hi - lo) / 2

@@ -111,13 +111,14 @@ def resolve_fields(model: type[models.Model],
     opts = model._meta
     if names is None:
         return tuple((f.name, f) for f in opts.concrete_fields if not f.primary_key)
-    out = []
+    out: list[tuple[str, models.Field]] = []
     for name in names:
         try:
             field = opts.get_field(name)
         except FieldDoesNotExist:
             raise ValueError(f"{opts.label} has no field {name!r}") from None
-        if not getattr(field, "concrete", False) or field.many_to_many or not field.column:
+        if (not isinstance(field, models.Field) or not getattr(field, "concrete", False)
+                or field.many_to_many or not field.column):
             raise ValueError(f"{opts.label}.{name} is not a concrete field (a column)")
         out.append((name, field))
     return tuple(out)

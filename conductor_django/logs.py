@@ -24,7 +24,7 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -83,7 +83,7 @@ class LogBuffer:
 class CapturingLoggerAdapter(TaskLoggerAdapter):
     """``ctx.logger`` while capturing: also puts each line into the execution's buffer."""
 
-    def __init__(self, logger: logging.Logger, extra: MutableMapping[str, Any],
+    def __init__(self, logger: logging.Logger, extra: Mapping[str, object] | None,
                  buffer: LogBuffer) -> None:
         super().__init__(logger, extra)
         self.buffer = buffer

@@ -27,7 +27,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        qs = self.object_list
+        qs: Any = self.object_list  # a QuerySet here; any sequence falls through below
         if not hasattr(qs, "query") or connections[qs.db].vendor != "postgresql":
             return super().count
         if not qs.query.where:

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -261,7 +261,8 @@ def build_task(
     if not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"max_attempts of task {task_name!r} must be an int >= 1")
     if backoff is not None and not callable(backoff):
-        backoff = tuple(to_seconds(b, "backoff") for b in backoff)
+        # to_seconds gives None only for None, which the type of ``backoff`` leaves out
+        backoff = tuple(cast(float, to_seconds(b, "backoff")) for b in backoff)
     # flow control
     concurrency = check_concurrency(concurrency, task_name)
     window = check_window(window, task_name)

@@ -97,7 +97,7 @@ def policies(now: Any | None = None) -> list[tuple[str, str, QuerySet]]:
     free = Q(parent__isnull=True) | Q(parent__status__in=Execution.FINAL)
     own = {name: t.retention for name, t in sorted(all_tasks().items())
            if t.retention is not None}
-    out = []
+    out: list[tuple[str, str, QuerySet]] = []
     for name, retention in own.items():
         for kind, statuses, attr in KINDS:
             age = getattr(retention, attr)

@@ -32,7 +32,7 @@ def parse_time(value: Any, what: str) -> time:
         if len(parts) in (2, 3) and all(p.isdigit() and len(p) <= 2 for p in parts):
             numbers = [int(p) for p in parts]
             try:
-                return time(*numbers)
+                return time(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0)
             except ValueError:
                 pass
     raise ValueError(f"{what} must be a time like '22:00' or '06:30:00', got {value!r}")

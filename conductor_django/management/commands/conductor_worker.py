@@ -1,4 +1,5 @@
 import logging
+from typing import TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
         log = logging.getLogger("conductor_django")
         if log.handlers or logging.getLogger().handlers:
             return  # the project configured logging itself
-        handler = logging.StreamHandler(self.stderr._out)
+        handler = logging.StreamHandler(cast(TextIO, self.stderr._out))  # the raw stream
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
