@@ -75,11 +75,13 @@ def restore_registry():
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=_name)
 def test_every_code_block_is_tagged(path: Path) -> None:
-    """An untagged or unknown fence would be silently skipped: refuse it."""
+    """An untagged or unknown fence would be silently skipped: refuse it (and internal talk)."""
     text = path.read_text()
     lexer = FencedCodeBlockLexer(language=r".*")
     blocks = list(lexer(Document(text, str(path))))
     assert blocks or "```" not in text
+    for internal in ("§", "SPEC", "../shared", "_check_issue", "this session"):
+        assert internal not in text, f"{_name(path)} speaks of {internal!r}, not for users"
     # The suite has imported conductor_django.testing, a reader's shell has not.
     assert "conductor.testing." not in text, (
         f"{_name(path)}: write 'from conductor_django.testing import drain'")
