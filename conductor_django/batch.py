@@ -36,7 +36,7 @@ from django.utils import timezone
 from . import flow, queries, window
 from .cancellation import DEFAULT_REASON, cancel_requested
 from .context import Event, Signal, TaskLoggerAdapter
-from .exceptions import AttemptTimedOut, Cancelled, NonRetryableError, Released
+from .exceptions import AttemptTimedOut, Cancelled, NonRetryableError, Released, error_text
 from .queries import TABLE, Claimed
 from .registry import Task, get_task
 from .utils import check_json
@@ -264,7 +264,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return error_text(exc)
 
 
 def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
