@@ -1,11 +1,12 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
+# make dist   - build the sdist and the wheel into dist/ and check them
 # make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-sqlite test-postgres lint bench clean screenshots
+.PHONY: install dist demo test test-sqlite test-postgres lint bench clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+dist: install
+	rm -rf dist build
+	$(PY) -m build --sdist --wheel --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(PY) scripts/check_dist.py dist
 
 demo: install
 	$(PY) example_project/demo.py
@@ -37,4 +44,4 @@ lint: install
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info example_project/db.sqlite3*
+	rm -rf $(VENV) build dist *.egg-info example_project/db.sqlite3*
