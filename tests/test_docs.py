@@ -67,10 +67,22 @@ def background_worker(transactional_db, restore_registry):
 
 @pytest.fixture
 def restore_registry():
+    """The document sees the test project's tasks only, and the registry is put back.
+
+    Tasks other tests imported from elsewhere (the example project's ``shop.tasks``)
+    are set aside while the document runs, so that its own ``send-welcome-email`` is
+    the only one, as in a reader's project.
+    """
     before = registry.all_tasks()
+    aside = [t for t in before.values() if not t.func.__module__.startswith("tests.")]
+    for t in aside:
+        registry.unregister(t.name)
     yield
-    for name in set(registry.all_tasks()) - set(before):
-        registry.unregister(name)
+    for name, t in registry.all_tasks().items():
+        if before.get(name) is not t:
+            registry.unregister(name)
+    for t in aside:
+        registry.register(t)
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=_name)
