@@ -1,5 +1,6 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
+# make dist   - build the sdist and the wheel into dist/ and check them
 # make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ PYTHON313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.
   elif python3.13 -c pass 2>/dev/null; then command -v python3.13; fi)
 VENV61 ?= .venv-dj61
 
-.PHONY: install install-matrix demo test test-sqlite test-postgres lint bench clean screenshots
+.PHONY: install install-matrix dist demo test test-sqlite test-postgres lint bench clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,12 @@ $(VENV61)/.installed: pyproject.toml
 	else echo "Python 3.13 not found: the Django 6.1 cells will be skipped"; fi
 
 install-matrix: install $(VENV61)/.installed
+
+dist: install
+	rm -rf dist build
+	$(PY) -m build --sdist --wheel --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(PY) scripts/check_dist.py dist
 
 demo: install
 	$(PY) example_project/demo.py
@@ -52,4 +59,4 @@ lint: install
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) $(VENV61) build *.egg-info example_project/db.sqlite3*
+	rm -rf $(VENV) $(VENV61) build dist *.egg-info example_project/db.sqlite3*

@@ -25,20 +25,20 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from . import conf, stats
 from .admin_logs import ExecutionLogInline
+from .admin_schedules import ScheduleAdmin
 from .cancellation import DEFAULT_REASON
 from .charts import throughput_chart
-from .forms import ScheduleForm
-from .models import Execution, Schedule, Step, Worker
+from .models import Execution, Step, Worker
 from .operations import RERUNNABLE, RETRYABLE
 from .pagination import EstimatedCountPaginator
 from .registry import all_tasks
 
 S = Execution.Status
+__all__ = ["ExecutionAdmin", "ScheduleAdmin", "WorkerAdmin"]  # ScheduleAdmin: its module
 LIST_ON_CONFIRMATION = 100  # executions listed by name on a confirmation page
 CHILDREN_SHOWN = 20
 REASON_MAX_LENGTH = 1000
@@ -539,75 +539,6 @@ class ExecutionAdmin(admin.ModelAdmin):
         done = per_model.get(Execution._meta.label, 0)
         self.report(request, done, total - done, "deleted", "skipped (not finished)")
         return None
-
-
-@admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
-    """Cron schedules: list, enable/disable, run now; edits go through the scheduler."""
-
-    form = ScheduleForm
-    list_display = ("task_name", "name", "cron", "timezone_display", "next_run_at",
-                    "last_run_at", "enabled", "static")
-    list_filter = ("enabled", "static", "task_name")
-    search_fields = ("task_name", "name")
-    actions = ["enable_schedules", "disable_schedules", "run_now"]
-
-    @admin.display(description="timezone", ordering="timezone")
-    def timezone_display(self, obj: Schedule) -> str:
-        return obj.timezone or "TIME_ZONE"
-
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        if obj is None:
-            return ("next_run_at", "last_run_at")
-        fixed = ("task_name", "name", "static", "next_run_at", "last_run_at")
-        # A static schedule belongs to the code (task(cron=...)): only enabled is editable.
-        return (*fixed, "cron", "payload", "timezone") if obj.static else fixed
-
-    def save_model(self, request: HttpRequest, obj: Schedule, form, change: bool) -> None:
-        from . import scheduler
-
-        super().save_model(request, obj, form, change)
-        if not change or {"cron", "payload", "timezone", "enabled"} & set(form.changed_data):
-            scheduler.save_changes(obj)
-
-    def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
-        from . import scheduler
-
-        scheduler.unschedule(obj.task_name, obj.name)
-
-    def delete_queryset(self, request: HttpRequest, queryset) -> None:
-        for obj in queryset:
-            self.delete_model(request, obj)
-
-    def _report(self, request: HttpRequest, done: int, skipped: int, verb: str,
-                why: str) -> None:
-        message = ngettext("%(n)d schedule %(verb)s", "%(n)d schedules %(verb)s", done) % {
-            "n": done, "verb": verb}
-        if skipped:
-            message += f"; {skipped} skipped ({why})."
-        self.message_user(request, message, messages.SUCCESS if done else messages.WARNING)
-
-    @admin.action(description="Enable selected schedules", permissions=["change"])
-    def enable_schedules(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.set_enabled(obj, True) for obj in queryset)
-        self._report(request, done, queryset.count() - done, "enabled", "already enabled")
-
-    @admin.action(description="Disable selected schedules", permissions=["change"])
-    def disable_schedules(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.set_enabled(obj, False) for obj in queryset)
-        self._report(request, done, queryset.count() - done, "disabled", "already disabled")
-
-    @admin.action(description="Run selected schedules now", permissions=["change"])
-    def run_now(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.run_now(obj) is not None for obj in queryset)
-        self._report(request, done, queryset.count() - done, "started",
-                     "a run is going on, or the task is not registered")
 
 
 @admin.register(Worker)

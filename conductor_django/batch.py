@@ -43,6 +43,7 @@ from .exceptions import (
     LeaseLost,
     NonRetryableError,
     Released,
+    error_text,
 )
 from .queries import TABLE, Claimed
 from .registry import Task, get_task
@@ -279,7 +280,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return error_text(exc)
 
 
 def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,

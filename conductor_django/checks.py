@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from django.apps import apps
@@ -59,14 +60,51 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             id="conductor_django.E004",
         ))
     # --- engines ---
-    if value.get("ENGINE") == "django_q" and not apps.is_installed("django_q"):
-        errors.append(Error(
-            'CONDUCTOR["ENGINE"] is "django_q" but django_q is not installed.',
+    if value.get("ENGINE") == "django_q":
+        errors += _check_django_q()
+    errors += _check_backoff(value.get("RETRY_BACKOFF"))
+    errors += _check_value_settings(value)
+    return errors
+
+
+def _check_django_q() -> list[Error]:
+    """The django_q engine needs the django-q2 package (an extra) and its app."""
+    if importlib.util.find_spec("django_q") is None:
+        return [Error(
+            'CONDUCTOR["ENGINE"] is "django_q" but the django-q2 package is not installed.',
+            hint='pip install "conductor-django[django_q]", then add "django_q" to '
+            "INSTALLED_APPS and configure Q_CLUSTER.",
+            id="conductor_django.E009",
+        )]
+    if not apps.is_installed("django_q"):
+        return [Error(
+            'CONDUCTOR["ENGINE"] is "django_q" but "django_q" is not in INSTALLED_APPS.',
             hint='Add "django_q" to INSTALLED_APPS and configure Q_CLUSTER.',
             id="conductor_django.E009",
-        ))
-    errors += _check_issue7_settings(value)
-    return errors
+        )]
+    return []
+
+
+def _check_backoff(backoff: Any) -> list[Error]:
+    """``RETRY_BACKOFF``: a non-empty list of delays in seconds, none negative."""
+    if not isinstance(backoff, list | tuple):
+        return []  # absent, or a wrong type (reported above)
+    if not backoff:
+        return [Error(
+            "CONDUCTOR['RETRY_BACKOFF'] is empty.",
+            hint="List the seconds before each retry, e.g. [15, 30, 60]; the last "
+            "value repeats. [0] retries at once.",
+            id="conductor_django.E002",
+        )]
+    bad = [v for v in backoff
+           if not isinstance(v, int | float) or isinstance(v, bool) or v < 0]
+    if bad:
+        return [Error(
+            f"CONDUCTOR['RETRY_BACKOFF'] must hold numbers of seconds >= 0, got {bad[0]!r}.",
+            hint="e.g. [15, 30, 60]; the last value repeats.",
+            id="conductor_django.E002",
+        )]
+    return []
 
 
 # --- retention, logs, custom context, task modules and model triggers -----------------
@@ -76,7 +114,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_issue7_settings(value: dict[str, Any]) -> list[Error]:
+def _check_value_settings(value: dict[str, Any]) -> list[Error]:
     errors = []
     modules = value.get("TASK_MODULES")
     if isinstance(modules, list | tuple):

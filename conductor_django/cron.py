@@ -139,6 +139,26 @@ def next_fire(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
     return best
 
 
+def next_fire_times(
+    expr: str, timezone: str | None = None, *, start: datetime | None = None, count: int = 3
+) -> list[datetime]:
+    """The next ``count`` fire times of ``expr`` after ``start`` (default: now), aware UTC.
+
+    What the admin shows beside an expression, so that a user sees what it means:
+    ``"* * * * * */10"`` gives three instants ten seconds apart, ``"*/10 * * * * *"``
+    three instants one second apart. ``timezone`` is a zoneinfo name (default
+    ``settings.TIME_ZONE``). Raises ``ValueError`` for an invalid expression or timezone.
+    """
+    validate(expr)
+    tz = zone(check_timezone(timezone))
+    after = start or datetime.now(UTC)
+    times: list[datetime] = []
+    for _ in range(count):
+        after = next_fire(expr, tz, after)
+        times.append(after)
+    return times
+
+
 def _scan(
     expr: str, tz: ZoneInfo, after: datetime, start: datetime, every_hour: bool
 ) -> datetime | None:

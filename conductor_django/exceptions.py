@@ -89,3 +89,20 @@ class Suspended(_BoundarySignal):
         super().__init__("suspended")
         self.run_at = run_at
         self.child_id = child_id
+
+
+def error_text(exc: BaseException) -> str:
+    """The ``last_error`` of an attempt that raised ``exc``.
+
+    The exception's type and message (``"KeyError: 'user'"``, ``"ValueError: boom"``),
+    so that a bare message such as ``'user'`` still says what went wrong. The message
+    alone for conductor's own errors (``NonRetryableError`` and its subclasses: their
+    message is written for people) and for a plain ``Exception("...")``. The type alone
+    when there is no message.
+    """
+    message = str(exc)
+    if not message:
+        return type(exc).__name__
+    if isinstance(exc, ConductorError) or type(exc) is Exception:
+        return message
+    return f"{type(exc).__name__}: {message}"

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import custom_context, logs, queries
+from . import custom_context, exceptions, logs, queries
 from .context import Context, Event
 from .dbretry import retry_write
 from .exceptions import (
@@ -29,7 +29,7 @@ logger = logging.getLogger("conductor_django.worker")
 
 
 def error_message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return exceptions.error_text(exc)
 
 
 def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
@@ -165,6 +165,7 @@ def _fail(
     if retry and claimed.attempts < claimed.max_attempts:
         delay = task.retry_delay(claimed.attempts) if task is not None else 60.0
         retry_at = timezone.now() + timedelta(seconds=delay)
+        logger.info("%s %s retrying in %gs", claimed.task_name, claimed.id, delay)
     db = runtime.using
     _write(
         lambda: queries.fail(claimed.id, runtime.worker_id, claimed.lease, error, retry_at, db,
@@ -181,7 +182,7 @@ def _write(fn: Callable[[], int], using: str, eid: str) -> int:
 
 def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:
     logger.info(
-        "finish %s %s %s in %.3fs", claimed.task_name, claimed.id, outcome,
+        "finish %s %s %s (ran %.3fs)", claimed.task_name, claimed.id, outcome,
         time.monotonic() - started,
         extra={"execution_id": claimed.id, "task_name": claimed.task_name},
     )

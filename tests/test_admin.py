@@ -210,7 +210,8 @@ def test_retry_resumes_the_same_row_keeping_finished_steps():
     Execution.objects.filter(pk=eid).update(max_attempts=1)
     drain()
     ex = conductor.get(eid)
-    assert (ex.status, ex.attempts, ex.last_error) == ("failed", 1, "b fails on attempt 1")
+    assert (ex.status, ex.attempts, ex.last_error) == ("failed", 1,
+                                                       "RuntimeError: b fails on attempt 1")
     assert list(Step.objects.filter(execution_id=eid).values_list("name", flat=True)) == ["a"]
 
     assert ex.retry() is True

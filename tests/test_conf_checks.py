@@ -29,6 +29,10 @@ def test_defaults_and_override_settings_are_seen():
     ({"TASK_MODULES": "a.b"}, ["conductor_django.E002"]),
     ({"ENGINE": "celery"}, ["conductor_django.E004"]),
     ("not a dict", ["conductor_django.E003"]),
+    ({"RETRY_BACKOFF": []}, ["conductor_django.E002"]),
+    ({"RETRY_BACKOFF": [15, -1]}, ["conductor_django.E002"]),
+    ({"RETRY_BACKOFF": [15, "30"]}, ["conductor_django.E002"]),
+    ({"RETRY_BACKOFF": (0, 1.5)}, []),
     ({"POLL_INTERVAL": 0.5, "DEFAULT_QUEUE": "q"}, []),
 ])
 def test_checks_report_bad_settings(value, expected):
@@ -48,3 +52,9 @@ def test_manage_check_fails_on_bad_settings():
     with override_settings(CONDUCTOR={"NOPE": 1}), pytest.raises(SystemCheckError,
                                                                  match="conductor_django.E001"):
         call_command("check")
+
+
+def test_bad_backoff_error_names_the_value():
+    with override_settings(CONDUCTOR={"RETRY_BACKOFF": [15, -1]}):
+        (error,) = check_settings()
+    assert "-1" in error.msg and "RETRY_BACKOFF" in error.msg

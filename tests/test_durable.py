@@ -53,7 +53,7 @@ def test_failed_child_fails_the_parent_at_once():
     child = child_of(eid)
     assert child.status == S.FAILED and child.attempts == 2
     assert parent.status == S.FAILED
-    assert parent.last_error == "Child execution failed: boom"
+    assert parent.last_error == "Child execution failed: ValueError: boom"
     assert parent.attempts == 1  # not retried: the memoized child would fail it again
     assert Mark.count("f:after") == 0
 
@@ -238,7 +238,8 @@ def test_parent_suspends_until_child_finishes(start_worker):
 def test_failed_child_raises_child_execution_failed(start_worker):
     eid = conductor.invoke("parent", {"key": "cf", "child_task": "always-fails"})
     start_worker()
-    with pytest.raises(conductor.ExecutionFailed, match="^Child execution failed: boom$"):
+    with pytest.raises(conductor.ExecutionFailed,
+                       match="^Child execution failed: ValueError: boom$"):
         conductor.wait(eid, timeout=30)
     assert child_of(eid).status == S.FAILED
     assert Mark.count("cf:after") == 0

@@ -130,6 +130,21 @@ def test_django_q_engine_needs_django_q_installed(settings):
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_q"]
     [error] = check_settings()
     assert error.id == "conductor_django.E009"
+    assert "INSTALLED_APPS" in error.msg
+
+
+def test_django_q_engine_without_the_package_says_what_to_install(settings, monkeypatch):
+    import importlib.util
+
+    from conductor_django.checks import check_settings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "django_q" else real(name, *a))
+    settings.CONDUCTOR = {"ENGINE": "django_q"}
+    [error] = check_settings()
+    assert error.id == "conductor_django.E009"
+    assert 'pip install "conductor-django[django_q]"' in error.hint
 
 
 @pytest.mark.django_db(transaction=True)

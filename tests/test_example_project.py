@@ -1,33 +1,66 @@
 """``make demo`` really shows a running execution being cancelled (SQLite, subprocesses)."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, poll
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("CONDUCTOR_TEST_DB", "sqlite") != "sqlite",
+    reason="the example project runs on SQLite; once per suite is enough")
 
 
-@pytest.mark.skipif(os.environ.get("CONDUCTOR_TEST_DB") == "postgres",
-                    reason="the example project runs on SQLite; once per suite is enough")
-def test_demo_cancels_a_running_execution(tmp_path):
+def demo(tmp_path, *args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "demo.sqlite3"),
            "DJANGO_SETTINGS_MODULE": "example.settings", "PYTHONPATH": str(ROOT)}
     env.pop("CONDUCTOR_TEST_DB_NAME", None)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "example_project" / "demo.py"), "--once"],
-        cwd=ROOT / "example_project", env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "send-welcome-email -> {'sent': True}" in proc.stdout
-    assert "status:     cancelled" in proc.stdout
-    assert "last_error: Cancelled by user (demo)" in proc.stdout
-    assert "password 'admin'" in proc.stdout
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "example_project" / "demo.py"), *args],
+        cwd=ROOT / "example_project", env=env, text=True, start_new_session=True, **popen)
 
 
-@pytest.mark.skipif(os.environ.get("CONDUCTOR_TEST_DB") == "postgres",
-                    reason="the example project runs on SQLite; once per suite is enough")
+def test_demo_cancels_a_running_execution_and_steps_aside_from_a_busy_port(tmp_path):
+    with socket.socket() as busy:  # something else listens on the port the demo wants
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = demo(tmp_path, "--once", "--port", str(taken),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert f"port {taken} is already in use" in out
+    assert "send-welcome-email -> {'sent': True}" in out
+    assert "status:     cancelled" in out
+    assert "last_error: Cancelled by user (demo)" in out
+    banners = [line for line in out.splitlines() if line.startswith("Admin: http://127.0.0.1:")]
+    assert len(banners) == 2 and f":{taken}/" not in banners[0]  # at the start and the end
+    assert "password 'admin'" in banners[-1]
+
+
+def test_demo_exits_non_zero_when_the_worker_dies(tmp_path):
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = demo(tmp_path, "--port", "0", stdout=out, stderr=subprocess.STDOUT)
+        try:
+            line = poll(lambda: next((x for x in log.read_text().splitlines()
+                                      if x.startswith("demo: worker pid ")), None),
+                        timeout=60, message="the demo's worker")
+            poll(lambda: "press Ctrl-C" in log.read_text(), timeout=90,
+                 message="the demo to finish its run")
+            os.kill(int(line.split()[3].rstrip(",")), signal.SIGKILL)
+            assert proc.wait(timeout=30) == 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    assert "the worker exited" in log.read_text()
+
+
 def test_example_place_order_creates_its_order_exactly_once(tmp_path):
     """The example's atomic step: the order row exists once, written by the worker."""
     env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "orders.sqlite3"),

@@ -7,7 +7,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 import conductor_django as conductor
-from conductor_django import task
+from conductor_django import NonRetryableError, task
 from conductor_django.models import Execution, Step
 from conductor_django.registry import unregister
 from conductor_django.testing import drain
@@ -33,7 +33,7 @@ def test_failures_retry_until_max_attempts_then_fail_with_the_message():
     eid = conductor.invoke("always-fails")
     drain()
     row = conductor.get(eid)
-    assert (row.status, row.attempts, row.last_error) == ("failed", 2, "boom")
+    assert (row.status, row.attempts, row.last_error) == ("failed", 2, "ValueError: boom")
     assert row.finished_at is not None and not row.cancelled
 
 
@@ -45,12 +45,16 @@ def test_non_retryable_error_fails_at_once():
 
 
 @override_settings(CONDUCTOR={"RETRY_BACKOFF": [15, 30, 60]})
-def test_backoff_from_settings_delays_the_retry():
+def test_backoff_from_settings_delays_the_retry(caplog):
     eid = conductor.invoke("always-fails")
     before = timezone.now()
-    assert drain() == 1
+    with caplog.at_level("INFO", logger="conductor_django"):
+        assert drain() == 1
+    # the log line gives the delay before the retry, not how long the attempt ran
+    assert f"always-fails {eid} retrying in 15s" in caplog.text
+    assert "retrying in 0." not in caplog.text
     row = conductor.get(eid)
-    assert row.status == "pending" and row.attempts == 1 and row.last_error == "boom"
+    assert row.status == "pending" and row.attempts == 1 and row.last_error == "ValueError: boom"
     assert before + timedelta(seconds=14) < row.run_at < timezone.now() + timedelta(seconds=16)
 
 
@@ -165,3 +169,16 @@ def test_unregistered_task_fails_the_attempt_clearly():
     row = conductor.get(eid)
     assert row.status == "failed"
     assert row.last_error == "Task 'gone-task' is not registered in this worker"
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (KeyError("user"), "KeyError: 'user'"),
+    (ValueError("boom"), "ValueError: boom"),
+    (ZeroDivisionError(), "ZeroDivisionError"),
+    (Exception("plain words"), "plain words"),
+    (NonRetryableError("bad input, do not retry"), "bad input, do not retry"),
+])
+def test_last_error_names_the_exception_type(exc, expected):
+    from conductor_django.exceptions import error_text
+
+    assert error_text(exc) == expected

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django import Cron, scheduler
+from conductor_django.cron import next_fire_times
 from conductor_django.models import Execution, Schedule
 from conductor_django.registry import build_task, register, unregister
 from conductor_django.testing import drain
@@ -470,3 +472,39 @@ def test_a_long_run_does_not_overlap_the_next(start_worker):
     first, second = sorted(completed("slow").values_list("scheduled_for", flat=True))[:2]
     assert (second - first).total_seconds() >= 1
     assert_each_fire_time_ran_once("slow")
+
+
+@pytest.mark.django_db
+def test_admin_shows_the_next_three_fire_times(admin_client):
+    """What an expression means is visible: every ten seconds vs every second of a minute."""
+    conductor.schedule("scheduled-mark", "ten-seconds", cron="* * * * * */10", timezone="UTC")
+    row = Schedule.objects.get()
+    listed = admin_client.get(CHANGELIST).content.decode()
+    assert "next fire times" in listed.lower()
+    shown = re.findall(r"\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)", listed)
+    seconds = [int(t[-2:]) for t in shown[:3]]
+    assert len(shown) >= 3 and all(s % 10 == 0 for s in seconds), shown
+    change = admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+    assert "every ten seconds" in change and "*/10 * * * * *" not in change
+
+    # The form coming back (here: another field is wrong) shows them for the new cron.
+    form = {"task_name": "scheduled-mark", "name": "ten-seconds", "cron": "0 9 * * *",
+            "payload": "not json", "timezone": "UTC", "enabled": "on"}
+    back = admin_client.post(f"{CHANGELIST}{row.pk}/change/", form).content.decode()
+    assert "Fires next at" in back and "09:00:00, " in back  # the payload is wrong
+    back = admin_client.post(f"{CHANGELIST}{row.pk}/change/", {**form, "cron": "nope"})
+    assert "Fires next at" not in back.content.decode()
+    saved = admin_client.post(f"{CHANGELIST}{row.pk}/change/",
+                              {**form, "payload": "null", "_continue": "1"}, follow=True)
+    page = saved.content.decode()
+    assert "09:00:00, " in page and "(UTC)" in page
+
+
+def test_next_fire_times_reads_seconds_last():
+    start = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    ten_seconds = next_fire_times("* * * * * */10", "UTC", start=start)
+    assert [t - start for t in ten_seconds] == [timedelta(seconds=s) for s in (10, 20, 30)]
+    tenth_minute = next_fire_times("*/10 * * * * *", "UTC", start=start)
+    assert [t - start for t in tenth_minute] == [timedelta(seconds=s) for s in (1, 2, 3)]
+    with pytest.raises(ValueError, match="invalid cron"):
+        next_fire_times("not a cron")

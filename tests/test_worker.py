@@ -106,3 +106,28 @@ def test_bad_worker_arguments_are_command_errors(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("conductor_worker", *args)
     assert not Worker.objects.exists()
+
+
+def test_worker_before_migrate_says_run_migrate_first(tmp_path):
+    """A brand-new database: one clear line and a non-zero exit, not a traceback."""
+    import os
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
+           "CONDUCTOR_TEST_DB": "sqlite",
+           "CONDUCTOR_TEST_DB_NAME": str(tmp_path / "never-migrated.sqlite3")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "conductor_worker", "--drain"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "run migrate first" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_batch_size_help_states_the_real_default():
+    from conductor_django.management.commands.conductor_worker import Command
+    from conductor_django.worker import PREFETCH_BATCH
+
+    parser = Command().create_parser("manage.py", "conductor_worker")
+    [action] = [a for a in parser._actions if "--batch-size" in a.option_strings]
+    assert f"larger of --concurrency and {PREFETCH_BATCH}" in action.help

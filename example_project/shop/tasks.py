@@ -14,12 +14,26 @@ def send_welcome_email(event, ctx):
     return {"sent": True}
 
 
+def render_section(n, signal):
+    """Half a second of work, watching the signal: a cancel stops it at once.
+
+    It raises (``raise_if_aborted``) rather than returning early: a step that returns
+    after its execution was cancelled is not stored, and a step that raised runs again,
+    whole, when the execution is retried.
+    """
+    for _ in range(5):
+        signal.raise_if_aborted()
+        signal.wait(0.1)
+    signal.raise_if_aborted()
+    return f"section {n}"
+
+
 @task(name="long-report")
 def long_report(event, ctx):
     """One step per section, long enough to be cancelled while it runs."""
     sections = event.payload.get("sections", 60)
     for n in range(sections):
-        ctx.step(f"section-{n}", lambda: ctx.signal.wait(0.5) and None)
+        ctx.step(f"section-{n}", lambda n=n: render_section(n, ctx.signal))
     return {"sections": sections}
 
 

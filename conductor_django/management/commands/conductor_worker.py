@@ -2,8 +2,11 @@ import logging
 from typing import TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections, router
+from django.db.migrations.executor import MigrationExecutor
 
-from conductor_django.worker import Worker
+from conductor_django.models import Execution
+from conductor_django.worker import PREFETCH_BATCH, Worker
 
 
 class Command(BaseCommand):
@@ -17,7 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--poll-interval", type=float, default=None,
                             help="Seconds between polls for work (default: POLL_INTERVAL).")
         parser.add_argument("--batch-size", type=int, default=None,
-                            help="Executions claimed per query (default: --concurrency).")
+                            help="Executions claimed per query (default: the larger of "
+                                 f"--concurrency and {PREFETCH_BATCH}).")
         parser.add_argument("--drain", action="store_true",
                             help="Exit when nothing is runnable now.")
         parser.add_argument("--shutdown-timeout", type=float, default=30.0,
@@ -33,6 +37,7 @@ class Command(BaseCommand):
             raise CommandError("--poll-interval must be positive")
         if shutdown_timeout < 0:
             raise CommandError("--shutdown-timeout must not be negative")
+        self._check_migrated()
         self._setup_logging(verbosity)
         Worker(
             queues=queues,
@@ -42,6 +47,22 @@ class Command(BaseCommand):
             drain=drain,
             shutdown_timeout=shutdown_timeout,
         ).run()
+
+    def _check_migrated(self) -> None:
+        """A worker started before ``migrate`` says so in one line, not a traceback."""
+        using = router.db_for_write(Execution)
+        try:
+            executor = MigrationExecutor(connections[using])
+            leaves = [n for n in executor.loader.graph.leaf_nodes() if n[0] == "conductor_django"]
+            missing = executor.migration_plan(leaves)
+        except DatabaseError as exc:
+            raise CommandError(f"cannot read the migrations of database {using!r}: {exc}") from exc
+        if missing:
+            raise CommandError(
+                f"conductor_django's tables in database {using!r} are not up to date "
+                f"({len(missing)} migration(s) not applied): run migrate first "
+                "(python manage.py migrate)."
+            )
 
     def _setup_logging(self, verbosity: int) -> None:
         log = logging.getLogger("conductor_django")
