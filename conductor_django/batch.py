@@ -43,6 +43,7 @@ from .exceptions import (
     LeaseLost,
     NonRetryableError,
     Released,
+    timed_out,
 )
 from .queries import TABLE, Claimed
 from .registry import Task, get_task
@@ -199,7 +200,7 @@ class BatchContext:
             for eid in self.execution_ids:
                 self._poll_cancel(eid)
         if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
-            self.signal.abort("timeout", f"Timed out after {self.timeout:g} seconds")
+            self.signal.abort("timeout", timed_out(self.timeout))
         self.signal.raise_if_aborted()
         if self._runtime.stopping.is_set():
             raise Released()
@@ -247,7 +248,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
             queries.finish_cancelled(eid, wid, leases[eid], exc.reason or DEFAULT_REASON, db)
         return "cancelled"
     except AttemptTimedOut:
-        return _fail_all(batch, runtime, task, f"Timed out after {task.timeout:g} seconds")
+        return _fail_all(batch, runtime, task, timed_out(task.timeout))
     except Released as exc:
         for eid in batch.ids:
             queries.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)

@@ -11,13 +11,35 @@ from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
-from .conf import DEFAULTS, ENGINES, TYPES
+from .conf import DEFAULTS
 from .custom_context import load_factory
 from .logs import level_number
 from .registry import all_tasks, import_errors
 from .retention import Retention
 
 VALID = ", ".join(sorted(DEFAULTS))
+
+#: The types each key of ``settings.CONDUCTOR`` accepts (checked by ``check_settings``).
+NUMBER = (int, float)
+TYPES: dict[str, tuple[type, ...]] = {
+    "TASK_MODULES": (list, tuple),
+    "ENGINE": (str,),
+    "RETRY_BACKOFF": (list, tuple),
+    "CANCEL_POLL_INTERVAL": NUMBER,
+    "POLL_INTERVAL": NUMBER,
+    "WORKER_DEAD_AFTER": NUMBER,
+    "HEARTBEAT_INTERVAL": NUMBER,
+    "RETENTION": (Retention, dict, type(None)),
+    "CONTEXT": (str, type(None)),
+    "DEFAULT_QUEUE": (str,),
+    "CLEANUP_INTERVAL": NUMBER,
+    "CLEANUP_BATCH_SIZE": (int,),
+    "LOG_LINES": (int,),
+    "LOG_LEVEL": (str, int),
+    "PREPARED_STATEMENTS": (bool,),
+}
+
+ENGINES = ("database", "django_q")
 
 
 @register()

@@ -17,7 +17,7 @@ from . import durable, queries, window
 from .atomic import only_database
 from .cancellation import cancel_requested
 from .dbretry import retry_write
-from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released
+from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
 from .runtime import LOST
 from .transactions import write_transaction
 from .utils import check_json_text
@@ -138,7 +138,7 @@ class Context:
         if self.timeout:
             self.deadline = time.monotonic() + self.timeout
             if self._runtime.inline:
-                message = f"Timed out after {self.timeout:g} seconds"
+                message = timed_out(self.timeout)
                 self._timer = threading.Timer(self.timeout, self.signal.abort,
                                               ("timeout", message))
                 self._timer.daemon = True
@@ -162,7 +162,7 @@ class Context:
             if reason is not None:
                 self.signal.abort("cancelled", reason)
         if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
-            self.signal.abort("timeout", f"Timed out after {self.timeout:g} seconds")
+            self.signal.abort("timeout", timed_out(self.timeout))
         self.signal.raise_if_aborted()
         if runtime.stopping.is_set():
             raise Released()

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .context import TaskLoggerAdapter
-from .exceptions import AttemptTimedOut, Cancelled, LeaseLost
+from .exceptions import AttemptTimedOut, Cancelled, LeaseLost, timed_out
 
 if TYPE_CHECKING:
     from .context import Context
@@ -176,7 +176,7 @@ def capture(ctx: Context, using: str, first: bool = False) -> Iterator[LogBuffer
         buffer.add(logging.WARNING, "conductor_django", f"Cancelled: {exc.reason}")
         raise
     except AttemptTimedOut:
-        buffer.add(logging.ERROR, "conductor_django", f"Timed out after {ctx.timeout:g} seconds")
+        buffer.add(logging.ERROR, "conductor_django", timed_out(ctx.timeout))
         raise
     except Exception as exc:
         text = "".join(traceback.format_exception(exc)).rstrip()

@@ -14,6 +14,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .exceptions import DEFAULT_REASON
+
 
 class ExecutionQuerySet(models.QuerySet):
     def unfinished(self) -> ExecutionQuerySet:
@@ -168,7 +170,7 @@ class Execution(models.Model):
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
 
-    def cancel(self, reason: str = "Cancelled by user") -> bool:
+    def cancel(self, reason: str = DEFAULT_REASON) -> bool:
         """Cancel this execution; see ``conductor_django.cancellation.cancel``."""
         from .cancellation import cancel
 

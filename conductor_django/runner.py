@@ -19,6 +19,7 @@ from .exceptions import (
     NonRetryableError,
     Released,
     Suspended,
+    timed_out,
 )
 from .queries import Claimed
 from .registry import Task, get_task
@@ -123,7 +124,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         _write(lambda: queries.finish_cancelled(eid, wid, lease, reason, db, **child), db, eid)
         return "cancelled"
     except AttemptTimedOut:
-        return _fail(claimed, runtime, task, f"Timed out after {task.timeout:g} seconds")
+        return _fail(claimed, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
         _write(lambda: queries.release(eid, wid, lease, run_at, db, **child), db, eid)

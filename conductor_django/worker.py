@@ -37,6 +37,7 @@ from . import (
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
 from .dbretry import ensure_usable
+from .exceptions import timed_out
 from .models import Execution
 from .models import Worker as WorkerRow
 from .runtime import Runtime
@@ -369,7 +370,7 @@ class Worker:
         now = time.monotonic()
         for ctx in list(self.runtime.inflight.values()):
             if ctx.deadline is not None and now >= ctx.deadline:
-                ctx.signal.abort("timeout", f"Timed out after {ctx.timeout:g} seconds")
+                ctx.signal.abort("timeout", timed_out(ctx.timeout))
 
     def _release_lost(self) -> None:
         with self._lock:

@@ -53,6 +53,7 @@ from django.utils import timezone
 
 from .. import conf, notify, queries, runner
 from ..cancellation import deliver, poll_cancellations
+from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
 from ..registry import get_task
@@ -222,7 +223,7 @@ class _Process:
             for ctx in list(runtime.inflight.values()):
                 if ctx.deadline is not None:
                     if now >= ctx.deadline:
-                        ctx.signal.abort("timeout", f"Timed out after {ctx.timeout:g} seconds")
+                        ctx.signal.abort("timeout", timed_out(ctx.timeout))
                     else:
                         wait = min(wait, ctx.deadline - now)
             time.sleep(min(max(wait, 0.01), self.cancel_poll_interval))
