@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .definitions import Batch, Cron, Retention, Task, task
 from .exceptions import (
     Cancelled,
     ChildExecutionFailed,
@@ -17,9 +18,6 @@ from .exceptions import (
     NonRetryableError,
     TaskNotFound,
 )
-from .flow import Batch
-from .registry import Cron, Task, task
-from .retention import Retention
 
 if TYPE_CHECKING:
     from .models import Execution, Schedule

@@ -32,11 +32,11 @@ from . import conf, stats
 from .admin_logs import ExecutionLogInline
 from .cancellation import DEFAULT_REASON
 from .charts import throughput_chart
+from .definitions.registry import all_tasks
 from .forms import ScheduleForm
 from .models import Execution, Schedule, Step, Worker
 from .operations import RERUNNABLE, RETRYABLE
 from .pagination import EstimatedCountPaginator
-from .registry import all_tasks
 
 S = Execution.Status
 LIST_ON_CONFIRMATION = 100  # executions listed by name on a confirmation page

@@ -18,12 +18,11 @@ from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
 from . import queries
-from .cancellation import as_uuid
+from .definitions.registry import Task, get_task
+from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution
-from .registry import Task, get_task
 from .transactions import retry_locked, write_transaction
-from .utils import check_aware, check_json_text, to_seconds
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
 

@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.utils import timezone
 
-from . import flow, queries, window
+from . import queries
 from .cancellation import cancel_requested
-from .context import Event, Signal, TaskLoggerAdapter
+from .context import Signal, TaskLoggerAdapter
+from .definitions.options import Batch
+from .definitions.protocols import Event
+from .definitions.registry import Task, batch_tasks, check_window_open, get_task
+from .definitions.values import check_json
 from .exceptions import (
     DEFAULT_REASON,
     AttemptTimedOut,
@@ -46,8 +50,6 @@ from .exceptions import (
     timed_out,
 )
 from .queries import TABLE, Claimed
-from .registry import Task, get_task
-from .utils import check_json
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -85,7 +87,7 @@ def claim_batches(
         return []
     now = timezone.now()
     batches: list[ClaimedBatch] = []
-    for name, spec in flow.batch_tasks(now).items():
+    for name, spec in batch_tasks(now).items():
         if len(batches) >= slots:
             break
         items = _claim_one(worker_id, queues, name, spec, using, now, fill, exclude)
@@ -95,7 +97,7 @@ def claim_batches(
 
 
 def _claim_one(
-    worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: flow.Batch,
+    worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: Batch,
     using: str, now, fill: bool, exclude: Sequence[str] = (),
 ) -> list[Claimed]:
     connection = connections[using]
@@ -204,7 +206,7 @@ class BatchContext:
         self.signal.raise_if_aborted()
         if self._runtime.stopping.is_set():
             raise Released()
-        window.check(self.task_name)
+        check_window_open(self.task_name)
 
     def step(self, name: str, fn: Any) -> Any:
         raise TypeError(f"ctx.step is not available in batch task {self.task_name!r}: steps "

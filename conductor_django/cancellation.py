@@ -25,6 +25,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from . import queries
+from .definitions.values import as_uuid
 from .exceptions import DEFAULT_REASON
 from .models import Execution
 from .transactions import retry_locked, write_transaction
@@ -33,15 +34,6 @@ if TYPE_CHECKING:
     from .context import Context
 
 CANCEL_CHANNEL = "conductor_cancel"
-
-
-def as_uuid(execution_id: Any) -> uuid.UUID | None:
-    if isinstance(execution_id, uuid.UUID):
-        return execution_id
-    try:
-        return uuid.UUID(str(execution_id))
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def cancel(execution_id: Any, reason: str | None = None, *, using: str | None = None) -> bool:

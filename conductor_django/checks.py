@@ -13,9 +13,9 @@ from django.db import router
 
 from .conf import DEFAULTS
 from .custom_context import load_factory
+from .definitions.options import Retention
+from .definitions.registry import all_tasks, import_errors
 from .logs import level_number
-from .registry import all_tasks, import_errors
-from .retention import Retention
 
 VALID = ", ".join(sorted(DEFAULTS))
 

@@ -7,35 +7,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import durable, queries, window
+from . import durable, queries
 from .atomic import only_database
 from .cancellation import cancel_requested
 from .dbretry import retry_write
+from .definitions.registry import check_window_open
+from .definitions.values import check_json_text
 from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
 from .runtime import LOST
 from .transactions import write_transaction
-from .utils import check_json_text
 
 if TYPE_CHECKING:
-    from .registry import Task
+    from .definitions.registry import Task
     from .runtime import Runtime
 
 logger = logging.getLogger("conductor_django.task")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """The event a handler runs for: ``name``, JSON ``payload`` and ``execution_id``."""
-
-    name: str
-    payload: Any
-    execution_id: str
 
 
 class Signal:
@@ -167,7 +158,7 @@ class Context:
         if runtime.stopping.is_set():
             raise Released()
         # flow control: outside the task's window, release until the window opens
-        window.check(self.task_name)
+        check_window_open(self.task_name)
 
     def checkpoint(self) -> None:
         """Stop here if cancelled (``Cancelled``), timed out, or the worker shuts down."""
@@ -269,8 +260,8 @@ class Context:
         which stops at its next step boundary.
         """
         from .cancellation import cancel
+        from .definitions.registry import Task
         from .models import Execution
-        from .registry import Task
         from .scheduler import unschedule
 
         task_name = task.name if isinstance(task, Task) else task

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
+from .definitions.registry import Task
+from .definitions.values import to_seconds
 from .exceptions import ChildExecutionFailed, Suspended
 from .models import Execution
-from .registry import Task
 from .transactions import write_transaction
-from .utils import to_seconds
 
 if TYPE_CHECKING:
     from .context import Context

@@ -34,8 +34,8 @@ from django.db import models, router, transaction
 from django.db.models.signals import ModelSignal, post_delete, post_save, pre_save
 from django.utils import timezone
 
-from . import registry
-from .registry import Task, all_tasks
+from .definitions import registry
+from .definitions.registry import Task, all_tasks
 from .transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .cron import check_timezone, validate
+from .definitions.cron import check_timezone, validate
+from .definitions.registry import all_tasks
 from .models import Schedule
-from .registry import all_tasks
 
 
 class ScheduleForm(forms.ModelForm):

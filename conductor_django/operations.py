@@ -29,9 +29,9 @@ from django.db import IntegrityError, router
 from django.db.models import F
 from django.utils import timezone
 
-from .cancellation import as_uuid
+from .definitions.registry import all_tasks
+from .definitions.values import as_uuid
 from .models import Execution
-from .registry import all_tasks
 from .transactions import write_transaction
 
 S = Execution.Status

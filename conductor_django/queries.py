@@ -40,7 +40,7 @@ from django.db.models import (
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
-from . import flow
+from .definitions.registry import ClaimRules, claim_rules
 from .exceptions import DEFAULT_REASON, LeaseLost
 from .models import Execution, Step, Worker
 from .prepared import execute_prepared
@@ -85,7 +85,7 @@ def claim(
 ) -> list[Claimed]:
     """Lock up to ``limit`` runnable executions for ``worker_id``, best first.
 
-    Flow control (``flow.claim_rules``): batch tasks and tasks whose window is closed
+    Flow control (``claim_rules``): batch tasks and tasks whose window is closed
     are skipped here (batches are claimed by ``batch.claim_batches``), and tasks with
     ``concurrency=N`` go through ``_claim_limited``. ``exclude``: executions not to
     claim (a stale handler of this worker may still be running them).
@@ -94,7 +94,7 @@ def claim(
     now = timezone.now()
     now_param = dt_param(connection, now)
     pg = connection.vendor == "postgresql"
-    rules = flow.claim_rules(now)
+    rules = claim_rules(now)
     if rules.limits:
         return _claim_limited(worker_id, queues, limit, using, now, rules, exclude)
     where, params = runnable_sql(now_param, queues, skip=rules.skip, exclude=exclude,
@@ -197,7 +197,7 @@ def _claim_limited(
     limit: int,
     using: str,
     now: datetime,
-    rules: flow.ClaimRules,
+    rules: ClaimRules,
     exclude: Sequence[str] = (),
 ) -> list[Claimed]:
     """The claim when some tasks have ``concurrency=N``: one statement, several branches.

@@ -16,44 +16,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .transactions import write_transaction
-from .utils import to_seconds
+
+__all__ = ["KINDS", "CleanupResult", "Retention", "cleanup", "policies"]
+from .definitions.options import Retention
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Keep ``completed`` executions and ``failed`` (and cancelled) ones this long.
-
-    Each field is a ``timedelta`` or seconds; ``None`` keeps them forever.
-    """
-
-    completed: timedelta | None = None
-    failed: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("completed", "failed"):
-            seconds = to_seconds(getattr(self, name), f"Retention.{name}")
-            object.__setattr__(self, name, None if seconds is None else timedelta(seconds=seconds))
-
-    @classmethod
-    def coerce(cls, value: Any) -> Retention | None:
-        """A ``Retention`` from the ``RETENTION`` setting: ``None``, a ``Retention`` or a dict."""
-        if value is None or isinstance(value, Retention):
-            return value
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - {"completed", "failed"})
-            if unknown:
-                raise ValueError(f"unknown retention keys {unknown}; valid: completed, failed")
-            return cls(**value)
-        raise TypeError(
-            f"retention must be a Retention, a dict or None, not {type(value).__name__}"
-        )
 
 
 #: (label used in reports, statuses, the ``Retention`` field that covers them)
@@ -89,8 +60,8 @@ def policies(now: Any | None = None) -> list[tuple[str, str, QuerySet]]:
     from django.utils import timezone
 
     from . import conf
+    from .definitions.registry import all_tasks
     from .models import Execution
-    from .registry import all_tasks
 
     now = now or timezone.now()
     # The parent of a deletable child must be finished too (a suspended parent reads it).

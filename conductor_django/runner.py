@@ -10,8 +10,11 @@ from datetime import timedelta
 from django.utils import timezone
 
 from . import custom_context, logs, queries
-from .context import Context, Event
+from .context import Context
 from .dbretry import retry_write
+from .definitions.protocols import Event
+from .definitions.registry import Task, get_task
+from .definitions.values import check_json
 from .exceptions import (
     AttemptTimedOut,
     Cancelled,
@@ -22,9 +25,7 @@ from .exceptions import (
     timed_out,
 )
 from .queries import Claimed
-from .registry import Task, get_task
 from .runtime import Runtime
-from .utils import check_json
 
 logger = logging.getLogger("conductor_django.worker")
 

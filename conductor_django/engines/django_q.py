@@ -53,10 +53,10 @@ from django.utils import timezone
 
 from .. import conf, notify, queries, runner
 from ..cancellation import deliver, poll_cancellations
+from ..definitions.registry import get_task
 from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
-from ..registry import get_task
 from ..runtime import Runtime
 
 logger = logging.getLogger("conductor_django.worker")

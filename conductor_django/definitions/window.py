@@ -18,7 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .exceptions import Released
+from ..exceptions import Released
 
 
 def parse_time(value: Any, what: str) -> time:
@@ -104,21 +104,12 @@ class Window:
                 lo = mid
         return hi.astimezone(tz).replace(microsecond=0)
 
+    def raise_if_closed(self, now: datetime | None = None) -> None:
+        """``Released(run_at=<next opening>)`` if the window is closed at ``now``."""
+        now = now or timezone.now()
+        if not self.is_open(now):
+            raise Released(run_at=self.next_open(now), why="window")
+
     def __str__(self) -> str:
         return f"{self.start.isoformat('minutes' if not self.start.second else 'seconds')}-" \
                f"{self.end.isoformat('minutes' if not self.end.second else 'seconds')}"
-
-
-def check(task_name: str) -> None:
-    """At a step boundary: ``Released(run_at=<next opening>)`` if the window is closed."""
-    from .registry import get_task
-
-    try:
-        window = get_task(task_name).window
-    except LookupError:
-        return
-    if window is None:
-        return
-    now = timezone.now()
-    if not window.is_open(now):
-        raise Released(run_at=window.next_open(now), why="window")

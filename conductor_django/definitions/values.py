@@ -1,12 +1,11 @@
-"""Small helpers shared by the API, the runner and the scheduler."""
+"""Checks and conversions of plain values: seconds, JSON, aware datetimes, ids."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
-
-from croniter import croniter
 
 
 def to_seconds(value: float | int | timedelta | None, what: str) -> float | None:
@@ -62,16 +61,18 @@ def _first_non_json(value: Any) -> Any:
     return value
 
 
-def check_cron(expr: Any) -> str:
-    """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it."""
-    if not isinstance(expr, str) or not expr.strip() or not croniter.is_valid(expr):
-        raise ValueError(f"invalid cron expression {expr!r}")
-    return expr
-
-
 def check_aware(value: datetime, what: str = "run_at") -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be an aware datetime (got naive {value.isoformat()})")
     return value
+
+
+def as_uuid(execution_id: Any) -> uuid.UUID | None:
+    if isinstance(execution_id, uuid.UUID):
+        return execution_id
+    try:
+        return uuid.UUID(str(execution_id))
+    except (ValueError, TypeError, AttributeError):
+        return None

@@ -14,6 +14,8 @@ with these rules on the days the clocks change:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
@@ -21,13 +23,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from .utils import check_cron
+from .values import check_json
 
 _MAX_CANDIDATES = 100_000
 
 
+def check_cron(expr: Any) -> str:
+    """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it."""
+    if not isinstance(expr, str) or not expr.strip() or not croniter.is_valid(expr):
+        raise ValueError(f"invalid cron expression {expr!r}")
+    return expr
+
+
 def validate(expr: Any) -> str:
-    """Return ``expr`` if it is a valid cron expression that fires at some time.
+    """Return ``expr`` if it is a valid cron expression (at most 200 characters) that
+    fires at some time.
 
     Raises ``ValueError`` quoting it otherwise (``"0 0 30 2 *"`` is well-formed but
     never fires, so it is refused too).
@@ -37,6 +47,8 @@ def validate(expr: Any) -> str:
         croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
     except (CroniterError, ValueError, OverflowError):
         raise ValueError(f"invalid cron expression {expr!r}: it never fires") from None
+    if len(expr) > 200:
+        raise ValueError(f"cron expression {expr!r} is longer than 200 characters")
     return expr
 
 
@@ -56,12 +68,15 @@ def zone(name: str | None) -> ZoneInfo:
 
 
 def check_timezone(name: Any) -> str | None:
-    """Return ``name`` if it is ``None``/``""`` or a known IANA timezone, else ``ValueError``."""
+    """Return ``name`` if it is ``None``/``""`` or a known IANA timezone of at most 64
+    characters, else ``ValueError``."""
     if name is None or name == "":
         return name
     if not isinstance(name, str):
         raise ValueError(f"timezone must be a str such as 'Europe/Paris', got {name!r}")
     zone(name)
+    if len(name) > 64:
+        raise ValueError(f"timezone {name!r} is longer than 64 characters")
     return name
 
 
@@ -161,3 +176,64 @@ def _scan(
         if not in_gap and best is not None and all(i >= best or i <= after for i in instants):
             return best
     return best
+
+
+# --- the one schedule validator (Cron, conductor.schedule, the admin's form) -----------
+
+
+def check_schedule_name(name: Any, what: str = "schedule") -> str:
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError(f"{what} name must be a non-empty str of at most 200 characters, "
+                         f"got {name!r}")
+    return name
+
+
+def check_schedule(name: Any, expr: Any, payload: Any = None, tz: Any = None, *,
+                   what: str = "schedule") -> None:
+    """Validate a schedule (a ``Cron`` has an optional name); raises ``ValueError`` or
+    ``TypeError`` before anything is written."""
+    if name is not None or what != "Cron":
+        check_schedule_name(name, what)
+    validate(expr)
+    check_json(payload, f"{what} payload")
+    check_timezone(tz)
+
+
+# --- cron schedules of a task (see conductor_django.scheduler) ---------------------------
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A static cron schedule of a task: ``task(cron=[Cron("0 9 * * *", name="morning")])``.
+
+    ``expr`` is a croniter expression (five fields, or six with seconds last), read in
+    ``timezone`` (default ``settings.TIME_ZONE``). ``name`` is the schedule's name and
+    the handler's ``event.name`` (default: the expression); ``payload`` its
+    ``event.payload``. Invalid values raise ``ValueError``/``TypeError`` at once.
+    """
+
+    expr: str
+    name: str | None = None
+    payload: Any = None
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        check_schedule(self.name, self.expr, self.payload, self.timezone, what="Cron")
+
+    @property
+    def schedule_name(self) -> str:
+        return self.name or self.expr
+
+
+def as_crons(cron: str | Cron | Sequence[str | Cron] | None, task_name: str) -> tuple[Cron, ...]:
+    """Normalize ``task(cron=...)``; ``ValueError`` on bad expressions or repeated names."""
+    if cron is None:
+        return ()
+    items = [cron] if isinstance(cron, str | Cron) else list(cron)
+    crons = tuple(c if isinstance(c, Cron) else Cron(c) for c in items)
+    names = [c.schedule_name for c in crons]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"task {task_name!r} has several cron schedules named {repeated}; "
+                         "give each Cron its own name")
+    return crons
