@@ -30,13 +30,13 @@ from django.views.decorators.http import require_POST
 
 from . import conf, stats
 from .admin_logs import ExecutionLogInline
-from .cancellation import DEFAULT_REASON
 from .charts import throughput_chart
 from .definitions.registry import all_tasks
+from .exceptions import DEFAULT_REASON
 from .forms import ScheduleForm
 from .models import Execution, Schedule, Step, Worker
-from .operations import RERUNNABLE, RETRYABLE
 from .pagination import EstimatedCountPaginator
+from .state.operator import RERUNNABLE, RETRYABLE
 
 S = Execution.Status
 LIST_ON_CONFIRMATION = 100  # executions listed by name on a confirmation page

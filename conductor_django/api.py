@@ -17,12 +17,12 @@ from typing import Any
 from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
-from . import queries
 from .definitions.registry import Task, get_task
 from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution
-from .transactions import retry_locked, write_transaction
+from .store import inserts
+from .store.transactions import retry_locked, write_transaction
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
 
@@ -139,7 +139,7 @@ def insert_any(new: NewExecution, using: str) -> str:
 
 def insert(new: NewExecution, using: str, **extra: Any) -> str:
     """Write one execution (one INSERT); with a ``dedupe_key``, return a running twin's id."""
-    if new.dedupe_key is None and set(extra) <= set(queries.EXTRA_COLUMNS):
+    if new.dedupe_key is None and set(extra) <= set(inserts.EXTRA_COLUMNS):
         return insert_plain([new], using, **extra)[0]
     if new.dedupe_key is None:
         row = new.build(**extra)
@@ -165,17 +165,17 @@ def insert(new: NewExecution, using: str, **extra: Any) -> str:
 
 
 def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str]:
-    """Write executions without a dedupe key in one statement (``queries.insert_rows``)."""
+    """Write executions without a dedupe key in one statement (``store.inserts.insert_rows``)."""
     connection = connections[using]
     now = timezone.now()
     ids = [uuid.uuid4() for _ in news]
-    queries.insert_rows([
-        queries.execution_row(
+    inserts.insert_rows(connection, Execution._meta.db_table, [
+        inserts.execution_row(
             connection, eid, new.task.name, new.queue,
             None if new.payload is None else new.payload_json(), new.task.max_attempts,
             new.priority, new.run_at, now, **extra)
         for eid, new in zip(ids, news, strict=True)
-    ], using)
+    ])
     return [str(eid) for eid in ids]
 
 

@@ -30,13 +30,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections
 from django.utils import timezone
 
-from . import queries
-from .cancellation import cancel_requested
 from .context import Signal, TaskLoggerAdapter
-from .definitions.options import Batch
 from .definitions.protocols import Event
 from .definitions.registry import Task, batch_tasks, check_window_open, get_task
 from .definitions.values import check_json
@@ -49,7 +45,8 @@ from .exceptions import (
     Released,
     timed_out,
 )
-from .queries import TABLE, Claimed
+from .models import Execution
+from .state import Claimed
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -90,37 +87,11 @@ def claim_batches(
     for name, spec in batch_tasks(now).items():
         if len(batches) >= slots:
             break
-        items = _claim_one(worker_id, queues, name, spec, using, now, fill, exclude)
+        items = Execution.objects.claim_batch(worker_id, queues, name, spec, using, now,
+                                             fill, exclude)
         if items:
             batches.append(ClaimedBatch(task_name=name, items=items))
     return batches
-
-
-def _claim_one(
-    worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: Batch,
-    using: str, now, fill: bool, exclude: Sequence[str] = (),
-) -> list[Claimed]:
-    connection = connections[using]
-    pg = connection.vendor == "postgresql"
-    now_param = queries.dt_param(connection, now)
-    where, where_params = queries.runnable_sql(now_param, queues, exclude=exclude,
-                                               connection=connection)
-    sql = f"SELECT id FROM {TABLE} WHERE task_name = %s AND {where}"
-    params = [name, *where_params]
-    if fill:
-        # Ready: `size` rows are runnable, or the oldest has waited `timeout` seconds.
-        oldest = now - timedelta(seconds=spec.timeout_seconds)
-        sql += (
-            f" AND ((SELECT COUNT(*) FROM (SELECT 1 FROM {TABLE} WHERE task_name = %s"
-            f" AND {where} LIMIT %s) AS full_batch) >= %s"
-            f" OR EXISTS (SELECT 1 FROM {TABLE} WHERE task_name = %s AND {where}"
-            " AND run_at <= %s))"
-        )
-        params += [name, *where_params, spec.size, spec.size,
-                   name, *where_params, queries.dt_param(connection, oldest)]
-    sql += " ORDER BY priority DESC, run_at ASC LIMIT %s" + (" FOR UPDATE SKIP LOCKED" if pg
-                                                            else "")
-    return queries.lock_rows(worker_id, sql, [*params, spec.size], using, now)
 
 
 # --- running a batch -------------------------------------------------------------------
@@ -189,7 +160,7 @@ class BatchContext:
     def _poll_cancel(self, eid: str) -> None:
         item = self.items[eid]
         if not item.signal.aborted:
-            reason = cancel_requested(eid, self._runtime.using)
+            reason = Execution.objects.cancel_requested(eid, self._runtime.using)
             if reason is not None:
                 item.signal.abort("cancelled", reason)
 
@@ -247,13 +218,14 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         return "lost"  # every item was recovered from this worker: nothing is written
     except Cancelled as exc:
         for eid in batch.ids:
-            queries.finish_cancelled(eid, wid, leases[eid], exc.reason or DEFAULT_REASON, db)
+            Execution.objects.finish_cancelled(eid, wid, leases[eid],
+                                               exc.reason or DEFAULT_REASON, db)
         return "cancelled"
     except AttemptTimedOut:
         return _fail_all(batch, runtime, task, timed_out(task.timeout))
     except Released as exc:
         for eid in batch.ids:
-            queries.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)
+            Execution.objects.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)
         return "released"
     except NonRetryableError as exc:
         return _fail_all(batch, runtime, task, _message(exc), retry=False)
@@ -276,7 +248,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         except TypeError as exc:
             outcomes.append(_fail(item, runtime, task, str(exc)))
             continue
-        done = queries.complete(item.id, wid, item.lease, result, db)
+        done = Execution.objects.complete(item.id, wid, item.lease, result, db)
         outcomes.append("completed" if done else "lost")
     return ",".join(sorted(set(outcomes)))
 
@@ -291,7 +263,7 @@ def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
     if retry and item.attempts < item.max_attempts:
         delay = task.retry_delay(item.attempts) if task is not None else 60.0
         retry_at = timezone.now() + timedelta(seconds=delay)
-    queries.fail(item.id, runtime.worker_id, item.lease, error, retry_at, runtime.using)
+    Execution.objects.fail(item.id, runtime.worker_id, item.lease, error, retry_at, runtime.using)
     return "failed" if retry_at is None else "retrying"
 
 

@@ -2,7 +2,7 @@
 
 Handlers that return hand their result to the ``Completer``; its thread writes
 everything that finished since its last write in one ``UPDATE ... FROM (VALUES ...)``
-(``queries.complete_many``). There is no artificial delay: while one write is on its
+(``Execution.objects.complete_many``). There is no artificial delay: while one write is on its
 way, the next batch gathers. A result still in the buffer when the worker dies is
 lost like any work of a crashed worker: the execution is still ``running`` under the
 dead worker's id and is recovered and run again.
@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
 
-from . import queries
+from .models import Execution
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -66,7 +66,7 @@ class Completer(threading.Thread):
                         return
                     batch = self._items[:MAX_BATCH]
                 try:
-                    written = queries.complete_many(batch, self.worker_id, self.using)
+                    written = Execution.objects.complete_many(batch, self.worker_id, self.using)
                 except (DatabaseError, InterfaceError):
                     logger.warning("could not write %d results; retrying", len(batch),
                                    exc_info=True)

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import durable, queries
+from . import durable
 from .atomic import only_database
-from .cancellation import cancel_requested
 from .dbretry import retry_write
 from .definitions.registry import check_window_open
 from .definitions.values import check_json_text
 from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
+from .models import Execution, Step
 from .runtime import LOST
-from .transactions import write_transaction
+from .store.transactions import write_transaction
 
 if TYPE_CHECKING:
     from .definitions.registry import Task
@@ -149,7 +149,7 @@ class Context:
         runtime = self._runtime
         runtime.check_lease(self.execution_id, self)
         if runtime.inline and not self.signal.aborted:
-            reason = cancel_requested(self.execution_id, runtime.using)
+            reason = Execution.objects.cancel_requested(self.execution_id, runtime.using)
             if reason is not None:
                 self.signal.abort("cancelled", reason)
         if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
@@ -204,7 +204,7 @@ class Context:
         """Store the step, fenced by the lease (on this thread's connection)."""
         runtime = self._runtime
         try:
-            return queries.save_step(self.execution_id, name, value, started, runtime.using,
+            return Step.objects.remember(self.execution_id, name, value, started, runtime.using,
                                      text, worker_id=runtime.worker_id, lease=self.lease)
         except LeaseLost:
             self.signal.abort(LOST, "the execution was recovered from this worker")
@@ -220,7 +220,7 @@ class Context:
         if self._steps is None:
             db = self._runtime.using
             self._steps = retry_write(
-                lambda: queries.load_steps(self.execution_id, db), db, "loading steps"
+                lambda: Step.objects.load(self.execution_id, db), db, "loading steps"
             )
         return self._steps
 
@@ -259,9 +259,7 @@ class Context:
         Called from the execution that schedule started, it also cancels this execution,
         which stops at its next step boundary.
         """
-        from .cancellation import cancel
         from .definitions.registry import Task
-        from .models import Execution
         from .scheduler import unschedule
 
         task_name = task.name if isinstance(task, Task) else task
@@ -271,6 +269,6 @@ class Context:
         own = Execution.objects.using(db).filter(
             pk=self.execution_id, task_name=task_name, schedule_name=schedule_name
         )
-        if own.exists() and cancel(self.execution_id, reason, using=db):
+        if own.exists() and Execution.objects.cancel(self.execution_id, reason, using=db):
             self.signal.abort("cancelled", reason)
         return removed

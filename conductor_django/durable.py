@@ -8,7 +8,7 @@ Both are memoized like steps, under the name the handler gives them:
 * an invocation stores the child's id and deadline (``{"child_id": ..., "deadline":
   ISO or None}``), written in one transaction with the child, so the child is created
   once however often the parent is resumed or retried. The parent is released
-  ``suspended`` until the child finishes (``queries.wake_parents``) or the deadline
+  ``suspended`` until the child finishes (``Execution.objects.wake_parents``) or the deadline
   passes, then reads the child's outcome.
 
 Being resumed is not a new attempt (the ``resume`` column). A wake-up is only a hint:
@@ -27,7 +27,7 @@ from .definitions.registry import Task
 from .definitions.values import to_seconds
 from .exceptions import ChildExecutionFailed, Suspended
 from .models import Execution
-from .transactions import write_transaction
+from .store.transactions import write_transaction
 
 if TYPE_CHECKING:
     from .context import Context

@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from .definitions import registry
 from .definitions.registry import Task, all_tasks
-from .transactions import retry_locked, write_transaction
+from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django")
 

@@ -201,9 +201,8 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
     ``holder``: ``(worker id, lease)`` of the attempt; nothing is written unless that
     worker still holds the execution under that lease.
     """
-    from . import queries
-    from .models import ExecutionLog
-    from .transactions import write_transaction
+    from .models import Execution, ExecutionLog
+    from .store.transactions import write_transaction
 
     lines = buffer.take()
     if not lines:
@@ -215,7 +214,8 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
     ]
     try:
         with write_transaction(using):
-            if holder is not None and not queries.lock_held(execution_id, *holder, using):
+            if holder is not None and not Execution.objects.lock_held(execution_id, *holder,
+                                                                      using):
                 return 0  # the execution was recovered from this worker
             ExecutionLog.objects.using(using).bulk_create(rows)
             if trim:

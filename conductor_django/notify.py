@@ -15,24 +15,20 @@ from collections.abc import Callable
 
 from django.db import connections
 
-from .cancellation import CANCEL_CHANNEL
 from .exceptions import DEFAULT_REASON
 from .models import Execution
+from .state.operator import CANCEL_CHANNEL
+from .store.vendor import dialect
 
 logger = logging.getLogger("conductor_django.worker")
 
 NEW_CHANNEL = "conductor_new"
 
 
-def supported(using: str) -> bool:
+def listen_supported(using: str) -> bool:
+    """Whether LISTEN/NOTIFY can wake this worker (PostgreSQL with psycopg 3)."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return False
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return False
-    return getattr(connection, "is_psycopg3", False) or connection.Database.__name__ == "psycopg"
+    return dialect(connection).listen_supported(connection)
 
 
 class Listener(threading.Thread):

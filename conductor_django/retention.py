@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .transactions import write_transaction
+from .store.transactions import write_transaction
 
 __all__ = ["KINDS", "CleanupResult", "Retention", "cleanup", "policies"]
 from .definitions.options import Retention

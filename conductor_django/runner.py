@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import custom_context, logs, queries
+from . import custom_context, logs
 from .context import Context
 from .dbretry import retry_write
 from .definitions.protocols import Event
@@ -24,8 +24,9 @@ from .exceptions import (
     Suspended,
     timed_out,
 )
-from .queries import Claimed
+from .models import Execution
 from .runtime import Runtime
+from .state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -87,7 +88,7 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
         elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
             reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
-            _write(lambda: queries.finish_cancelled(
+            _write(lambda: Execution.objects.finish_cancelled(
                 eid, wid, claimed.lease, reason, db,
                 may_have_parent=claimed.parent_id is not None), db, eid)
             outcome = "cancelled"
@@ -122,19 +123,21 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         return "lost"  # another worker holds it now: nothing of this attempt is written
     except Cancelled as exc:
         reason = exc.reason
-        _write(lambda: queries.finish_cancelled(eid, wid, lease, reason, db, **child), db, eid)
+        _write(lambda: Execution.objects.finish_cancelled(eid, wid, lease, reason, db, **child),
+               db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return _fail(claimed, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
-        _write(lambda: queries.release(eid, wid, lease, run_at, db, **child), db, eid)
+        _write(lambda: Execution.objects.release(eid, wid, lease, run_at, db, **child), db, eid)
         return "released"
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
         _write(
-            lambda: queries.release(eid, wid, lease, until, db, status=queries.S.SUSPENDED,
-                                    waiting_for=child_id, **child),
+            lambda: Execution.objects.release(eid, wid, lease, until, db,
+                                              status=Execution.Status.SUSPENDED,
+                                              waiting_for=child_id, **child),
             db, eid,
         )
         return "suspended"
@@ -151,8 +154,8 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
-        written = _write(lambda: queries.complete(eid, wid, lease, result, db, **child), db,
-                         eid)
+        written = _write(
+            lambda: Execution.objects.complete(eid, wid, lease, result, db, **child), db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, lease, result)
     if not written:
@@ -169,8 +172,8 @@ def _fail(
         retry_at = timezone.now() + timedelta(seconds=delay)
     db = runtime.using
     _write(
-        lambda: queries.fail(claimed.id, runtime.worker_id, claimed.lease, error, retry_at, db,
-                             may_have_parent=claimed.parent_id is not None),
+        lambda: Execution.objects.fail(claimed.id, runtime.worker_id, claimed.lease, error,
+                                       retry_at, db, may_have_parent=claimed.parent_id is not None),
         db, claimed.id,
     )
     return "failed" if retry_at is None else "retrying"

@@ -1,11 +1,11 @@
 """State shared between a worker and the handlers it runs, and the worker's leases.
 
-A claim is a lease on the execution (``queries``: ``locked_by`` plus a fencing token),
+A claim is a lease on the execution (``state/execution.py``: ``locked_by`` plus a fencing token),
 and it holds as long as the worker's heartbeat does: other workers recover the
 executions of a worker whose heartbeat is older than ``WORKER_DEAD_AFTER``. So a
 handler may trust its lease without asking the database while the worker's last
 confirmed heartbeat is recent (``lease_fresh``); past that (the process was frozen,
-paused or cut off), every step boundary asks the database (``queries.holds``). A
+paused or cut off), every step boundary asks the database (``Execution.objects.holds``). A
 heartbeat that finds the worker's row gone means the worker was presumed dead: every
 handler in flight is stopped (``LeaseLost`` at its next boundary) and writes nothing
 more, and none of those executions is claimed again by this worker until its stale
@@ -20,12 +20,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from . import queries
-
-if TYPE_CHECKING:
-    from .models import Worker
+from .models import Execution, Worker
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -61,7 +58,8 @@ class Runtime:
         """Record a returned result; ``False`` if the lock was lost (written at once)."""
         if self.complete is not None:
             return self.complete(execution_id, lease, result)
-        return bool(queries.complete(execution_id, self.worker_id, lease, result, self.using))
+        return bool(Execution.objects.complete(execution_id, self.worker_id, lease, result,
+                                               self.using))
 
     # --- leases ------------------------------------------------------------------------
 
@@ -81,14 +79,14 @@ class Runtime:
         goes on with new claims under new leases.
         """
         began = time.monotonic()
-        if queries.heartbeat(row, self.using):
+        if Worker.objects.heartbeat(row, self.using):
             self.confirmed = began
             return True
         lost = self.abandon_all("this worker was presumed dead (no heartbeat for "
                                 f"{self.dead_after:g} s) and its executions were recovered")
         logger.warning("worker %s was presumed dead: gave up %d executions in flight; "
                        "registering again", self.worker_id, lost)
-        queries.register_worker(row, self.using)
+        Worker.objects.register(row, self.using)
         self.confirmed = began
         return False
 
@@ -103,7 +101,7 @@ class Runtime:
         """Whether the lease of ``ctx`` surely holds; if not, its signal is aborted."""
         if ctx.signal.reason == LOST:
             return False
-        if self.lease_fresh() or queries.holds(execution_id, self.worker_id, ctx.lease,
+        if self.lease_fresh() or Execution.objects.holds(execution_id, self.worker_id, ctx.lease,
                                                self.using):
             return True
         ctx.signal.abort(LOST, "the execution was recovered from this worker")

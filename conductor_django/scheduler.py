@@ -33,13 +33,12 @@ from django.db import IntegrityError, router
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
-from .cancellation import cancel
 from .definitions.cron import check_schedule as check_schedule_definition
 from .definitions.cron import next_fire, zone
 from .definitions.registry import Task, all_tasks, get_task
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
-from .transactions import retry_locked, write_transaction
+from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django.scheduler")
 
@@ -236,7 +235,7 @@ def _drop_queued(schedule: Schedule, reason: str, using: str) -> int:
     """Cancel the queued run; its fire time is freed (it never ran)."""
     ids = list(_queued(schedule, using).values_list("pk", flat=True))
     for eid in ids:
-        cancel(eid, reason, using=using)
+        Execution.objects.cancel(eid, reason, using=using)
     Execution.objects.using(using).filter(pk__in=ids, started_at__isnull=True).exclude(
         status__in=Execution.UNFINISHED
     ).update(scheduled_for=None)

@@ -15,6 +15,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from .models import Execution
+from .store import stats as store_stats
 
 S = Execution.Status
 DISTINCT_COLUMNS = ("task_name", "queue")
@@ -27,19 +28,8 @@ def distinct_values(column: str, using: str | None = None, limit: int = 200) -> 
     """
     if column not in DISTINCT_COLUMNS:
         raise ValueError(f"column must be one of {DISTINCT_COLUMNS}, not {column!r}")
-    table = Execution._meta.db_table
     db = using or router.db_for_read(Execution)
-    sql = (
-        f"WITH RECURSIVE v(val, n) AS ("
-        f" SELECT (SELECT {column} FROM {table} ORDER BY {column} LIMIT 1), 1"
-        f" UNION ALL"
-        f" SELECT (SELECT {column} FROM {table} WHERE {column} > v.val"
-        f" ORDER BY {column} LIMIT 1), v.n + 1 FROM v WHERE v.val IS NOT NULL AND v.n < %s"
-        f") SELECT val FROM v WHERE val IS NOT NULL"
-    )
-    with connections[db].cursor() as cursor:
-        cursor.execute(sql, [limit])
-        return [row[0] for row in cursor.fetchall()]
+    return store_stats.distinct_values(connections[db], Execution._meta.db_table, column, limit)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from .models import Execution, FlowSlot
-from .transactions import write_transaction
+from .store.transactions import write_transaction
 
 if TYPE_CHECKING:
     from .api import NewExecution

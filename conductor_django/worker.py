@@ -1,7 +1,7 @@
 """The worker loop: claim, dispatch to a thread pool, heartbeat, recover, shut down.
 
 ``Worker.run()`` is what ``manage.py conductor_worker`` and ``testing.drain`` call.
-The main thread claims executions in batches (``queries.claim``) and hands them to
+The main thread claims executions in batches (``Execution.objects.claim``) and hands them to
 ``concurrency`` handler threads, each with its own database connection, closed when
 the thread ends. Between claims it heartbeats, recovers executions of dead workers,
 delivers cancel requests and enforces timeouts. On PostgreSQL a listener thread wakes
@@ -29,7 +29,6 @@ from . import (
     custom_context,
     engines,
     notify,
-    queries,
     retention,
     runner,
     scheduler,
@@ -41,6 +40,7 @@ from .exceptions import timed_out
 from .models import Execution
 from .models import Worker as WorkerRow
 from .runtime import Runtime
+from .state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -134,7 +134,7 @@ class Worker:
         restore = self._install_signals()
         try:
             began = time.monotonic()
-            queries.register_worker(self._row, self.using)
+            WorkerRow.objects.register(self._row, self.using)
             self.runtime.confirmed = began  # the leases of its claims hold from here
         except BaseException:
             restore()
@@ -151,7 +151,7 @@ class Worker:
         finally:
             restore()
             try:
-                queries.unregister_worker(self.id, self.using)
+                WorkerRow.objects.unregister(self.id, self.using)
             except DB_ERRORS:
                 logger.warning("could not remove worker row %s", self.id, exc_info=True)
             logger.info("worker %s stopped after %d executions", self.id, self.processed)
@@ -160,11 +160,11 @@ class Worker:
     # --- inline (drain in the caller's thread) -----------------------------------------
 
     def _run_inline(self) -> None:
-        queries.recover(self.dead_after, self.using)
+        Execution.objects.recover(self.dead_after, self.using)
         while not self._stop.is_set():
             # flow control: a batch task's executions first, as partial batches (drain)
             claimed = batch.claim_batches(self.id, self.queues, 1, self.using, fill=False)
-            claimed = claimed or queries.claim(self.id, self.queues, 1, self.using)
+            claimed = claimed or Execution.objects.claim(self.id, self.queues, 1, self.using)
             if not claimed:
                 return
             runner.run(claimed[0], self.runtime)
@@ -182,7 +182,7 @@ class Worker:
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
-        if notify.supported(self.using):
+        if notify.listen_supported(self.using):
             self._listener = notify.Listener(self.using, self._on_new, self._on_cancel)
             self._listener.start()
         try:
@@ -219,7 +219,7 @@ class Worker:
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
-    def _claim(self) -> tuple[list[queries.Claimed], bool]:
+    def _claim(self) -> tuple[list[Claimed], bool]:
         """Claim what the free threads (and the prefetch) can take, and queue it.
 
         Returns the claimed executions and whether claiming again at once may find more.
@@ -240,7 +240,7 @@ class Worker:
         maybe_more = bool(claimed)
         if len(claimed) < free:
             limit = min(free - len(claimed), self.batch_size)
-            single = queries.claim(self.id, self.queues, limit, self.using, exclude)
+            single = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude)
             maybe_more = maybe_more or len(single) == limit
             claimed += single
         if claimed:
@@ -266,7 +266,8 @@ class Worker:
                     if self.runtime.stopping.is_set():  # claimed but not started: give back
                         for eid, lease in _leases(item):
                             self.runtime.inflight.pop(eid, None)
-                            queries.release(eid, self.id, lease, timezone.now(), self.using)
+                            Execution.objects.release(eid, self.id, lease, timezone.now(),
+                                                      self.using)
                     else:
                         outcome = runner.run(item, self.runtime, ctx)
                         self._after_scheduled_run(item, outcome)
@@ -312,7 +313,7 @@ class Worker:
         if self._every("heartbeat", self.heartbeat_interval):
             self.runtime.heartbeat(self._row)
         if self._every("recover", self.heartbeat_interval):
-            recovered = queries.recover(self.dead_after, self.using)
+            recovered = Execution.objects.recover(self.dead_after, self.using)
             if recovered:
                 logger.warning("recovered %d executions of dead workers", recovered)
         if self.runtime.inflight and self._every("cancel", self.cancel_poll_interval):
@@ -355,7 +356,7 @@ class Worker:
         if not self.runtime.stopping.is_set() and self._every("schedules", self.poll_interval):
             scheduler.tick(self.using)
 
-    def _after_scheduled_run(self, item: queries.Claimed, outcome: str) -> None:
+    def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
         """A scheduled run finished: queue the next one now rather than at the next tick."""
         finished = outcome in ("completed", "failed", "cancelled")
         if getattr(item, "schedule_name", None) is None or not finished:
@@ -377,7 +378,7 @@ class Worker:
             lost, self._lost = self._lost, []
         for eid, lease in lost:
             try:
-                queries.release(eid, self.id, lease, timezone.now(), self.using)
+                Execution.objects.release(eid, self.id, lease, timezone.now(), self.using)
             except DB_ERRORS:
                 with self._lock:
                     self._lost.append((eid, lease))
@@ -418,7 +419,7 @@ class Worker:
         if self._completer is not None:
             self._completer.close()  # results first: what finished must not be released
         try:
-            released = queries.release_all(self.id, self.using)
+            released = Execution.objects.release_all(self.id, self.using)
             self._release_lost()
         except DB_ERRORS:
             released = 0
@@ -449,7 +450,7 @@ class Worker:
         return restore
 
 
-def _leases(item: queries.Claimed | batch.ClaimedBatch) -> list[tuple[str, int]]:
+def _leases(item: Claimed | batch.ClaimedBatch) -> list[tuple[str, int]]:
     """``(execution id, lease)`` of a claimed execution, or of each item of a batch."""
     items = item.items if isinstance(item, batch.ClaimedBatch) else [item]
     return [(claimed.id, claimed.lease) for claimed in items]

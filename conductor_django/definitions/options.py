@@ -3,7 +3,7 @@
 ``concurrency``, ``window`` and ``batch`` are validated here when a task is defined.
 ``claim_rules`` turns the registered tasks into what one claim needs: tasks the plain
 claim must skip (batch tasks, tasks whose window is closed now) and the per-task
-concurrency limits (see ``queries.claim`` for how they are enforced).
+concurrency limits (see ``store/claim.py`` for how they are enforced).
 
 This module is imported with the package, before Django's app registry is ready, so
 it must not import models.

@@ -18,11 +18,13 @@ again unprepared when no transaction of the caller's depends on it.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from . import conf
+from .. import conf
+from .vendor import PostgreSQL, dialect
 
 logger = logging.getLogger("conductor_django")
 
@@ -56,7 +58,7 @@ def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = 
     Other databases run it through Django's cursor, so callers need no branch of their
     own (``params`` must suit the connection's vendor either way)."""
     global _broken
-    if connection.vendor != "postgresql":
+    if not isinstance(dialect(connection), PostgreSQL):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if fetch else cursor.rowcount
@@ -71,6 +73,7 @@ def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = 
             cursor = _cursors[raw] = psycopg.Cursor(raw)
         if prepare and raw.prepare_threshold is None:
             raw.prepare_threshold = ONLY_WHEN_ASKED
+        start = time.monotonic() if connection.queries_logged else 0.0
         try:
             cursor.execute(sql, params, prepare=prepare)
         except Exception as exc:
@@ -84,4 +87,9 @@ def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = 
             if not connection.get_autocommit():
                 raise  # the caller's transaction is aborted: it has to be retried whole
             cursor.execute(sql, params, prepare=False)
+        if connection.queries_logged:  # seen by assertNumQueries, as Django's cursor is
+            connection.queries_log.append({
+                "sql": f"{sql} -- {list(params)!r}",
+                "time": f"{time.monotonic() - start:.3f}",
+            })
         return cursor.fetchall() if fetch else cursor.rowcount

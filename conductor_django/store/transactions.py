@@ -22,6 +22,8 @@ from typing import TypeVar
 
 from django.db import OperationalError, connections, transaction
 
+from .vendor import dialect
+
 logger = logging.getLogger("conductor_django")
 
 T = TypeVar("T")
@@ -39,7 +41,7 @@ def write_transaction(using: str) -> Iterator[None]:
     caller's transaction decides how it began.
     """
     connection = connections[using]
-    if connection.vendor != "sqlite" or connection.in_atomic_block:
+    if not dialect(connection).single_writer or connection.in_atomic_block:
         with transaction.atomic(using=using):
             yield
         return
@@ -67,7 +69,7 @@ def retry_locked(fn: Callable[[], T], using: str) -> T:
     transaction is already lost). ``fn`` must be a whole transaction (or one statement).
     """
     connection = connections[using]
-    if connection.vendor != "sqlite" or connection.in_atomic_block:
+    if not dialect(connection).single_writer or connection.in_atomic_block:
         return fn()
     for pause in (*BUSY_PAUSES, None):
         try:
