@@ -12,10 +12,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
 from .conf import DEFAULTS
-from .custom_context import load_factory
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
-from .logs import level_number
+from .runtime.custom_context import load_factory
+from .runtime.logs import level_number
 
 VALID = ", ".join(sorted(DEFAULTS))
 

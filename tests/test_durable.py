@@ -106,8 +106,8 @@ def test_sleep_woken_early_suspends_again():
 @pytest.mark.django_db
 @pytest.mark.parametrize("bad, error", [(-1, ValueError), ("soon", TypeError)])
 def test_sleep_rejects_bad_durations(bad, error):
-    from conductor_django.context import Context
     from conductor_django.runtime import Runtime
+    from conductor_django.runtime.context import Context
 
     eid = conductor.invoke("echo")
     ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
@@ -121,8 +121,8 @@ def test_sleep_rejects_bad_durations(bad, error):
 
 @pytest.mark.django_db
 def test_step_name_of_another_kind_is_refused():
-    from conductor_django.context import Context
     from conductor_django.runtime import Runtime
+    from conductor_django.runtime.context import Context
 
     eid = conductor.invoke("echo")
     wid = uuid.uuid4()

@@ -15,12 +15,12 @@ from django.db import connection, connections
 from django.utils import timezone
 
 import conductor_django as conductor
-from conductor_django import checks, logs
-from conductor_django.context import Context
+from conductor_django import checks
 from conductor_django.exceptions import LeaseLost
 from conductor_django.models import Execution, ExecutionLog, Step
 from conductor_django.models import Worker as WorkerRow
-from conductor_django.runtime import Runtime
+from conductor_django.runtime import Runtime, logs
+from conductor_django.runtime.context import Context
 from conductor_django.state import Claimed
 from conductor_django.store.transactions import write_transaction
 from conductor_django.testing import drain
@@ -193,7 +193,7 @@ def test_an_atomic_step_refuses_to_write_to_another_database():
 
 @pytest.mark.django_db(databases=["default", "other"])
 def test_only_database_names_the_model():
-    from conductor_django.atomic import only_database
+    from conductor_django.runtime.atomic import only_database
 
     with only_database("default", "atomic step 'x'"), pytest.raises(
             ImproperlyConfigured, match=r"atomic step 'x' writes to testapp\.Mark"):

@@ -51,13 +51,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from .. import conf, notify, runner
-from ..cancellation import deliver, poll_cancellations
+from .. import conf
 from ..definitions.registry import get_task
 from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
-from ..runtime import Runtime
+from ..runtime import Runtime, listener, runner
+from ..runtime.cancellation import deliver, poll_cancellations
 from ..state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
@@ -201,8 +201,8 @@ class _Process:
         self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         threading.Thread(target=self._watch, name="conductor-watcher", daemon=True).start()
-        if notify.listen_supported(using):
-            notify.Listener(using, lambda queue: None, self._on_cancel).start()
+        if listener.listen_supported(using):
+            listener.Listener(using, lambda queue: None, self._on_cancel).start()
 
     def _on_cancel(self, execution_id: str, reason: str) -> None:
         deliver(self.runtime.inflight, execution_id, reason)

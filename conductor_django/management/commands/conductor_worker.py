@@ -3,7 +3,7 @@ from typing import TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conductor_django.worker import Worker
+from conductor_django.runtime.worker import Worker
 
 
 class Command(BaseCommand):

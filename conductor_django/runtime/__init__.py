@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .models import Execution, Worker
+from ..models import Execution, Worker
 
 logger = logging.getLogger("conductor_django.worker")
 

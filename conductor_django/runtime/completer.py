@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
 
-from .models import Execution
+from ..models import Execution
 
 logger = logging.getLogger("conductor_django.worker")
 

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import durable
+from ..definitions.registry import check_window_open
+from ..definitions.tasks import Task
+from ..definitions.values import check_json_text
+from ..exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
+from ..models import Execution, Step
+from ..scheduler import schedule, unschedule
+from ..store.transactions import write_transaction
+from . import LOST, durable
 from .atomic import only_database
-from .dbretry import retry_write
-from .definitions.registry import check_window_open
-from .definitions.values import check_json_text
-from .exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
-from .models import Execution, Step
-from .runtime import LOST
-from .store.transactions import write_transaction
+from .retry import retry_write
 
 if TYPE_CHECKING:
-    from .definitions.registry import Task
-    from .runtime import Runtime
+    from . import Runtime
 
 logger = logging.getLogger("conductor_django.task")
 
@@ -249,8 +249,6 @@ class Context:
     def schedule(self, task: Any, schedule_name: str, cron: str, payload: Any = None,
                  timezone: str | None = None) -> Any:
         """Create or replace a dynamic cron schedule; see ``conductor_django.schedule``."""
-        from .scheduler import schedule
-
         return schedule(task, schedule_name, cron, payload, timezone, using=self._runtime.using)
 
     def unschedule(self, task: Any, schedule_name: str) -> bool:
@@ -259,8 +257,6 @@ class Context:
         Called from the execution that schedule started, it also cancels this execution,
         which stops at its next step boundary.
         """
-        from .definitions.registry import Task
-        from .scheduler import unschedule
 
         task_name = task.name if isinstance(task, Task) else task
         reason = f"Schedule {schedule_name!r} was removed (unschedule)"

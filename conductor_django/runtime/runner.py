@@ -9,13 +9,10 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import custom_context, logs
-from .context import Context
-from .dbretry import retry_write
-from .definitions.protocols import Event
-from .definitions.registry import Task, get_task
-from .definitions.values import check_json
-from .exceptions import (
+from ..definitions.protocols import Event
+from ..definitions.registry import Task, get_task
+from ..definitions.values import check_json
+from ..exceptions import (
     AttemptTimedOut,
     Cancelled,
     LeaseLost,
@@ -24,9 +21,12 @@ from .exceptions import (
     Suspended,
     timed_out,
 )
-from .models import Execution
-from .runtime import Runtime
-from .state import Claimed
+from ..models import Execution
+from ..state import Claimed
+from . import Runtime, custom_context, logs
+from .batch import run_batch
+from .context import Context
+from .retry import retry_write
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -65,8 +65,6 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
     if not isinstance(claimed, Claimed):
-        from .batch import run_batch
-
         return run_batch(claimed, runtime)
     started = time.monotonic()
     eid = claimed.id

@@ -29,8 +29,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import conf
+from ..exceptions import AttemptTimedOut, Cancelled, LeaseLost, timed_out
+from ..models import Execution, ExecutionLog
+from ..store.transactions import write_transaction
 from .context import TaskLoggerAdapter
-from .exceptions import AttemptTimedOut, Cancelled, LeaseLost, timed_out
 
 if TYPE_CHECKING:
     from .context import Context
@@ -144,8 +147,6 @@ def install() -> ThreadHandler:
 
 def settings() -> tuple[int, int]:
     """(``LOG_LINES``, numeric ``LOG_LEVEL``)."""
-    from . import conf
-
     level = level_number(conf.get("LOG_LEVEL"))
     return int(conf.get("LOG_LINES")), logging.INFO if level is None else level
 
@@ -201,9 +202,6 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
     ``holder``: ``(worker id, lease)`` of the attempt; nothing is written unless that
     worker still holds the execution under that lease.
     """
-    from .models import Execution, ExecutionLog
-    from .store.transactions import write_transaction
-
     lines = buffer.take()
     if not lines:
         return 0

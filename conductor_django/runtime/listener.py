@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from django.db import connections
 
-from .exceptions import DEFAULT_REASON
-from .models import Execution
-from .state.operator import CANCEL_CHANNEL
-from .store.vendor import dialect
+from ..exceptions import DEFAULT_REASON
+from ..models import Execution
+from ..state.operator import CANCEL_CHANNEL
+from ..store.vendor import dialect
 
 logger = logging.getLogger("conductor_django.worker")
 

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from .definitions.registry import Task
-from .definitions.values import to_seconds
-from .exceptions import ChildExecutionFailed, Suspended
-from .models import Execution
-from .store.transactions import write_transaction
+from ..api import insert, prepare
+from ..definitions.registry import Task
+from ..definitions.values import to_seconds
+from ..exceptions import ChildExecutionFailed, Suspended
+from ..models import Execution
+from ..store.transactions import write_transaction
 
 if TYPE_CHECKING:
     from .context import Context
@@ -82,8 +83,6 @@ def invoke(
     timeout: float | timedelta | None = None,
 ) -> Any:
     """Start ``task`` as a child once, suspend until it finishes, return its result."""
-    from .api import insert, prepare
-
     _check_name(step_name, "step")
     seconds = to_seconds(timeout, "timeout")
     db = ctx._runtime.using

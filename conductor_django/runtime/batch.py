@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from .context import Signal, TaskLoggerAdapter
-from .definitions.protocols import Event
-from .definitions.registry import Task, batch_tasks, check_window_open, get_task
-from .definitions.values import check_json
-from .exceptions import (
+from ..definitions.protocols import Event
+from ..definitions.registry import Task, batch_tasks, check_window_open, get_task
+from ..definitions.values import check_json
+from ..exceptions import (
     DEFAULT_REASON,
     AttemptTimedOut,
     Cancelled,
@@ -45,11 +44,12 @@ from .exceptions import (
     Released,
     timed_out,
 )
-from .models import Execution
-from .state import Claimed
+from ..models import Execution
+from ..state import Claimed
+from .context import Signal, TaskLoggerAdapter
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from . import Runtime
 
 logger = logging.getLogger("conductor_django.worker")
 task_logger = logging.getLogger("conductor_django.task")

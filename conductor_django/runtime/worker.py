@@ -23,24 +23,16 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import (
-    batch,
-    conf,
-    custom_context,
-    engines,
-    notify,
-    retention,
-    runner,
-    scheduler,
-)
+from .. import conf, retention, scheduler
+from ..exceptions import timed_out
+from ..models import Execution
+from ..models import Worker as WorkerRow
+from ..state import Claimed
+from . import Runtime, batch, custom_context, listener, runner
 from .cancellation import deliver, poll_cancellations
 from .completer import Completer
-from .dbretry import ensure_usable
-from .exceptions import timed_out
-from .models import Execution
-from .models import Worker as WorkerRow
-from .runtime import Runtime
-from .state import Claimed
+from .dispatch import make_dispatcher
+from .retry import ensure_usable
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -102,12 +94,12 @@ class Worker:
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._listener: notify.Listener | None = None
+        self._listener: listener.Listener | None = None
         self._completer: Completer | None = None
         self._due: dict[str, float] = {}
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
         # --concurrency is then how many executions may wait in the broker at once.
-        self.dispatcher = None if self.runtime.inline else engines.make_dispatcher(
+        self.dispatcher = None if self.runtime.inline else make_dispatcher(
             conf.get("ENGINE"), worker_id=self.id, using=self.using,
             window=concurrency, batch_size=self.batch_size,
         )
@@ -182,8 +174,8 @@ class Worker:
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
-        if notify.listen_supported(self.using):
-            self._listener = notify.Listener(self.using, self._on_new, self._on_cancel)
+        if listener.listen_supported(self.using):
+            self._listener = listener.Listener(self.using, self._on_new, self._on_cancel)
             self._listener.start()
         try:
             self._loop()

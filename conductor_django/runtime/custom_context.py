@@ -11,13 +11,13 @@ thread-safe (a client or a connection pool, not per-execution state).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-if TYPE_CHECKING:
-    from .context import Context
+from .. import conf
+from .context import Context
 
 #: Names a custom member may not take (besides anything ``Context`` defines).
 RESERVED = frozenset({
@@ -42,8 +42,6 @@ def load_factory(path: str) -> Any:
 
 def build(path: str) -> dict[str, Any]:
     """Call the factory and check the names it returns."""
-    from .context import Context
-
     value = load_factory(path)()
     if not isinstance(value, dict):
         raise ImproperlyConfigured(
@@ -61,8 +59,6 @@ def build(path: str) -> dict[str, Any]:
 
 def members() -> dict[str, Any]:
     """The custom members of this process (built on the first call)."""
-    from . import conf
-
     path = conf.get("CONTEXT")
     if not path:
         return {}

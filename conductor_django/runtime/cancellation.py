@@ -7,7 +7,7 @@
    same statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and
    the reason (``store/vendor.py``, ``request_cancel``), so that its worker hears of it
    at once and the handler's ``Cancelled`` says exactly why.
-2. **Delivery** (here: ``poll_cancellations``, and ``notify.Listener``): the worker
+2. **Delivery** (here: ``poll_cancellations``, and ``listener.Listener``): the worker
    sets ``ctx.signal`` of the running handler, from the NOTIFY on PostgreSQL or from a
    poll every ``CANCEL_POLL_INTERVAL`` seconds elsewhere (and while shutting down).
 3. **Stop** (``Context.checkpoint``): the next ``ctx.step`` or ``ctx.checkpoint``
@@ -22,8 +22,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from .exceptions import DEFAULT_REASON
-from .models import Execution
+from ..exceptions import DEFAULT_REASON
+from ..models import Execution
 
 if TYPE_CHECKING:
     from .context import Context
