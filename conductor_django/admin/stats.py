@@ -14,8 +14,8 @@ from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from .models import Execution
-from .store import stats as store_stats
+from ..models import Execution
+from ..store import stats as store_stats
 
 S = Execution.Status
 DISTINCT_COLUMNS = ("task_name", "queue")

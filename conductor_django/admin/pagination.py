@@ -16,7 +16,7 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.utils.functional import cached_property
 
-from .store.stats import query_estimate, table_estimate
+from ..store.stats import query_estimate, table_estimate
 
 
 class EstimatedCountPaginator(Paginator):

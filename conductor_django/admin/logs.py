@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from .models import ExecutionLog
+from ..models import ExecutionLog
 
 
 class ExecutionLogInline(admin.TabularInline):

@@ -1,16 +1,16 @@
-"""The admin as the operations console: executions, steps, schedules, workers, dashboard.
+"""The executions in the admin: list, detail, operations (cancel, retry, run again), dashboard.
 
 Every state change goes through a model method (``Execution.cancel``, ``.retry``,
 ``.run_again``); the actions narrow the selection to the executions where the change
 is legal, ask for confirmation, need their permission (a staff user without it gets
 403 and nothing changes) and report how many were done and skipped. Nothing from a
 payload, result or error is rendered unescaped. The list stays fast on millions of
-rows: see ``pagination`` and ``stats`` and docs/admin.md.
+rows: see ``admin/pagination.py`` and ``admin/stats.py`` and docs/admin.md.
 """
+
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,79 +18,33 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from . import conf, stats
-from .admin_logs import ExecutionLogInline
+from .. import conf
+from ..definitions.registry import all_tasks
+from ..exceptions import DEFAULT_REASON
+from ..models import Execution, Step
+from ..state.operator import RERUNNABLE, RETRYABLE
+from . import stats
 from .charts import throughput_chart
-from .definitions.registry import all_tasks
-from .exceptions import DEFAULT_REASON
-from .forms import ScheduleForm
-from .models import Execution, Schedule, Step, Worker
+from .display import (
+    CHILDREN_SHOWN,
+    LIST_ON_CONFIRMATION,
+    REASON_MAX_LENGTH,
+    S,
+    clean_reason,
+    excerpt,
+    pretty_json,
+    status_badge,
+    worker_rows,
+)
+from .logs import ExecutionLogInline
 from .pagination import EstimatedCountPaginator
-from .state.operator import RERUNNABLE, RETRYABLE
-
-S = Execution.Status
-LIST_ON_CONFIRMATION = 100  # executions listed by name on a confirmation page
-CHILDREN_SHOWN = 20
-REASON_MAX_LENGTH = 1000
-
-
-def pretty_json(value: Any) -> str:
-    """Indented JSON in a ``<pre>``, escaped."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-    return format_html('<pre class="cdj-json">{}</pre>', text)
-
-
-def status_badge(status: str) -> str:
-    label = S(status).label if status in S.values else status
-    return format_html('<span class="cdj-status cdj-status-{}">{}</span>', status, label)
-
-
-def excerpt(text: str, length: int = 80) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= length else text[: length - 1] + "…"
-
-
-def clean_reason(raw: str | None) -> str:
-    reason = " ".join((raw or "").split())[:REASON_MAX_LENGTH]
-    return reason or DEFAULT_REASON
-
-
-# --- workers (the dashboard lists them too) ---------------------------------------
-
-
-def running_count() -> Coalesce:
-    running = (
-        Execution.objects.filter(status=S.RUNNING, locked_by=OuterRef("pk")).order_by()
-        .values("locked_by").annotate(n=Count("*")).values("n")
-    )
-    return Coalesce(Subquery(running, output_field=IntegerField()), Value(0))
-
-
-def heartbeat_age(worker: Worker) -> str:
-    age = (timezone.now() - worker.last_heartbeat).total_seconds()
-    dead_after = float(conf.get("WORKER_DEAD_AFTER"))
-    if age > dead_after:
-        return format_html('<span class="cdj-status cdj-status-failed">{} s (dead)</span>',
-                           f"{age:.0f}")
-    return f"{age:.1f} s"
-
-
-def worker_rows() -> list[tuple[Worker, str]]:
-    workers = Worker.objects.annotate(running_count=running_count()).order_by("-started_at")
-    return [(w, heartbeat_age(w)) for w in workers[:50]]
-
-
-# --- list filters: choices without scanning the table ---------------------------------
 
 
 class IndexedValuesFilter(admin.SimpleListFilter):
@@ -471,52 +425,55 @@ class ExecutionAdmin(admin.ModelAdmin):
         text = f"{done} {noun} {verb}; {skipped} {skipped_text}."
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
 
+    def _bulk(self, request: HttpRequest, queryset, *, action: str, title: str, verb: str,
+              legal: tuple[str, ...], explanation: str, skipped_text: str,
+              operation: Callable[[Execution, HttpRequest], bool], ask_reason: bool = False):
+        """One bulk action: confirm first, then apply ``operation`` to the legal ones."""
+        if request.POST.get("confirm") != "yes":
+            return self._confirm(request, queryset, action=action, title=title, verb=verb,
+                                 legal=legal, ask_reason=ask_reason, explanation=explanation)
+        self._apply(request, queryset, legal, lambda e: operation(e, request), verb,
+                    skipped_text)
+        return None
+
     @admin.action(description="Cancel selected executions", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset):
-        if request.POST.get("confirm") != "yes":
-            return self._confirm(
-                request, queryset, action="cancel_selected", title="Cancel executions",
-                verb="cancelled", legal=Execution.UNFINISHED, ask_reason=True,
-                explanation="Pending and suspended executions fail at once and never run; "
-                "running ones stop at their next step or checkpoint and end cancelled. "
-                "Finished ones are skipped.",
-            )
-        reason = clean_reason(request.POST.get("reason"))
         # A running execution whose cancel was already accepted counts as finished here.
-        self._apply(request, queryset, Execution.UNFINISHED, lambda e: e.cancel(reason),
-                    "cancelled", "already finished")
-        return None
+        return self._bulk(
+            request, queryset, action="cancel_selected", title="Cancel executions",
+            verb="cancelled", legal=Execution.UNFINISHED, ask_reason=True,
+            explanation="Pending and suspended executions fail at once and never run; "
+            "running ones stop at their next step or checkpoint and end cancelled. "
+            "Finished ones are skipped.",
+            skipped_text="already finished",
+            operation=lambda e, r: e.cancel(clean_reason(r.POST.get("reason"))),
+        )
 
     @admin.action(description="Retry selected executions (resume, steps kept)",
                   permissions=["retry"])
     def retry_selected(self, request: HttpRequest, queryset):
-        if request.POST.get("confirm") != "yes":
-            return self._confirm(
-                request, queryset, action="retry_selected", title="Retry executions",
-                verb="retried", legal=RETRYABLE,
-                explanation="Failed and cancelled executions become pending again and resume "
-                "after their finished steps, with a fresh budget of attempts. Others are "
-                "skipped.",
-            )
-        self._apply(request, queryset, RETRYABLE, lambda e: e.retry(), "retried",
-                    "skipped (not failed or cancelled, or an unfinished twin holds the "
-                    "dedupe key)")
-        return None
+        return self._bulk(
+            request, queryset, action="retry_selected", title="Retry executions",
+            verb="retried", legal=RETRYABLE,
+            explanation="Failed and cancelled executions become pending again and resume "
+            "after their finished steps, with a fresh budget of attempts. Others are "
+            "skipped.",
+            skipped_text="skipped (not failed or cancelled, or an unfinished twin holds "
+            "the dedupe key)",
+            operation=lambda e, r: e.retry(),
+        )
 
     @admin.action(description="Run selected executions again (new executions)",
                   permissions=["rerun"])
     def run_again_selected(self, request: HttpRequest, queryset):
-        if request.POST.get("confirm") != "yes":
-            return self._confirm(
-                request, queryset, action="run_again_selected", title="Run executions again",
-                verb="run again", legal=RERUNNABLE,
-                explanation="Each finished execution starts a new execution of its task with "
-                "the same payload and no steps. Unfinished ones are skipped.",
-            )
-        self._apply(request, queryset, RERUNNABLE, lambda e: e.run_again() is not None,
-                    "run again", "skipped (not finished, or an unfinished twin holds the "
-                    "dedupe key)")
-        return None
+        return self._bulk(
+            request, queryset, action="run_again_selected", title="Run executions again",
+            verb="run again", legal=RERUNNABLE,
+            explanation="Each finished execution starts a new execution of its task with "
+            "the same payload and no steps. Unfinished ones are skipped.",
+            skipped_text="skipped (not finished, or an unfinished twin holds the dedupe key)",
+            operation=lambda e, r: e.run_again() is not None,
+        )
 
     @admin.action(description="Delete selected finished executions", permissions=["delete"])
     def delete_finished(self, request: HttpRequest, queryset):
@@ -535,104 +492,3 @@ class ExecutionAdmin(admin.ModelAdmin):
         done = per_model.get(Execution._meta.label, 0)
         self.report(request, done, total - done, "deleted", "skipped (not finished)")
         return None
-
-
-@admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
-    """Cron schedules: list, enable/disable, run now; edits go through the scheduler."""
-
-    form = ScheduleForm
-    list_display = ("task_name", "name", "cron", "timezone_display", "next_run_at",
-                    "last_run_at", "enabled", "static")
-    list_filter = ("enabled", "static", "task_name")
-    search_fields = ("task_name", "name")
-    actions = ["enable_schedules", "disable_schedules", "run_now"]
-
-    @admin.display(description="timezone", ordering="timezone")
-    def timezone_display(self, obj: Schedule) -> str:
-        return obj.timezone or "TIME_ZONE"
-
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        if obj is None:
-            return ("next_run_at", "last_run_at")
-        fixed = ("task_name", "name", "static", "next_run_at", "last_run_at")
-        # A static schedule belongs to the code (task(cron=...)): only enabled is editable.
-        return (*fixed, "cron", "payload", "timezone") if obj.static else fixed
-
-    def save_model(self, request: HttpRequest, obj: Schedule, form, change: bool) -> None:
-        from . import scheduler
-
-        super().save_model(request, obj, form, change)
-        if not change or {"cron", "payload", "timezone", "enabled"} & set(form.changed_data):
-            scheduler.save_changes(obj)
-
-    def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
-        from . import scheduler
-
-        scheduler.unschedule(obj.task_name, obj.name)
-
-    def delete_queryset(self, request: HttpRequest, queryset) -> None:
-        for obj in queryset:
-            self.delete_model(request, obj)
-
-    def _report(self, request: HttpRequest, done: int, skipped: int, verb: str,
-                why: str) -> None:
-        message = ngettext("%(n)d schedule %(verb)s", "%(n)d schedules %(verb)s", done) % {
-            "n": done, "verb": verb}
-        if skipped:
-            message += f"; {skipped} skipped ({why})."
-        self.message_user(request, message, messages.SUCCESS if done else messages.WARNING)
-
-    @admin.action(description="Enable selected schedules", permissions=["change"])
-    def enable_schedules(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.set_enabled(obj, True) for obj in queryset)
-        self._report(request, done, queryset.count() - done, "enabled", "already enabled")
-
-    @admin.action(description="Disable selected schedules", permissions=["change"])
-    def disable_schedules(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.set_enabled(obj, False) for obj in queryset)
-        self._report(request, done, queryset.count() - done, "disabled", "already disabled")
-
-    @admin.action(description="Run selected schedules now", permissions=["change"])
-    def run_now(self, request: HttpRequest, queryset) -> None:
-        from . import scheduler
-
-        done = sum(scheduler.run_now(obj) is not None for obj in queryset)
-        self._report(request, done, queryset.count() - done, "started",
-                     "a run is going on, or the task is not registered")
-
-
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("id", "hostname", "pid", "queues_display", "concurrency",
-                    "running_display", "heartbeat_age_display", "started_at")
-    list_filter = ("hostname",)
-
-    def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).annotate(running_count=running_count())
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    @admin.display(description="queues")
-    def queues_display(self, obj: Worker) -> str:
-        return ", ".join(obj.queues) if obj.queues else "(every queue)"
-
-    @admin.display(description="running", ordering="running_count")
-    def running_display(self, obj: Worker) -> str:
-        url = reverse("admin:conductor_django_execution_changelist")
-        return format_html('<a href="{}?status__exact=running&locked_by__exact={}">{}</a>',
-                           url, obj.pk,
-                           obj.running_count)  # type: ignore[attr-defined]  # see get_queryset
-
-    @admin.display(description="heartbeat age", ordering="-last_heartbeat")
-    def heartbeat_age_display(self, obj: Worker) -> str:
-        return heartbeat_age(obj)
-
