@@ -14,6 +14,8 @@ from django.db import router
 from .conf import DEFAULTS
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
+from .events import resolve_fields, resolve_model
+from .models import Execution
 from .runtime.custom_context import load_factory
 from .runtime.logs import level_number
 
@@ -147,8 +149,6 @@ def _check_issue7_settings(value: dict[str, Any]) -> list[Error]:
 @register()
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Task modules that failed to import, and model triggers naming unknown models."""
-    from .events import resolve_fields, resolve_model
-
     errors = []
     for module, trace in sorted(import_errors.items()):
         last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
@@ -180,8 +180,6 @@ def check_sqlite_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckW
     transactions (``invoke`` inside ``atomic()``, the admin) from failing that way
     while a worker writes, and let readers run beside the writer.
     """
-    from .models import Execution
-
     alias = router.db_for_write(Execution)
     return sqlite_advice(alias, settings.DATABASES.get(alias) or {})
 

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .store.transactions import write_transaction
 
 __all__ = ["KINDS", "CleanupResult", "Retention", "cleanup", "policies"]
+from django.db import router
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from . import conf
 from .definitions.options import Retention
-
-if TYPE_CHECKING:
-    from django.db.models import QuerySet
-
+from .definitions.registry import all_tasks
+from .models import Execution
 
 #: (label used in reports, statuses, the ``Retention`` field that covers them)
 KINDS = (
@@ -56,13 +59,6 @@ class CleanupResult:
 
 def policies(now: Any | None = None) -> list[tuple[str, str, QuerySet]]:
     """Every (task or ``"*"``, kind, queryset of deletable executions) the settings define."""
-    from django.db.models import Q
-    from django.utils import timezone
-
-    from . import conf
-    from .definitions.registry import all_tasks
-    from .models import Execution
-
     now = now or timezone.now()
     # The parent of a deletable child must be finished too (a suspended parent reads it).
     free = Q(parent__isnull=True) | Q(parent__status__in=Execution.FINAL)
@@ -99,11 +95,6 @@ def cleanup(
     With ``time_budget`` (seconds) it stops after the batch that exhausts it and
     returns ``finished=False``; the worker then comes back soon instead of blocking.
     """
-    from django.db import router
-
-    from . import conf
-    from .models import Execution
-
     if batch_size is None:
         batch_size = conf.get("CLEANUP_BATCH_SIZE")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
