@@ -47,6 +47,7 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from .context import Signal, TaskLoggerAdapter
+from .unit import error_message
 
 if TYPE_CHECKING:
     from . import Runtime
@@ -228,10 +229,10 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
             Execution.objects.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)
         return "released"
     except NonRetryableError as exc:
-        return _fail_all(batch, runtime, task, _message(exc), retry=False)
+        return _fail_all(batch, runtime, task, error_message(exc), retry=False)
     except Exception as exc:
         logger.exception("batch of %s failed", task.name, extra={"task_name": task.name})
-        return _fail_all(batch, runtime, task, _message(exc))
+        return _fail_all(batch, runtime, task, error_message(exc))
     if not isinstance(results, list | tuple) or len(results) != batch.size:
         got = (f"{len(results)} results" if isinstance(results, list | tuple)
                else f"{type(results).__name__}, not a list")
@@ -240,7 +241,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     outcomes = []
     for item, result in zip(batch.items, results, strict=True):
         if isinstance(result, BaseException):
-            outcomes.append(_fail(item, runtime, task, _message(result),
+            outcomes.append(_fail(item, runtime, task, error_message(result),
                                   retry=not isinstance(result, NonRetryableError)))
             continue
         try:
@@ -251,10 +252,6 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         done = Execution.objects.complete(item.id, wid, item.lease, result, db)
         outcomes.append("completed" if done else "lost")
     return ",".join(sorted(set(outcomes)))
-
-
-def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,

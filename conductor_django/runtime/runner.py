@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import timedelta
 
 from django.utils import timezone
 
@@ -26,13 +24,9 @@ from ..state import Claimed
 from . import Runtime, custom_context, logs
 from .batch import run_batch
 from .context import Context
-from .retry import retry_write
+from .unit import error_message, fail, final_write
 
 logger = logging.getLogger("conductor_django.worker")
-
-
-def error_message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
@@ -70,7 +64,7 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
     eid = claimed.id
     ctx = ctx or make_context(claimed, runtime)
     if ctx is None:
-        outcome = _fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
+        outcome = fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
                         "in this worker")
         _log_finish(claimed, outcome, started)
         return outcome
@@ -86,7 +80,7 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
         elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
             reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
-            _write(lambda: Execution.objects.finish_cancelled(
+            final_write(lambda: Execution.objects.finish_cancelled(
                 eid, wid, claimed.lease, reason, db,
                 may_have_parent=claimed.parent_id is not None), db, eid)
             outcome = "cancelled"
@@ -121,18 +115,19 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         return "lost"  # another worker holds it now: nothing of this attempt is written
     except Cancelled as exc:
         reason = exc.reason
-        _write(lambda: Execution.objects.finish_cancelled(eid, wid, lease, reason, db, **child),
-               db, eid)
+        final_write(lambda: Execution.objects.finish_cancelled(
+            eid, wid, lease, reason, db, **child), db, eid)
         return "cancelled"
     except AttemptTimedOut:
-        return _fail(claimed, runtime, task, timed_out(task.timeout))
+        return fail(claimed, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
-        _write(lambda: Execution.objects.release(eid, wid, lease, run_at, db, **child), db, eid)
+        final_write(lambda: Execution.objects.release(eid, wid, lease, run_at, db, **child),
+                    db, eid)
         return "released"
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
-        _write(
+        final_write(
             lambda: Execution.objects.release(eid, wid, lease, until, db,
                                               status=Execution.Status.SUSPENDED,
                                               waiting_for=child_id, **child),
@@ -140,46 +135,25 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         )
         return "suspended"
     except NonRetryableError as exc:
-        return _fail(claimed, runtime, task, error_message(exc), retry=False)
+        return fail(claimed, runtime, task, error_message(exc), retry=False)
     except Exception as exc:
         logger.exception(
             "%s %s failed on attempt %d", task.name, eid, claimed.attempts,
             extra={"execution_id": eid, "task_name": task.name},
         )
-        return _fail(claimed, runtime, task, error_message(exc))
+        return fail(claimed, runtime, task, error_message(exc))
     if ctx.signal.reason == "lost":
         return "lost"  # presumed dead while the handler returned: the write is fenced anyway
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
-        written = _write(
+        written = final_write(
             lambda: Execution.objects.complete(eid, wid, lease, result, db, **child), db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, lease, result)
     if not written:
         return "lost"  # the lock was taken from this worker (it was presumed dead)
     return "completed"
-
-
-def _fail(
-    claimed: Claimed, runtime: Runtime, task: Task | None, error: str, *, retry: bool = True
-) -> str:
-    retry_at = None
-    if retry and claimed.attempts < claimed.max_attempts:
-        delay = task.retry_delay(claimed.attempts) if task is not None else 60.0
-        retry_at = timezone.now() + timedelta(seconds=delay)
-    db = runtime.using
-    _write(
-        lambda: Execution.objects.fail(claimed.id, runtime.worker_id, claimed.lease, error,
-                                       retry_at, db, may_have_parent=claimed.parent_id is not None),
-        db, claimed.id,
-    )
-    return "failed" if retry_at is None else "retrying"
-
-
-def _write(fn: Callable[[], int], using: str, eid: str) -> int:
-    """The outcome of an attempt is known: record it even across a database fault."""
-    return retry_write(fn, using, f"the final write of {eid}")
 
 
 def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:
