@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -47,7 +46,7 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from .context import Signal, TaskLoggerAdapter
-from .unit import error_message
+from .unit import error_message, fail, final_write
 
 if TYPE_CHECKING:
     from . import Runtime
@@ -218,15 +217,18 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     except LeaseLost:
         return "lost"  # every item was recovered from this worker: nothing is written
     except Cancelled as exc:
+        reason = exc.reason or DEFAULT_REASON
         for eid in batch.ids:
-            Execution.objects.finish_cancelled(eid, wid, leases[eid],
-                                               exc.reason or DEFAULT_REASON, db)
+            final_write(lambda eid=eid: Execution.objects.finish_cancelled(
+                eid, wid, leases[eid], reason, db), db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return _fail_all(batch, runtime, task, timed_out(task.timeout))
     except Released as exc:
+        run_at = exc.run_at or timezone.now()
         for eid in batch.ids:
-            Execution.objects.release(eid, wid, leases[eid], exc.run_at or timezone.now(), db)
+            final_write(lambda eid=eid: Execution.objects.release(
+                eid, wid, leases[eid], run_at, db), db, eid)
         return "released"
     except NonRetryableError as exc:
         return _fail_all(batch, runtime, task, error_message(exc), retry=False)
@@ -241,30 +243,21 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     outcomes = []
     for item, result in zip(batch.items, results, strict=True):
         if isinstance(result, BaseException):
-            outcomes.append(_fail(item, runtime, task, error_message(result),
+            outcomes.append(fail(item, runtime, task, error_message(result),
                                   retry=not isinstance(result, NonRetryableError)))
             continue
         try:
             check_json(result, f"result of task {task.name!r} for execution {item.id}")
         except TypeError as exc:
-            outcomes.append(_fail(item, runtime, task, str(exc)))
+            outcomes.append(fail(item, runtime, task, str(exc)))
             continue
-        done = Execution.objects.complete(item.id, wid, item.lease, result, db)
+        done = final_write(lambda item=item, result=result: Execution.objects.complete(
+            item.id, wid, item.lease, result, db), db, item.id)
         outcomes.append("completed" if done else "lost")
     return ",".join(sorted(set(outcomes)))
 
 
-def _fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
-          retry: bool = True) -> str:
-    retry_at = None
-    if retry and item.attempts < item.max_attempts:
-        delay = task.retry_delay(item.attempts) if task is not None else 60.0
-        retry_at = timezone.now() + timedelta(seconds=delay)
-    Execution.objects.fail(item.id, runtime.worker_id, item.lease, error, retry_at, runtime.using)
-    return "failed" if retry_at is None else "retrying"
-
-
 def _fail_all(batch: ClaimedBatch, runtime: Runtime, task: Task | None, error: str, *,
               retry: bool = True) -> str:
-    outcomes = {_fail(item, runtime, task, error, retry=retry) for item in batch.items}
+    outcomes = {fail(item, runtime, task, error, retry=retry) for item in batch.items}
     return ",".join(sorted(outcomes))
