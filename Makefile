@@ -35,6 +35,8 @@ screenshots: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy conductor_django
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) build *.egg-info example_project/db.sqlite3*

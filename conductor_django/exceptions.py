@@ -11,9 +11,9 @@ from __future__ import annotations
 DEFAULT_REASON = "Cancelled by user"
 
 
-def timed_out(seconds: float) -> str:
+def timed_out(seconds: float | None) -> str:
     """The message of an attempt stopped by its task's ``timeout``."""
-    return f"Timed out after {seconds:g} seconds"
+    return f"Timed out after {seconds or 0:g} seconds"
 
 
 class ConductorError(Exception):

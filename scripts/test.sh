@@ -8,6 +8,12 @@ PY="${PY:-.venv/bin/python}"
 echo "== ruff"
 "$PY" -m ruff check .
 
+echo "== mypy"
+"$PY" -m mypy conductor_django
+
+echo "== import contracts"
+"$(dirname "$PY")/lint-imports" --no-cache
+
 echo "== makemigrations --check"
 DJANGO_SETTINGS_MODULE=tests.settings "$PY" -m django makemigrations --check --dry-run
 

@@ -56,7 +56,7 @@ from ..definitions.registry import get_task
 from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
-from ..runtime import Runtime, listener, runner
+from ..runtime import Runtime, listener, runner, unit
 from ..runtime.cancellation import deliver, poll_cancellations
 from ..state import Claimed
 
@@ -178,7 +178,7 @@ def _fail_hard(claimed: Claimed, runtime: Runtime, error: str) -> None:
         task = None
     for _ in range(2):  # the alarm may have broken the connection mid-query
         try:
-            runner._fail(claimed, runtime, task, error)
+            unit.fail(claimed, runtime, task, error)
             break
         except DB_ERRORS:
             connections[runtime.using].close()

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -196,7 +197,7 @@ def run_batch(batch: ClaimedBatch, runtime: Runtime) -> str:
         outcome = _fail_all(batch, runtime, None, message)
     else:
         ctx = BatchContext(batch, task, runtime)
-        runtime.inflight.update(ctx.items)  # type: ignore[arg-type]  # cancels and timeouts
+        runtime.inflight.update(ctx.items)  # cancels and timeouts
         try:
             outcome = _call(task, batch, ctx, runtime)
         finally:
@@ -219,16 +220,16 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     except Cancelled as exc:
         reason = exc.reason or DEFAULT_REASON
         for eid in batch.ids:
-            final_write(lambda eid=eid: Execution.objects.finish_cancelled(
-                eid, wid, leases[eid], reason, db), db, eid)
+            final_write(partial(Execution.objects.finish_cancelled, eid, wid, leases[eid],
+                                reason, db), db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return _fail_all(batch, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
         for eid in batch.ids:
-            final_write(lambda eid=eid: Execution.objects.release(
-                eid, wid, leases[eid], run_at, db), db, eid)
+            final_write(partial(Execution.objects.release, eid, wid, leases[eid], run_at, db),
+                        db, eid)
         return "released"
     except NonRetryableError as exc:
         return _fail_all(batch, runtime, task, error_message(exc), retry=False)
@@ -251,8 +252,8 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         except TypeError as exc:
             outcomes.append(fail(item, runtime, task, str(exc)))
             continue
-        done = final_write(lambda item=item, result=result: Execution.objects.complete(
-            item.id, wid, item.lease, result, db), db, item.id)
+        done = final_write(partial(Execution.objects.complete, item.id, wid, item.lease,
+                                   result, db), db, item.id)
         outcomes.append("completed" if done else "lost")
     return ",".join(sorted(set(outcomes)))
 

@@ -77,7 +77,7 @@ class TaskLoggerAdapter(logging.LoggerAdapter):
     """Adds execution id, task name, queue and attempt to every record."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
         return msg, kwargs
 
 
@@ -200,7 +200,7 @@ class Context:
         text = check_json_text(value, f"result of step {name!r}")
         return json.loads(text), text  # replays return exactly what was stored
 
-    def _save_step(self, name: str, value: Any, started: Any, text: str) -> Any:
+    def _save_step(self, name: str, value: Any, started: Any, text: str | None) -> Any:
         """Store the step, fenced by the lease (on this thread's connection)."""
         runtime = self._runtime
         try:

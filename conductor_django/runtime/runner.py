@@ -100,7 +100,7 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
 def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     eid, wid, db, lease = claimed.id, runtime.worker_id, runtime.using, claimed.lease
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
-    child = {"may_have_parent": claimed.parent_id is not None}
+    has_parent = claimed.parent_id is not None
     try:
         first = claimed.fresh and claimed.attempts == 1
         with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
@@ -116,21 +116,21 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     except Cancelled as exc:
         reason = exc.reason
         final_write(lambda: Execution.objects.finish_cancelled(
-            eid, wid, lease, reason, db, **child), db, eid)
+            eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
         return "cancelled"
     except AttemptTimedOut:
         return fail(claimed, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
-        final_write(lambda: Execution.objects.release(eid, wid, lease, run_at, db, **child),
-                    db, eid)
+        final_write(lambda: Execution.objects.release(
+            eid, wid, lease, run_at, db, may_have_parent=has_parent), db, eid)
         return "released"
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
         final_write(
             lambda: Execution.objects.release(eid, wid, lease, until, db,
                                               status=Execution.Status.SUSPENDED,
-                                              waiting_for=child_id, **child),
+                                              waiting_for=child_id, may_have_parent=has_parent),
             db, eid,
         )
         return "suspended"
@@ -148,7 +148,8 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
         written = final_write(
-            lambda: Execution.objects.complete(eid, wid, lease, result, db, **child), db, eid)
+            lambda: Execution.objects.complete(eid, wid, lease, result, db,
+                                               may_have_parent=has_parent), db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, lease, result)
     if not written:

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
@@ -155,7 +156,8 @@ class Worker:
         Execution.objects.recover(self.dead_after, self.using)
         while not self._stop.is_set():
             # flow control: a batch task's executions first, as partial batches (drain)
-            claimed = batch.claim_batches(self.id, self.queues, 1, self.using, fill=False)
+            claimed: list[Any] = batch.claim_batches(self.id, self.queues, 1, self.using,
+                                                     fill=False)
             claimed = claimed or Execution.objects.claim(self.id, self.queues, 1, self.using)
             if not claimed:
                 return
@@ -211,7 +213,7 @@ class Worker:
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
-    def _claim(self) -> tuple[list[Claimed], bool]:
+    def _claim(self) -> tuple[list[Any], bool]:
         """Claim what the free threads (and the prefetch) can take, and queue it.
 
         Returns the claimed executions and whether claiming again at once may find more.
@@ -219,15 +221,15 @@ class Worker:
         moment; what is announced later sets ``_wake``, and the poll covers the rest.
         """
         if self.dispatcher is not None:
-            claimed = self.dispatcher.dispatch(self.queues)
-            return claimed, bool(claimed)
+            dispatched = self.dispatcher.dispatch(self.queues)
+            return dispatched, bool(dispatched)
         free = self._free()
         if free <= 0:
             return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.suspect()
         # flow control: ready batches first (one handler slot each), then single executions
-        claimed: list = batch.claim_batches(self.id, self.queues, free, self.using,
+        claimed: list[Any] = batch.claim_batches(self.id, self.queues, free, self.using,
                                             fill=not self.drain, exclude=exclude)
         maybe_more = bool(claimed)
         if len(claimed) < free:
@@ -351,10 +353,11 @@ class Worker:
     def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
         """A scheduled run finished: queue the next one now rather than at the next tick."""
         finished = outcome in ("completed", "failed", "cancelled")
-        if getattr(item, "schedule_name", None) is None or not finished:
+        schedule_name = getattr(item, "schedule_name", None)
+        if schedule_name is None or not finished:
             return
         try:
-            scheduler.queue_next(item.task_name, item.schedule_name, self.using)
+            scheduler.queue_next(item.task_name, schedule_name, self.using)
         except (*DB_ERRORS, ValueError):
             logger.warning("could not queue the next run of schedule %s/%s; the next tick will",
                            item.task_name, item.schedule_name, exc_info=True)

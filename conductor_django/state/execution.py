@@ -128,7 +128,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
                 id=as_id(r[0]),
                 task_name=r[1],
                 queue=r[2],
-                payload=payload_field.from_db_value(r[3], None, connection),  # type: ignore[attr-defined]
+                payload=payload_field.from_db_value(r[3], None, connection),
                 attempts=r[4],
                 max_attempts=r[5],
                 priority=r[6],

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import OperationalError, connections, transaction
 
@@ -40,7 +40,7 @@ def write_transaction(using: str) -> Iterator[None]:
     Inside a transaction of the caller's it is a savepoint, as ``atomic`` is: the
     caller's transaction decides how it began.
     """
-    connection = connections[using]
+    connection: Any = connections[using]  # SQLite's wrapper has transaction_mode
     if not dialect(connection).single_writer or connection.in_atomic_block:
         with transaction.atomic(using=using):
             yield
