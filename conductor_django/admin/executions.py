@@ -319,47 +319,24 @@ class ExecutionAdmin(admin.ModelAdmin):
     def _back(self, obj: Execution) -> HttpResponseRedirect:
         return HttpResponseRedirect(self._url("change", obj.pk))
 
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._cancel_one)(request, object_id)
+    def _button(self, request: HttpRequest, object_id: str, permission: str,
+                act: Callable[[Execution, HttpRequest], tuple[bool, str, Execution]],
+                ) -> HttpResponse:
+        """A detail page's button (POST): ``act`` says whether it took effect, what to
+        tell the user and which execution to show next."""
+        obj = self._button_target(request, object_id, permission)
+        done, text, shown = act(obj, request)
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+        return self._back(shown)
 
-    def _cancel_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self._button_target(request, object_id, "cancel")
-        reason = clean_reason(request.POST.get("reason"))
-        if obj.cancel(reason):
-            self.message_user(request, f"Execution cancelled: {reason}", messages.SUCCESS)
-        else:
-            self.message_user(request, "Not cancelled: the execution had already finished "
-                              "(or a cancel was already requested).", messages.WARNING)
-        return self._back(obj)
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._button)(request, object_id, "cancel", _cancel_one)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._retry_one)(request, object_id)
-
-    def _retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self._button_target(request, object_id, "retry")
-        if obj.retry():
-            self.message_user(request, "Execution retried: it is pending again and resumes "
-                              "after its finished steps.", messages.SUCCESS)
-        else:
-            self.message_user(request, "Not retried: only a failed or cancelled execution "
-                              "can be retried (and no unfinished twin may hold its dedupe "
-                              "key).", messages.WARNING)
-        return self._back(obj)
+        return require_POST(self._button)(request, object_id, "retry", _retry_one)
 
     def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._run_again_one)(request, object_id)
-
-    def _run_again_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self._button_target(request, object_id, "rerun")
-        new = obj.run_again()
-        if new is None:
-            self.message_user(request, "Not run again: only a finished execution can be run "
-                              "again (and no unfinished twin may hold its dedupe key).",
-                              messages.WARNING)
-            return self._back(obj)
-        self.message_user(request, f"Started execution {new.pk} with the same payload.",
-                          messages.SUCCESS)
-        return self._back(new)
+        return require_POST(self._button)(request, object_id, "rerun", _run_again_one)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -492,3 +469,27 @@ class ExecutionAdmin(admin.ModelAdmin):
         done = per_model.get(Execution._meta.label, 0)
         self.report(request, done, total - done, "deleted", "skipped (not finished)")
         return None
+
+
+def _cancel_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    reason = clean_reason(request.POST.get("reason"))
+    if obj.cancel(reason):
+        return True, f"Execution cancelled: {reason}", obj
+    return False, ("Not cancelled: the execution had already finished (or a cancel was "
+                   "already requested)."), obj
+
+
+def _retry_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    if obj.retry():
+        return True, ("Execution retried: it is pending again and resumes after its "
+                      "finished steps."), obj
+    return False, ("Not retried: only a failed or cancelled execution can be retried (and "
+                   "no unfinished twin may hold its dedupe key)."), obj
+
+
+def _run_again_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    new = obj.run_again()
+    if new is None:
+        return False, ("Not run again: only a finished execution can be run again (and no "
+                       "unfinished twin may hold its dedupe key)."), obj
+    return True, f"Started execution {new.pk} with the same payload.", new
