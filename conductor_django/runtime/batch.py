@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from ..definitions.protocols import Event
-from ..definitions.registry import Task, batch_tasks, check_window_open, get_task
+from ..definitions.registry import Task, batch_tasks, get_task
 from ..definitions.values import check_json
 from ..exceptions import (
     DEFAULT_REASON,
@@ -46,7 +46,7 @@ from ..exceptions import (
 )
 from ..models import Execution
 from ..state import Claimed
-from .context import Signal, TaskLoggerAdapter
+from .context import BaseContext, Signal, TaskLoggerAdapter
 from .unit import error_message, fail, final_write
 
 if TYPE_CHECKING:
@@ -120,8 +120,9 @@ class _Item:
     lease: int
 
 
-class BatchContext:
-    """The ``ctx`` of a batch handler: identity, ``signal``, ``cancelled``, ``checkpoint``."""
+class BatchContext(BaseContext):
+    """The ``ctx`` of a batch handler: identity, ``signal``, ``cancelled``, ``checkpoint``
+    (which stops when every item is cancelled or lost)."""
 
     def __init__(self, batch: ClaimedBatch, task: Task, runtime: Runtime) -> None:
         self.execution_ids = batch.ids
@@ -165,20 +166,13 @@ class BatchContext:
             if reason is not None:
                 item.signal.abort("cancelled", reason)
 
-    def checkpoint(self) -> None:
-        """Stop here if every item is cancelled, the attempt timed out, the worker shuts
-        down or the window closed."""
+    def _verify_leases(self) -> None:
         for eid, item in self.items.items():  # every item lost: the batch stops
             self._runtime.verify_lease(eid, item)
-        if self._runtime.inline:
-            for eid in self.execution_ids:
-                self._poll_cancel(eid)
-        if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
-            self.signal.abort("timeout", timed_out(self.timeout))
-        self.signal.raise_if_aborted()
-        if self._runtime.stopping.is_set():
-            raise Released()
-        check_window_open(self.task_name)
+
+    def _poll_cancels(self) -> None:
+        for eid in self.execution_ids:
+            self._poll_cancel(eid)
 
     def step(self, name: str, fn: Any) -> Any:
         raise TypeError(f"ctx.step is not available in batch task {self.task_name!r}: steps "

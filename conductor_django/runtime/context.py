@@ -81,7 +81,42 @@ class TaskLoggerAdapter(logging.LoggerAdapter):
         return msg, kwargs
 
 
-class Context:
+class BaseContext:
+    """What every ``ctx`` shares: identity, ``signal``, ``logger``, the attempt's timeout
+    and **the** step boundary, ``checkpoint``. A subclass says which leases to verify
+    and which cancel requests to poll (its own, or every item of a batch)."""
+
+    task_name: str
+    signal: Signal
+    timeout: float | None
+    deadline: float | None
+    _runtime: Runtime
+
+    def _verify_leases(self) -> None:
+        """Stop (``LeaseLost``) or mark items lost whose lease no longer surely holds."""
+        raise NotImplementedError
+
+    def _poll_cancels(self) -> None:
+        """Inline runs (no worker loop delivers cancels): ask the database."""
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        """Stop here if the lease is lost (``LeaseLost``), cancelled (``Cancelled``), timed
+        out (``AttemptTimedOut``), the worker shuts down or the task's window closed
+        (``Released``)."""
+        self._verify_leases()
+        if self._runtime.inline:
+            self._poll_cancels()
+        if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
+            self.signal.abort("timeout", timed_out(self.timeout))
+        self.signal.raise_if_aborted()
+        if self._runtime.stopping.is_set():
+            raise Released()
+        # flow control: outside the task's window, release until the window opens
+        check_window_open(self.task_name)
+
+
+class Context(BaseContext):
     """The ``ctx`` of a handler: identity, ``signal``, memoized ``step`` and ``checkpoint``."""
 
     def __init__(
@@ -143,26 +178,14 @@ class Context:
 
     # --- step boundaries -------------------------------------------------------------
 
-    def _boundary(self) -> None:
-        """Raise if the attempt must stop here: lease lost, cancelled, timed out, or
-        shutting down."""
-        runtime = self._runtime
-        runtime.check_lease(self.execution_id, self)
-        if runtime.inline and not self.signal.aborted:
-            reason = Execution.objects.cancel_requested(self.execution_id, runtime.using)
+    def _verify_leases(self) -> None:
+        self._runtime.check_lease(self.execution_id, self)
+
+    def _poll_cancels(self) -> None:
+        if not self.signal.aborted:
+            reason = Execution.objects.cancel_requested(self.execution_id, self._runtime.using)
             if reason is not None:
                 self.signal.abort("cancelled", reason)
-        if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
-            self.signal.abort("timeout", timed_out(self.timeout))
-        self.signal.raise_if_aborted()
-        if runtime.stopping.is_set():
-            raise Released()
-        # flow control: outside the task's window, release until the window opens
-        check_window_open(self.task_name)
-
-    def checkpoint(self) -> None:
-        """Stop here if cancelled (``Cancelled``), timed out, or the worker shuts down."""
-        self._boundary()
 
     def step(self, name: str, fn: Callable[[], Any], *, atomic: bool = False) -> Any:
         """Run ``fn`` once for this execution and memoize its JSON result under ``name``.
@@ -178,7 +201,7 @@ class Context:
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"step name must be a non-empty str, got {name!r}")
-        self._boundary()
+        self.checkpoint()
         steps = self._load_steps()
         if name in steps:
             return steps[name]

@@ -64,7 +64,7 @@ def sleep(ctx: Context, name: str, duration: float | timedelta) -> None:
     seconds = to_seconds(duration, "sleep duration")
     if seconds is None:
         raise TypeError("sleep duration must be seconds (int or float) or a timedelta, not None")
-    ctx._boundary()
+    ctx.checkpoint()
     stored = _stored(ctx, name, "sleep_until")
     now = timezone.now()
     if stored is None:
@@ -87,7 +87,7 @@ def invoke(
     seconds = to_seconds(timeout, "timeout")
     db = ctx._runtime.using
     new = prepare(task, payload)  # validate before anything (unknown task, bad payload)
-    ctx._boundary()
+    ctx.checkpoint()
     stored = _stored(ctx, step_name, "child_id")
     if stored is None:
         started = timezone.now()
