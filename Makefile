@@ -4,8 +4,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The Django 6.1 cells of the test matrix run on Python 3.13 (found on PATH or in pyenv).
+PYTHON313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.[0-9]+)?$$' | sort -V | tail -n1); \
+  if [ -n "$$v" ]; then echo "$$(pyenv prefix $$v)/bin/python"; \
+  elif python3.13 -c pass 2>/dev/null; then command -v python3.13; fi)
+VENV61 ?= .venv-dj61
 
-.PHONY: install demo test test-sqlite test-postgres lint bench clean screenshots
+.PHONY: install install-matrix demo test test-sqlite test-postgres lint bench clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,11 +19,21 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Django 6.1 on Python 3.13: made when that Python exists (else its cells are skipped).
+$(VENV61)/.installed: pyproject.toml
+	@if [ -n "$(PYTHON313)" ] && [ -x "$(PYTHON313)" ]; then \
+	  test -x $(VENV61)/bin/python || $(PYTHON313) -m venv $(VENV61); \
+	  $(VENV61)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' \
+	    'django>=6.1,<6.2' && touch $@; \
+	else echo "Python 3.13 not found: the Django 6.1 cells will be skipped"; fi
+
+install-matrix: install $(VENV61)/.installed
+
 demo: install
 	$(PY) example_project/demo.py
 
-test: install
-	PY=$(PY) bash scripts/test.sh
+test: install-matrix
+	PY=$(PY) PY61=$(VENV61)/bin/python bash scripts/test.sh $(ARGS)
 
 test-sqlite: install
 	$(PY) -m pytest
@@ -39,4 +54,4 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 clean:
-	rm -rf $(VENV) build *.egg-info example_project/db.sqlite3*
+	rm -rf $(VENV) $(VENV61) build *.egg-info example_project/db.sqlite3*

@@ -75,13 +75,28 @@ STATUSES: dict[str, TaskResultStatus] = {
 }
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConductorTask(DjangoTask):
+    """A Django task with conductor's own option, given to Django's decorator::
+
+        @task(max_attempts=5)
+        def send_invoice(order_id): ...
+
+    ``max_attempts`` (int >= 1) overrides the backend's ``MAX_ATTEMPTS`` for this task.
+    """
+
+    max_attempts: int | None = None
+
+
 class ConductorBackend(BaseTaskBackend):
     """Enqueues Django tasks as conductor executions, run by ``conductor_worker``.
 
     ``OPTIONS``: ``MAX_ATTEMPTS`` (default 1: no retries, as Django's own backends).
     ``QUEUES`` as for any backend (default ``["default"]``; an empty list allows any).
+    Tasks take the option of ``ConductorTask`` (``max_attempts``).
     """
 
+    task_class = ConductorTask
     supports_defer = True
     supports_priority = True
     supports_get_result = True
@@ -95,11 +110,19 @@ class ConductorBackend(BaseTaskBackend):
                              f"got {max_attempts!r}")
         self.max_attempts = max_attempts
 
+    def validate_task(self, task: DjangoTask) -> None:
+        super().validate_task(task)
+        max_attempts = getattr(task, "max_attempts", None)
+        if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(
+                max_attempts, int) or max_attempts < 1):
+            raise InvalidTaskError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
         payload = {"args": _json(list(args), "args"), "kwargs": _json(dict(kwargs), "kwargs"),
                    "backend": self.alias}
-        ctask = dataclasses.replace(conductor_task(task), max_attempts=self.max_attempts)
+        max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
+        ctask = dataclasses.replace(conductor_task(task), max_attempts=max_attempts)
         new = api.prepare(ctask, payload, priority=task.priority, run_at=task.run_after,
                           queue=task.queue_name, direct=False)
         using = router.db_for_write(Execution)

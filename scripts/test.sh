@@ -1,34 +1,55 @@
 #!/usr/bin/env bash
-# The whole test command: lint, migrations check, the suite on SQLite, then on
-# PostgreSQL when it is reachable (required when CONDUCTOR_REQUIRE_PG=1, as on CI).
-set -euo pipefail
+# The whole test command (`make test`): lint, the migrations check, then the suite on
+# every cell of the matrix that this machine can run, two cells at a time:
+#
+#   dj52-sqlite    Django 5.2, Python 3.11 (.venv),      SQLite      always
+#   dj52-postgres  Django 5.2, Python 3.11 (.venv),      PostgreSQL  when reachable
+#   dj61-sqlite    Django 6.1, Python 3.13 (.venv-dj61), SQLite      when Python 3.13 exists
+#   dj61-postgres  Django 6.1, Python 3.13 (.venv-dj61), PostgreSQL  when both exist
+#
+# CONDUCTOR_REQUIRE_MATRIX=1 (CI) turns "skipped: not reachable" into a failure.
+# Extra arguments go to every pytest run (e.g. `make test ARGS="-k cancel"`).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
+PY61="${PY61:-.venv-dj61/bin/python}"
+REQUIRE="${CONDUCTOR_REQUIRE_MATRIX:-0}"
+LOGS="${CONDUCTOR_TEST_LOGS:-build/test-logs}"
+mkdir -p "$LOGS"
 
 echo "== ruff"
-"$PY" -m ruff check .
+"$PY" -m ruff check . || exit 1
 
 echo "== mypy"
-"$PY" -m mypy conductor_django
+"$PY" -m mypy conductor_django || exit 1
 
 echo "== import contracts"
-"$(dirname "$PY")/lint-imports" --no-cache
+"$(dirname "$PY")/lint-imports" --no-cache || exit 1
 
 echo "== makemigrations --check"
-DJANGO_SETTINGS_MODULE=tests.settings "$PY" -m django makemigrations --check --dry-run
+DJANGO_SETTINGS_MODULE=tests.settings "$PY" -m django makemigrations --check --dry-run || exit 1
 
-pg_reachable() {
-  "$PY" - <<'PY'
+reachable() {  # reachable postgres|mysql
+  "$PY" - "$1" <<'PY'
 import os, sys
-import psycopg
+kind = sys.argv[1]
 try:
-    psycopg.connect(host=os.environ.get("CONDUCTOR_PG_HOST", "127.0.0.1"),
-                    port=os.environ.get("CONDUCTOR_PG_PORT", "5432"),
-                    user=os.environ.get("CONDUCTOR_PG_USER", "postgres"),
-                    password=os.environ.get("CONDUCTOR_PG_PASSWORD", ""),
-                    dbname="postgres", connect_timeout=3).close()
+    if kind == "postgres":
+        import psycopg
+        psycopg.connect(host=os.environ.get("CONDUCTOR_PG_HOST", "127.0.0.1"),
+                        port=os.environ.get("CONDUCTOR_PG_PORT", "5432"),
+                        user=os.environ.get("CONDUCTOR_PG_USER", "postgres"),
+                        password=os.environ.get("CONDUCTOR_PG_PASSWORD", ""),
+                        dbname="postgres", connect_timeout=3).close()
+    else:
+        import MySQLdb
+        MySQLdb.connect(host=os.environ.get("CONDUCTOR_MYSQL_HOST", "127.0.0.1"),
+                        port=int(os.environ.get("CONDUCTOR_MYSQL_PORT", "3306")),
+                        user=os.environ.get("CONDUCTOR_MYSQL_USER", "root"),
+                        password=os.environ.get("CONDUCTOR_MYSQL_PASSWORD", ""),
+                        connect_timeout=3).close()
 except Exception as exc:
-    print(f"PostgreSQL not reachable: {exc}", file=sys.stderr)
+    print(f"{kind} not reachable: {exc}", file=sys.stderr)
     sys.exit(1)
 PY
 }
@@ -45,19 +66,65 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "== chromium/chromedriver missing and no root to install them: browser test skipped"
   fi
 fi
-if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
-  export CONDUCTOR_REQUIRE_BROWSER=1
-fi
+browser=0
+command -v chromium >/dev/null && command -v chromedriver >/dev/null && browser=1
 
-echo "== pytest on SQLite"
-CONDUCTOR_TEST_DB=sqlite "$PY" -m pytest "$@"
-
-if pg_reachable; then
-  echo "== pytest on PostgreSQL"
-  CONDUCTOR_TEST_DB=postgres "$PY" -m pytest "$@"
-elif [ "${CONDUCTOR_REQUIRE_PG:-0}" = "1" ]; then
-  echo "PostgreSQL is required here (CONDUCTOR_REQUIRE_PG=1) but not reachable" >&2
-  exit 1
+# --- the cells this machine runs -------------------------------------------------------
+cells=()
+missing=()
+cells+=("dj52-sqlite")
+if reachable postgres; then cells+=("dj52-postgres"); else missing+=("dj52-postgres"); fi
+if [ -x "$PY61" ]; then
+  cells+=("dj61-sqlite")
+  if reachable postgres; then cells+=("dj61-postgres"); else missing+=("dj61-postgres"); fi
 else
-  echo "== PostgreSQL not reachable: skipped its run"
+  missing+=("dj61-sqlite" "dj61-postgres")
 fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== cells that cannot run here: ${missing[*]}"
+  if [ "$REQUIRE" = "1" ]; then
+    echo "CONDUCTOR_REQUIRE_MATRIX=1: every cell must run" >&2
+    exit 1
+  fi
+fi
+
+run_cell() {  # run_cell NAME: the suite of one cell, its output in $LOGS/NAME.log
+  local name=$1 python db
+  shift
+  case "$name" in dj52-*) python=$PY ;; *) python=$PY61 ;; esac
+  db=${name#*-}
+  local env=(CONDUCTOR_TEST_DB="$db" CONDUCTOR_PG_TEST_NAME="test_conductor_${name//-/_}"
+             CONDUCTOR_MYSQL_TEST_NAME="test_conductor_${name//-/_}")
+  # One cell drives the browser: the admin's pages do not depend on the database.
+  [ "$name" = "dj52-sqlite" ] && [ "$browser" = "1" ] && env+=(CONDUCTOR_REQUIRE_BROWSER=1)
+  [ "$name" = "dj52-sqlite" ] || env+=(CONDUCTOR_SKIP_BROWSER=1)
+  env "${env[@]}" "$python" -m pytest -p no:cacheprovider "$@" >"$LOGS/$name.log" 2>&1
+}
+
+echo "== pytest on ${cells[*]} (two at a time; logs in $LOGS/)"
+declare -A status
+pids=()
+names=()
+for name in "${cells[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 1; done
+  echo "   started $name"
+  run_cell "$name" "$@" &
+  pids+=($!)
+  names+=("$name")
+done
+failed=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"
+  status[${names[$i]}]=$?
+done
+for name in "${names[@]}"; do
+  echo
+  echo "== $name: exit ${status[$name]}"
+  if [ "${status[$name]}" != "0" ]; then
+    failed=1
+    tail -n 80 "$LOGS/$name.log"
+  else
+    tail -n 3 "$LOGS/$name.log"
+  fi
+done
+exit $failed

@@ -1,7 +1,8 @@
 """Settings of the test suite; the database comes from the environment.
 
-``CONDUCTOR_TEST_DB=sqlite`` (default) or ``postgres``. Worker subprocesses started
-by the tests get ``CONDUCTOR_TEST_DB_NAME`` so they open the test database itself.
+``CONDUCTOR_TEST_DB=sqlite`` (default), ``postgres`` or ``mysql`` (MariaDB/MySQL).
+Worker subprocesses started by the tests get ``CONDUCTOR_TEST_DB_NAME`` so they open
+the test database itself.
 """
 
 import os
@@ -37,8 +38,25 @@ elif BACKEND == "sqlite":
             "TEST": {"NAME": _test_file},
         }
     }
+elif BACKEND == "mysql":  # MySQL 8 or MariaDB >= 10.6 (mysqlclient)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": RUNNING_NAME or os.environ.get("CONDUCTOR_MYSQL_NAME", "test"),
+            "USER": os.environ.get("CONDUCTOR_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("CONDUCTOR_MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("CONDUCTOR_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("CONDUCTOR_MYSQL_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4", "isolation_level": "read committed"},
+            "TEST": {
+                "NAME": os.environ.get("CONDUCTOR_MYSQL_TEST_NAME", "test_conductor"),
+                "CHARSET": "utf8mb4",
+                "COLLATION": "utf8mb4_bin",
+            },
+        }
+    }
 else:
-    raise RuntimeError(f"CONDUCTOR_TEST_DB must be sqlite or postgres, not {BACKEND!r}")
+    raise RuntimeError(f"CONDUCTOR_TEST_DB must be sqlite, postgres or mysql, not {BACKEND!r}")
 
 # A second database: atomic steps refuse to write to it (tests/test_exactly_once.py).
 DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}

@@ -43,6 +43,7 @@ def test_unknown_key_error_names_it_and_lists_valid_keys():
     assert "POLL_INTERVAL" in error.hint and "WORKER_DEAD_AFTER" in error.hint
 
 
+@pytest.mark.django_db(databases=["default", "other"])  # Django 6 asks about JSONField
 def test_manage_check_fails_on_bad_settings():
     with override_settings(CONDUCTOR={"NOPE": 1}), pytest.raises(SystemCheckError,
                                                                  match="conductor_django.E001"):

@@ -1,16 +1,21 @@
-"""The Django Tasks backend, through the django_tasks backport's public API only."""
+"""The Django Tasks backend, through Django's public tasks API only (``django.tasks`` on
+Django 6, the ``django_tasks`` backport on Django 5.2)."""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_tasks import TaskResultStatus, default_task_backend
-from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 
 import conductor_django as conductor
 from conductor_django.models import Execution
 from conductor_django.testing import drain
 from tests.conftest import poll
+from tests.tasks_api import (
+    InvalidTaskError,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    default_task_backend,
+)
 from tests.testapp import dtasks
 from tests.testapp.models import Mark
 
@@ -92,6 +97,25 @@ def test_exception_maps_to_failed_with_its_class_and_traceback():
     assert error.exception_class is ValueError
     assert "kaboom" in error.traceback and "Traceback" in error.traceback
     assert conductor.get(result.id).attempts == 1  # Django tasks are not retried by default
+
+
+@pytest.mark.django_db
+def test_conductor_options_in_django_task_decorator():
+    """``@task(max_attempts=3)``: the backend's task class takes conductor's option."""
+    from conductor_django.backends import ConductorTask
+
+    assert isinstance(dtasks.flaky, ConductorTask) and dtasks.flaky.max_attempts == 3
+    result = dtasks.flaky.enqueue("fl")
+    assert Execution.objects.get(pk=result.id).max_attempts == 3
+    for _ in range(3):
+        drain()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == "third time lucky" and len(result.errors) == 2
+    assert dtasks.add.enqueue(1, 1).id and Execution.objects.filter(
+        max_attempts=1, task_name=dtasks.add.module_path).exists()  # the backend's default
+    with pytest.raises(InvalidTaskError, match="max_attempts"):
+        ConductorTask(func=dtasks.flaky.func, max_attempts=0)
 
 
 @pytest.mark.django_db

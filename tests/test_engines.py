@@ -5,11 +5,11 @@ conductor_worker dispatching to a real qcluster through the ORM and the Redis br
 """
 
 import pytest
-from django_tasks import TaskResultStatus
 
 import conductor_django as conductor
 from conductor_django.models import Execution, Worker
 from tests.conftest import poll
+from tests.tasks_api import TaskResultStatus
 from tests.testapp import dtasks
 from tests.testapp.models import Mark
 

@@ -182,8 +182,13 @@ class ExecutionAdmin(admin.ModelAdmin):
     def has_operation_permission(self, request: HttpRequest, permission: str) -> bool:
         return bool(getattr(self, f"has_{permission}_permission")(request))
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict:
+        # Django 6.1 asks for actions per location (the list, or the change form).
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(  # type: ignore[call-arg]  # Django 6.1
+                request, action_location=action_location)
         actions.pop("delete_selected", None)  # replaced by delete_finished
         return actions
 

@@ -1,9 +1,10 @@
-"""Functions decorated with Django's task decorator (the django_tasks backport here).
+"""Functions decorated with Django's task decorator: ``django.tasks`` on Django 6, the
+``django_tasks`` backport on Django 5.2.
 
 Deliberately not named ``tasks.py``: workers find them by their module path alone.
 """
 
-from django_tasks import task
+from tests.tasks_api import task
 
 from .models import Mark
 
@@ -42,3 +43,12 @@ def wait_for_mark(key, seconds=20):
     while time.monotonic() < deadline and not Mark.count(f"{key}:go"):
         time.sleep(0.05)
     return "done"
+
+
+@task(max_attempts=3)
+def flaky(key):
+    """Fails on its first two attempts (conductor's own option: max_attempts=3)."""
+    Mark.add(f"{key}:attempt")
+    if Mark.count(f"{key}:attempt") < 3:
+        raise RuntimeError(f"attempt {Mark.count(f'{key}:attempt')} failed")
+    return "third time lucky"
