@@ -53,11 +53,11 @@ from django.utils import timezone
 
 from .. import conf
 from ..definitions.registry import get_task
-from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
 from ..runtime import Runtime, listener, runner, unit
-from ..runtime.cancellation import deliver, poll_cancellations
+from ..runtime.cancellation import deliver
+from ..runtime.housekeeper import Housekeeper
 from ..state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
@@ -209,28 +209,16 @@ class _Process:
 
     def _watch(self) -> None:
         """Heartbeat, deliver cancellations and abort timed-out attempts, forever."""
-        runtime, using = self.runtime, self.runtime.using
-        next_beat = next_poll = 0.0
+        house = Housekeeper(self.runtime, self.row, heartbeat_interval=self.heartbeat_interval,
+                            cancel_poll_interval=self.cancel_poll_interval)
         while True:
-            now = time.monotonic()
             try:
-                if now >= next_beat:
-                    runtime.heartbeat(self.row)
-                    next_beat = now + self.heartbeat_interval
-                if runtime.inflight and now >= next_poll:
-                    poll_cancellations(runtime.worker_id, runtime.inflight, using)
-                    next_poll = now + self.cancel_poll_interval
+                house.run_due()
             except DB_ERRORS:
                 logger.warning("database error in the qcluster watcher", exc_info=True)
-                connections[using].close()
-            wait = min(next_beat, next_poll if runtime.inflight else next_beat) - now
-            for ctx in list(runtime.inflight.values()):
-                if ctx.deadline is not None:
-                    if now >= ctx.deadline:
-                        ctx.signal.abort("timeout", timed_out(ctx.timeout))
-                    else:
-                        wait = min(wait, ctx.deadline - now)
-            time.sleep(min(max(wait, 0.01), self.cancel_poll_interval))
+                connections[self.runtime.using].close()
+            house.check_timeouts()
+            time.sleep(house.sleep_time(self.cancel_poll_interval, shortest=0.01))
 
 
 _current: _Process | None = None

@@ -18,6 +18,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connections
 
 from ..models import Execution
+from .retry import Backoff
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -54,7 +55,7 @@ class Completer(threading.Thread):
         return self._idle.wait(timeout)
 
     def run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         try:
             while True:
                 with self._cond:
@@ -71,10 +72,9 @@ class Completer(threading.Thread):
                     logger.warning("could not write %d results; retrying", len(batch),
                                    exc_info=True)
                     connections[self.using].close()
-                    threading.Event().wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    backoff.wait()
                     continue
-                backoff = 0.05
+                backoff.reset()
                 with self._cond:
                     del self._items[: len(batch)]
                 if written < len(batch):

@@ -19,6 +19,7 @@ from ..exceptions import DEFAULT_REASON
 from ..models import Execution
 from ..state.operator import CANCEL_CHANNEL
 from ..store.vendor import dialect
+from .retry import Backoff
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -51,7 +52,7 @@ class Listener(threading.Thread):
         self._stop.set()
 
     def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._stop.is_set():
             wrapper = connections.create_connection(self.using)
             try:
@@ -62,7 +63,7 @@ class Listener(threading.Thread):
                 raw.execute(f"LISTEN {CANCEL_CHANNEL}")
                 self.ready.set()
                 self.on_new("")  # anything announced while not listening: look now
-                backoff = 0.1
+                backoff.reset()
                 while not self._stop.is_set():
                     for note in raw.notifies(timeout=0.5):
                         if note.channel == CANCEL_CHANNEL:
@@ -73,8 +74,7 @@ class Listener(threading.Thread):
                 if self._stop.is_set():
                     break
                 logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.wait(self._stop)
             finally:
                 try:
                     wrapper.close()

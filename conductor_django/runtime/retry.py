@@ -10,6 +10,7 @@ fenced (``locked_by`` and ``status``), so repeating one that did commit is harml
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,6 +23,25 @@ T = TypeVar("T")
 
 #: Pauses between tries of a write: about 15 s in all before giving up.
 PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class Backoff:
+    """Pauses that double after each failure, from ``first`` up to ``cap`` seconds, and
+    start over after a success: the reconnect loops of the worker, the listener and the
+    completer share it."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self.pause = first
+
+    def reset(self) -> None:
+        self.pause = self.first
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        """Sleep the current pause (until ``stop`` is set, if given); double the next."""
+        (stop or threading.Event()).wait(self.pause)
+        self.pause = min(self.pause * 2, self.cap)
 
 
 def reset_connection(using: str) -> None:

@@ -25,15 +25,15 @@ from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
 from .. import conf, retention, scheduler
-from ..exceptions import timed_out
 from ..models import Execution
 from ..models import Worker as WorkerRow
 from ..state import Claimed
 from . import Runtime, batch, custom_context, listener, runner
-from .cancellation import deliver, poll_cancellations
+from .cancellation import deliver
 from .completer import Completer
 from .dispatch import make_dispatcher
-from .retry import ensure_usable
+from .housekeeper import Housekeeper
+from .retry import Backoff, ensure_usable
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -97,7 +97,6 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._listener: listener.Listener | None = None
         self._completer: Completer | None = None
-        self._due: dict[str, float] = {}
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
         # --concurrency is then how many executions may wait in the broker at once.
         self.dispatcher = None if self.runtime.inline else make_dispatcher(
@@ -123,6 +122,9 @@ class Worker:
             concurrency=self.concurrency,
             role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
         )
+        self._house = Housekeeper(self.runtime, self._row, recover=True,
+                                  heartbeat_interval=self.heartbeat_interval,
+                                  cancel_poll_interval=self.cancel_poll_interval)
         # Signals first: a SIGTERM from the moment the worker is visible stops it cleanly.
         restore = self._install_signals()
         try:
@@ -192,19 +194,18 @@ class Worker:
         deliver(self.runtime.inflight, execution_id, reason)
 
     def _loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._stop.is_set():
             self._wake.clear()  # before the claim: work announced from now on wakes us
             try:
                 # Claim first: a wake-up is usually new work, and its start waits on this.
                 claimed, maybe_more = self._claim()
                 self._periodic()
-                backoff = 0.1
+                backoff.reset()
             except DB_ERRORS:
                 logger.warning("database error in the worker loop; retrying", exc_info=True)
                 self._close_connection()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.wait(self._stop)
                 continue
             if self.drain and not claimed and self._busy_count() == 0 and (
                     self.dispatcher is None or not self.dispatcher.held()):
@@ -296,36 +297,23 @@ class Worker:
             fast = self._avg_seconds < PREFETCH_MAX_SECONDS
             return self.concurrency + (self.batch_size if fast else 0) - self._busy
 
-    def _every(self, name: str, interval: float) -> bool:
-        now = time.monotonic()
-        if now >= self._due.get(name, 0.0):
-            self._due[name] = now + interval
-            return True
-        return False
-
     def _periodic(self) -> None:
-        if self._every("heartbeat", self.heartbeat_interval):
-            self.runtime.heartbeat(self._row)
-        if self._every("recover", self.heartbeat_interval):
-            recovered = Execution.objects.recover(self.dead_after, self.using)
-            if recovered:
-                logger.warning("recovered %d executions of dead workers", recovered)
-        if self.runtime.inflight and self._every("cancel", self.cancel_poll_interval):
-            poll_cancellations(self.id, self.runtime.inflight, self.using)
+        self._house.run_due()  # heartbeat, recovery, cancel poll
         if self.dispatcher is not None:
             self.dispatcher.periodic()
-        self._check_timeouts()
+        self._house.check_timeouts()
         self._release_lost()
         self._tick_schedules()
         # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
-        if not self.runtime.stopping.is_set() and self._every("cleanup", self.cleanup_interval):
+        if (not self.runtime.stopping.is_set()
+                and self._house.every("cleanup", self.cleanup_interval)):
             self._cleanup()
 
     def _cleanup(self) -> None:
         try:
             result = retention.cleanup(using=self.using, time_budget=CLEANUP_BUDGET)
         except DB_ERRORS:
-            self._due["cleanup"] = time.monotonic() + 60.0  # retry soon, not in an hour
+            self._house.due["cleanup"] = time.monotonic() + 60.0  # retry soon, not in an hour
             raise
         except Exception:
             logger.exception("cleanup failed")
@@ -333,7 +321,7 @@ class Worker:
         if result.total:
             logger.info("cleanup deleted %d finished executions", result.total)
         if not result.finished:
-            self._due["cleanup"] = time.monotonic() + self.poll_interval  # more to delete
+            self._house.due["cleanup"] = time.monotonic() + self.poll_interval  # more to delete
 
     # --- scheduling (conductor_django.scheduler) ---------------------------------------
 
@@ -347,7 +335,8 @@ class Worker:
 
     def _tick_schedules(self) -> None:
         """Queue the next run of schedules that have none (one query when nothing is due)."""
-        if not self.runtime.stopping.is_set() and self._every("schedules", self.poll_interval):
+        if (not self.runtime.stopping.is_set()
+                and self._house.every("schedules", self.poll_interval)):
             scheduler.tick(self.using)
 
     def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
@@ -362,12 +351,6 @@ class Worker:
             logger.warning("could not queue the next run of schedule %s/%s; the next tick will",
                            item.task_name, item.schedule_name, exc_info=True)
 
-    def _check_timeouts(self) -> None:
-        now = time.monotonic()
-        for ctx in list(self.runtime.inflight.values()):
-            if ctx.deadline is not None and now >= ctx.deadline:
-                ctx.signal.abort("timeout", timed_out(ctx.timeout))
-
     def _release_lost(self) -> None:
         with self._lock:
             lost, self._lost = self._lost, []
@@ -380,16 +363,7 @@ class Worker:
                 raise
 
     def _sleep_time(self) -> float:
-        now = time.monotonic()
-        wait = self.poll_interval
-        for name, due in self._due.items():
-            if name == "cancel" and not self.runtime.inflight:
-                continue
-            wait = min(wait, max(0.0, due - now))
-        for ctx in list(self.runtime.inflight.values()):
-            if ctx.deadline is not None:
-                wait = min(wait, max(0.0, ctx.deadline - now))
-        return max(wait, 0.001)
+        return self._house.sleep_time(self.poll_interval)
 
     def _close_connection(self) -> None:
         try:
