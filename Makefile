@@ -57,6 +57,8 @@ screenshots: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy conductor_django
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) $(VENV61) build dist *.egg-info example_project/db.sqlite3*

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .definitions import Batch, Cron, Retention, Task, task
 from .exceptions import (
     Cancelled,
     ChildExecutionFailed,
@@ -17,9 +18,6 @@ from .exceptions import (
     NonRetryableError,
     TaskNotFound,
 )
-from .flow import Batch
-from .registry import Cron, Task, task
-from .retention import Retention
 
 if TYPE_CHECKING:
     from .models import Execution, Schedule
@@ -70,9 +68,9 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
 
 def cancel(execution_id: Any, reason: str | None = None) -> bool:
     """Cancel an execution; ``True`` if it took effect."""
-    from .cancellation import cancel as _cancel
+    from .models import Execution as _Execution
 
-    return _cancel(execution_id, reason)
+    return _Execution.objects.cancel(execution_id, reason)
 
 
 def emit(name: str, payload: Any = None, **options: Any) -> list[str]:

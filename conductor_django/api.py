@@ -7,6 +7,7 @@ written, so the caller's transaction stays usable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -17,13 +18,12 @@ from typing import Any
 from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
-from . import queries
-from .cancellation import as_uuid
+from .definitions.registry import Task, get_task
+from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
 from .exceptions import ExecutionCancelled, ExecutionFailed
-from .models import Execution
-from .registry import Task, get_task
-from .transactions import retry_locked, write_transaction
-from .utils import check_aware, check_json_text, to_seconds
+from .models import Execution, FlowSlot
+from .store import inserts
+from .store.transactions import retry_locked, write_transaction
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
 
@@ -38,7 +38,7 @@ class NewExecution:
     priority: int
     run_at: datetime
     queue: str
-    # flow control: seconds (see conductor_django.throttle)
+    # flow control: seconds (see insert_throttled, insert_debounced)
     throttle: float | None = None
     debounce: float | None = None
     payload_text: str | None = None  # the payload as JSON, once checked
@@ -129,18 +129,16 @@ def _flow_seconds(
 
 def insert_any(new: NewExecution, using: str) -> str:
     """Write one execution through its throttle or debounce, or plainly (``insert``)."""
-    from . import throttle
-
     if new.throttle is not None:
-        return throttle.insert_throttled(new, new.throttle, using)
+        return insert_throttled(new, new.throttle, using)
     if new.debounce is not None:
-        return throttle.insert_debounced(new, new.debounce, using)
+        return insert_debounced(new, new.debounce, using)
     return insert(new, using)
 
 
 def insert(new: NewExecution, using: str, **extra: Any) -> str:
     """Write one execution (one INSERT); with a ``dedupe_key``, return a running twin's id."""
-    if new.dedupe_key is None and set(extra) <= set(queries.EXTRA_COLUMNS):
+    if new.dedupe_key is None and set(extra) <= set(inserts.EXTRA_COLUMNS):
         return insert_plain([new], using, **extra)[0]
     if new.dedupe_key is None:
         row = new.build(**extra)
@@ -166,17 +164,17 @@ def insert(new: NewExecution, using: str, **extra: Any) -> str:
 
 
 def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str]:
-    """Write executions without a dedupe key in one statement (``queries.insert_rows``)."""
+    """Write executions without a dedupe key in one statement (``store.inserts.insert_rows``)."""
     connection = connections[using]
     now = timezone.now()
     ids = [uuid.uuid4() for _ in news]
-    queries.insert_rows([
-        queries.execution_row(
+    inserts.insert_rows(connection, Execution._meta.db_table, [
+        inserts.execution_row(
             connection, eid, new.task.name, new.queue,
             None if new.payload is None else new.payload_json(), new.task.max_attempts,
             new.priority, new.run_at, now, **extra)
         for eid, new in zip(ids, news, strict=True)
-    ], using)
+    ])
     return [str(eid) for eid in ids]
 
 
@@ -264,3 +262,89 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
         remaining = None if deadline is None else deadline - time.monotonic()
         time.sleep(pause if remaining is None else max(0.0, min(pause, remaining)))
         pause = min(pause * 1.5, 0.25)
+
+
+# --- throttle and debounce (task flow control: FlowSlot rows) --------------------
+#
+# ``invoke(..., throttle=seconds)`` and ``invoke(..., debounce=seconds)``.
+#
+# Both are keyed by task and dedupe key (no key is a key of its own). Each key has one
+# ``FlowSlot`` row pointing at its last execution; concurrent invocations of one key
+# serialize on that row (``SELECT ... FOR UPDATE`` on PostgreSQL; the database write
+# lock on SQLite) until the invoking transaction ends, and the first invocation of a
+# key races only on the slot's unique constraint, whose loser retries. So the rules
+# hold across processes:
+#
+# * **Throttle**: at most one execution per task and key per period. The first
+#   invocation creates the execution and opens a period of ``seconds``; invocations
+#   within the period return that execution's id and write nothing. The executions
+#   also keep the dedupe key, so an unfinished one still wins after the period.
+# * **Debounce**: the first invocation creates an execution due in ``seconds``; every
+#   further one, while that execution has not started, replaces its payload and pushes
+#   its ``run_at`` to now + ``seconds`` and returns the same id. It runs once, after the
+#   calls stop. A call that arrives once it has started queues a new execution. The
+#   key lives in the slot, not in the execution's ``dedupe_key``, so that such a call is
+#   not deduplicated into the running one.
+
+ROUNDS = 10
+
+
+def _slot(kind: str, new: NewExecution, using: str):
+    return FlowSlot.objects.using(using).filter(
+        kind=kind, task_name=new.task.name, key=new.dedupe_key or ""
+    )
+
+
+def _store(kind: str, new: NewExecution, slot_id: int | None, eid: str, until, using: str):
+    if slot_id is None:
+        FlowSlot.objects.using(using).create(
+            kind=kind, task_name=new.task.name, key=new.dedupe_key or "",
+            execution_id=eid, until=until,
+        )
+    else:
+        FlowSlot.objects.using(using).filter(pk=slot_id).update(execution_id=eid, until=until)
+
+
+def insert_throttled(new: NewExecution, seconds: float, using: str) -> str:
+    """Create an execution unless one of this task and key was created in the period."""
+    kind = FlowSlot.Kind.THROTTLE
+    for _ in range(ROUNDS):
+        try:
+            with write_transaction(using):
+                slot = _slot(kind, new, using).select_for_update().values("pk", "execution_id",
+                                                                            "until").first()
+                now = timezone.now()
+                if slot is not None and slot["until"] > now:
+                    return str(slot["execution_id"])
+                eid = insert(new, using)
+                _store(kind, new, slot and slot["pk"], eid, now + timedelta(seconds=seconds),
+                       using)
+                return eid
+        except IntegrityError:
+            continue  # another invocation created this key's slot first; use it
+    raise IntegrityError(f"throttle of {new.task.name!r}: could not settle the slot")
+
+
+def insert_debounced(new: NewExecution, seconds: float, using: str) -> str:
+    """Push the key's not yet started execution to now + ``seconds``, or create one."""
+    kind = FlowSlot.Kind.DEBOUNCE
+    row = dataclasses.replace(new, dedupe_key=None)
+    for _ in range(ROUNDS):
+        try:
+            with write_transaction(using):
+                slot = _slot(kind, new, using).select_for_update().values("pk", "execution_id",
+                                                                            "until").first()
+                run_at = timezone.now() + timedelta(seconds=seconds)
+                if slot is not None:
+                    pushed = Execution.objects.using(using).filter(
+                        pk=slot["execution_id"], status=Execution.Status.PENDING, attempts=0
+                    ).update(payload=new.payload, run_at=run_at)
+                    if pushed:
+                        _store(kind, new, slot["pk"], slot["execution_id"], run_at, using)
+                        return str(slot["execution_id"])
+                eid = insert(dataclasses.replace(row, run_at=run_at), using)
+                _store(kind, new, slot and slot["pk"], eid, run_at, using)
+                return eid
+        except IntegrityError:
+            continue
+    raise IntegrityError(f"debounce of {new.task.name!r}: could not settle the slot")

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from django.apps import AppConfig
 
 if TYPE_CHECKING:
-    from .registry import Task
+    from .definitions.registry import Task
 
 
 class ConductorConfig(AppConfig):
@@ -15,7 +15,7 @@ class ConductorConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, events  # noqa: F401 - checks registers the system checks
-        from .registry import add_resolver, autodiscover
+        from .definitions.registry import add_resolver, autodiscover
 
         autodiscover()
         events.sync()  # connect model triggers of the discovered tasks

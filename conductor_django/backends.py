@@ -58,10 +58,9 @@ except ImportError:  # Django 5.2: the backport
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 
 from . import api
-from .cancellation import as_uuid
+from .definitions.registry import Task, get_task, register
+from .definitions.values import as_uuid, check_json
 from .models import Execution, Step
-from .registry import Task, get_task, register
-from .utils import check_json
 
 ATTEMPT_STEP = "django_tasks.attempt-"
 ERROR_STEP = "django_tasks.error-"

@@ -12,13 +12,37 @@ from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
-from .conf import DEFAULTS, ENGINES, TYPES
-from .custom_context import load_factory
-from .logs import level_number
-from .registry import all_tasks, import_errors
-from .retention import Retention
+from .conf import DEFAULTS
+from .definitions.options import Retention
+from .definitions.registry import all_tasks, import_errors
+from .events import resolve_fields, resolve_model
+from .models import Execution
+from .runtime.custom_context import load_factory
+from .runtime.logs import level_number
 
 VALID = ", ".join(sorted(DEFAULTS))
+
+#: The types each key of ``settings.CONDUCTOR`` accepts (checked by ``check_settings``).
+NUMBER = (int, float)
+TYPES: dict[str, tuple[type, ...]] = {
+    "TASK_MODULES": (list, tuple),
+    "ENGINE": (str,),
+    "RETRY_BACKOFF": (list, tuple),
+    "CANCEL_POLL_INTERVAL": NUMBER,
+    "POLL_INTERVAL": NUMBER,
+    "WORKER_DEAD_AFTER": NUMBER,
+    "HEARTBEAT_INTERVAL": NUMBER,
+    "RETENTION": (Retention, dict, type(None)),
+    "CONTEXT": (str, type(None)),
+    "DEFAULT_QUEUE": (str,),
+    "CLEANUP_INTERVAL": NUMBER,
+    "CLEANUP_BATCH_SIZE": (int,),
+    "LOG_LINES": (int,),
+    "LOG_LEVEL": (str, int),
+    "PREPARED_STATEMENTS": (bool,),
+}
+
+ENGINES = ("database", "django_q")
 
 
 @register()
@@ -163,8 +187,6 @@ def _check_value_settings(value: dict[str, Any]) -> list[Error]:
 @register()
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Task modules that failed to import, and model triggers naming unknown models."""
-    from .events import resolve_fields, resolve_model
-
     errors = []
     for module, trace in sorted(import_errors.items()):
         last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
@@ -196,8 +218,6 @@ def check_sqlite_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckW
     transactions (``invoke`` inside ``atomic()``, the admin) from failing that way
     while a worker writes, and let readers run beside the writer.
     """
-    from .models import Execution
-
     alias = router.db_for_write(Execution)
     return sqlite_advice(alias, settings.DATABASES.get(alias) or {})
 

@@ -9,8 +9,6 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from .retention import Retention
-
 #: Every key of ``settings.CONDUCTOR`` with its default and the types it accepts.
 DEFAULTS: dict[str, Any] = {
     "TASK_MODULES": [],
@@ -31,28 +29,6 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: prepare the hot statements (prepared.py)
     "PREPARED_STATEMENTS": True,
 }
-
-NUMBER = (int, float)
-TYPES: dict[str, tuple[type, ...]] = {
-    "TASK_MODULES": (list, tuple),
-    "ENGINE": (str,),
-    "RETRY_BACKOFF": (list, tuple),
-    "CANCEL_POLL_INTERVAL": NUMBER,
-    "POLL_INTERVAL": NUMBER,
-    "WORKER_DEAD_AFTER": NUMBER,
-    "HEARTBEAT_INTERVAL": NUMBER,
-    "RETENTION": (Retention, dict, type(None)),
-    "CONTEXT": (str, type(None)),
-    "DEFAULT_QUEUE": (str,),
-    "CLEANUP_INTERVAL": NUMBER,
-    "CLEANUP_BATCH_SIZE": (int,),
-    "LOG_LINES": (int,),
-    "LOG_LEVEL": (str, int),
-    "PREPARED_STATEMENTS": (bool,),
-}
-
-ENGINES = ("database", "django_q")
-
 
 def user_settings() -> dict[str, Any]:
     value = getattr(django_settings, "CONDUCTOR", None) or {}

@@ -34,9 +34,11 @@ from django.db import models, router, transaction
 from django.db.models.signals import ModelSignal, post_delete, post_save, pre_save
 from django.utils import timezone
 
-from . import registry
-from .registry import Task, all_tasks
-from .transactions import retry_locked, write_transaction
+from .api import insert, prepare
+from .definitions import registry
+from .definitions.registry import Task, all_tasks
+from .models import Execution
+from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django")
 
@@ -58,9 +60,6 @@ def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
     ``delay``, ``queue``), applied to every execution. Bad input raises before anything
     is written.
     """
-    from .api import insert, prepare
-    from .models import Execution
-
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ValueError(f"event name must be a non-empty str of at most 200 characters, "
                          f"got {name!r}")
@@ -248,9 +247,6 @@ def _start_on_commit(starts: list[tuple[Trigger, dict[str, Any]]], using: str) -
     """Prepare the executions now; insert them when the saving transaction commits."""
     if not starts:
         return
-    from .api import insert, prepare
-    from .models import Execution
-
     prepared = [(prepare(t.task, _json(payload), direct=False), t.event_name)
                 for t, payload in starts]
 

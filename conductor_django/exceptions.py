@@ -11,6 +11,11 @@ from __future__ import annotations
 DEFAULT_REASON = "Cancelled by user"
 
 
+def timed_out(seconds: float | None) -> str:
+    """The message of an attempt stopped by its task's ``timeout``."""
+    return f"Timed out after {seconds or 0:g} seconds"
+
+
 class ConductorError(Exception):
     """Base class of conductor_django's errors."""
 

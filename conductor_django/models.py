@@ -1,12 +1,14 @@
-"""The four tables: executions, their memoized steps, cron schedules and live workers.
+"""The tables: executions, their memoized steps, cron schedules, live workers, flow-control
+slots and execution logs.
 
-Every state change of an execution is a method here (``cancel``) or a function of
-``conductor_django.queries`` (claim, complete, fail, release), shared by the worker,
-the module API and the admin.
+Every state change of an execution is a method of its manager (``Execution.objects``,
+the state machine in ``conductor_django.state``), shared by the worker, the module API
+and the admin; ``cancel``, ``retry`` and ``run_again`` here call it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -14,29 +16,25 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-
-class ExecutionQuerySet(models.QuerySet):
-    def unfinished(self) -> ExecutionQuerySet:
-        return self.filter(status__in=Execution.UNFINISHED)
-
-    def finished(self) -> ExecutionQuerySet:
-        return self.filter(status__in=Execution.FINAL)
+from .exceptions import DEFAULT_REASON
+from .state import (
+    FINAL,
+    RUNNABLE,
+    UNFINISHED,
+    ExecutionQuerySet,
+    Status,
+    StepQuerySet,
+    WorkerQuerySet,
+)
 
 
 class Execution(models.Model):
     """One run (with its retries) of a task for one payload."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        SUSPENDED = "suspended", "Suspended"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    FINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
-    UNFINISHED = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
-    RUNNABLE = (Status.PENDING, Status.SUSPENDED)
+    Status = Status
+    FINAL = FINAL
+    UNFINISHED = UNFINISHED
+    RUNNABLE = RUNNABLE
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     task_name = models.CharField(max_length=200)
@@ -168,29 +166,23 @@ class Execution(models.Model):
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
 
-    def cancel(self, reason: str = "Cancelled by user") -> bool:
-        """Cancel this execution; see ``conductor_django.cancellation.cancel``."""
-        from .cancellation import cancel
-
-        done = cancel(self.pk, reason, using=self._state.db)
+    def cancel(self, reason: str = DEFAULT_REASON) -> bool:
+        """Cancel this execution; see ``state.operator``."""
+        done = Execution.objects.cancel(self.pk, reason, using=self._state.db)
         self.refresh_from_db()
         return done
 
-    # --- operator actions (see conductor_django.operations) ---------------------------
+    # --- operator actions (see conductor_django.state.operator) -----------------------
 
     def retry(self) -> bool:
         """Put this failed or cancelled execution back to ``pending``, steps kept."""
-        from .operations import retry
-
-        done = retry(self.pk, using=self._state.db)
+        done = Execution.objects.retry(self.pk, using=self._state.db)
         self.refresh_from_db()
         return done
 
     def run_again(self) -> Execution | None:
         """A new execution with this one's payload (no steps); ``None`` if not legal."""
-        from .operations import run_again
-
-        new_id = run_again(self.pk, using=self._state.db)
+        new_id = Execution.objects.run_again(self.pk, using=self._state.db)
         if new_id is None:
             return None
         return Execution.objects.using(self._state.db).get(pk=new_id)
@@ -204,6 +196,8 @@ class Step(models.Model):
     result = models.JSONField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = StepQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -262,6 +256,8 @@ class Worker(models.Model):
         QCLUSTER = "qcluster", "django-q2 qcluster worker process"
 
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.WORKER)
+
+    objects = WorkerQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]
@@ -328,6 +324,4 @@ class ExecutionLog(models.Model):
 
     @property
     def levelname(self) -> str:
-        import logging
-
         return logging.getLevelName(self.level)

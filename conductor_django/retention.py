@@ -16,45 +16,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .transactions import write_transaction
-from .utils import to_seconds
+from .store.transactions import write_transaction
 
-if TYPE_CHECKING:
-    from django.db.models import QuerySet
+__all__ = ["KINDS", "CleanupResult", "Retention", "cleanup", "policies"]
+from django.db import router
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Keep ``completed`` executions and ``failed`` (and cancelled) ones this long.
-
-    Each field is a ``timedelta`` or seconds; ``None`` keeps them forever.
-    """
-
-    completed: timedelta | None = None
-    failed: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("completed", "failed"):
-            seconds = to_seconds(getattr(self, name), f"Retention.{name}")
-            object.__setattr__(self, name, None if seconds is None else timedelta(seconds=seconds))
-
-    @classmethod
-    def coerce(cls, value: Any) -> Retention | None:
-        """A ``Retention`` from the ``RETENTION`` setting: ``None``, a ``Retention`` or a dict."""
-        if value is None or isinstance(value, Retention):
-            return value
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - {"completed", "failed"})
-            if unknown:
-                raise ValueError(f"unknown retention keys {unknown}; valid: completed, failed")
-            return cls(**value)
-        raise TypeError(
-            f"retention must be a Retention, a dict or None, not {type(value).__name__}"
-        )
-
+from . import conf
+from .definitions.options import Retention
+from .definitions.registry import all_tasks
+from .models import Execution
 
 #: (label used in reports, statuses, the ``Retention`` field that covers them)
 KINDS = (
@@ -85,13 +59,6 @@ class CleanupResult:
 
 def policies(now: Any | None = None) -> list[tuple[str, str, QuerySet]]:
     """Every (task or ``"*"``, kind, queryset of deletable executions) the settings define."""
-    from django.db.models import Q
-    from django.utils import timezone
-
-    from . import conf
-    from .models import Execution
-    from .registry import all_tasks
-
     now = now or timezone.now()
     # The parent of a deletable child must be finished too (a suspended parent reads it).
     free = Q(parent__isnull=True) | Q(parent__status__in=Execution.FINAL)
@@ -128,11 +95,6 @@ def cleanup(
     With ``time_budget`` (seconds) it stops after the batch that exhausts it and
     returns ``finished=False``; the worker then comes back soon instead of blocking.
     """
-    from django.db import router
-
-    from . import conf
-    from .models import Execution
-
     if batch_size is None:
         batch_size = conf.get("CLEANUP_BATCH_SIZE")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -33,13 +33,12 @@ from django.db import IntegrityError, router
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
-from .cancellation import cancel
-from .cron import check_timezone, next_fire, validate, zone
+from .definitions.cron import check_schedule as check_schedule_definition
+from .definitions.cron import next_fire, zone
+from .definitions.registry import Task, all_tasks, get_task
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
-from .registry import Task, all_tasks, get_task
-from .transactions import retry_locked, write_transaction
-from .utils import check_json
+from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django.scheduler")
 
@@ -236,7 +235,7 @@ def _drop_queued(schedule: Schedule, reason: str, using: str) -> int:
     """Cancel the queued run; its fire time is freed (it never ran)."""
     ids = list(_queued(schedule, using).values_list("pk", flat=True))
     for eid in ids:
-        cancel(eid, reason, using=using)
+        Execution.objects.cancel(eid, reason, using=using)
     Execution.objects.using(using).filter(pk__in=ids, started_at__isnull=True).exclude(
         status__in=Execution.UNFINISHED
     ).update(scheduled_for=None)
@@ -247,16 +246,7 @@ def check_schedule(task: str | Task, name: Any, cron: Any, payload: Any = None,
                    tz: Any = None) -> Task:
     """Validate a dynamic schedule; raises before anything is written."""
     t = get_task(task)
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ValueError(f"schedule name must be a non-empty str of at most 200 characters, "
-                         f"got {name!r}")
-    validate(cron)
-    if len(cron) > 200:
-        raise ValueError(f"cron expression {cron!r} is longer than 200 characters")
-    check_json(payload, "schedule payload")
-    check_timezone(tz)
-    if tz and len(tz) > 64:
-        raise ValueError(f"timezone {tz!r} is longer than 64 characters")
+    check_schedule_definition(name, cron, payload, tz)
     return t
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .worker import Worker
+from .runtime.worker import Worker
 
 
 def drain(queues: Sequence[str] | None = None, timeout: float = 60) -> int:

@@ -19,6 +19,13 @@ mkdir -p "$LOGS"
 
 echo "== ruff"
 "$PY" -m ruff check . || exit 1
+
+echo "== mypy"
+"$PY" -m mypy conductor_django || exit 1
+
+echo "== import contracts"
+"$(dirname "$PY")/lint-imports" --no-cache || exit 1
+
 echo "== makemigrations --check"
 DJANGO_SETTINGS_MODULE=tests.settings "$PY" -m django makemigrations --check --dry-run || exit 1
 

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 import conductor_django as conductor
-from conductor_django import stats
-from conductor_django.charts import nice_max, throughput_chart
+from conductor_django.admin import stats
+from conductor_django.admin.charts import nice_max, throughput_chart
 from conductor_django.models import Execution, Step, Worker
 from conductor_django.testing import drain
 from tests.testapp.models import Mark

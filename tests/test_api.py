@@ -9,8 +9,8 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django import task
+from conductor_django.definitions.registry import get_task, unregister
 from conductor_django.models import Execution
-from conductor_django.registry import get_task, unregister
 from conductor_django.testing import drain
 from tests.testapp.tasks import echo
 

@@ -9,7 +9,7 @@ import pytest
 
 from conductor_django import Retention
 from conductor_django.checks import check_settings, check_tasks
-from conductor_django.registry import (
+from conductor_django.definitions.registry import (
     all_tasks,
     autodiscover,
     build_task,

@@ -7,8 +7,8 @@ import pytest
 from croniter import croniter
 
 from conductor_django import Cron, task
-from conductor_django.cron import check_timezone, next_fire, validate, zone
-from conductor_django.registry import all_tasks, build_task
+from conductor_django.definitions.cron import check_timezone, next_fire, validate, zone
+from conductor_django.definitions.registry import all_tasks, build_task
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -183,7 +183,7 @@ def test_cancel_running_django_task_maps_to_failed(start_worker):
 
 def test_workers_find_django_tasks_by_module_path_only():
     from conductor_django import TaskNotFound
-    from conductor_django.registry import get_task
+    from conductor_django.definitions.registry import get_task
 
     found = get_task("tests.testapp.dtasks.explode")
     assert found.name == "tests.testapp.dtasks.explode" and not found.invocable

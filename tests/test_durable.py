@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
+import uuid
 from datetime import datetime
 
 import pytest
 from django.utils import timezone
 
 import conductor_django as conductor
-from conductor_django import queries
 from conductor_django.models import Execution, Step
 from conductor_django.testing import drain
 from tests.conftest import poll
@@ -106,12 +106,12 @@ def test_sleep_woken_early_suspends_again():
 @pytest.mark.django_db
 @pytest.mark.parametrize("bad, error", [(-1, ValueError), ("soon", TypeError)])
 def test_sleep_rejects_bad_durations(bad, error):
-    from conductor_django.context import Context
     from conductor_django.runtime import Runtime
+    from conductor_django.runtime.context import Context
 
     eid = conductor.invoke("echo")
     ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
-                  runtime=Runtime(worker_id=queries.uuid.uuid4(), inline=True))
+                  runtime=Runtime(worker_id=uuid.uuid4(), inline=True))
     with pytest.raises(error, match="sleep duration"):
         ctx.sleep("x", bad)
     with pytest.raises(ValueError, match="non-empty str"):
@@ -121,12 +121,12 @@ def test_sleep_rejects_bad_durations(bad, error):
 
 @pytest.mark.django_db
 def test_step_name_of_another_kind_is_refused():
-    from conductor_django.context import Context
     from conductor_django.runtime import Runtime
+    from conductor_django.runtime.context import Context
 
     eid = conductor.invoke("echo")
-    wid = queries.uuid.uuid4()
-    [claimed] = queries.claim(wid, None, 1, "default")  # steps are written under a lease
+    wid = uuid.uuid4()
+    [claimed] = Execution.objects.claim(wid, None, 1, "default")  # steps are written under a lease
     ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
                   runtime=Runtime(worker_id=wid, inline=True), lease=claimed.lease)
     ctx.step("same", lambda: 1)
@@ -138,9 +138,9 @@ def test_step_name_of_another_kind_is_refused():
 
 
 def _running_parent_with_child() -> tuple[str, str, object, int]:
-    wid = queries.uuid.uuid4()
+    wid = uuid.uuid4()
     parent_id = conductor.invoke("echo")
-    claimed = queries.claim(wid, None, 1, "default")
+    claimed = Execution.objects.claim(wid, None, 1, "default")
     assert [c.id for c in claimed] == [parent_id]
     child = Execution.objects.create(task_name="echo", parent_id=parent_id,
                                      run_at=timezone.now() + timezone.timedelta(days=1))
@@ -150,7 +150,7 @@ def _running_parent_with_child() -> tuple[str, str, object, int]:
 @pytest.mark.django_db
 def test_child_finishing_wakes_a_suspended_parent():
     parent_id, child_id, wid, lease = _running_parent_with_child()
-    assert queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+    assert Execution.objects.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
                            waiting_for=child_id) == 1
     row = Execution.objects.get(pk=parent_id)
     assert row.status == S.SUSPENDED and row.run_at is None
@@ -165,7 +165,7 @@ def test_child_finishing_while_parent_still_runs_is_not_lost():
     parent_id, child_id, wid, lease = _running_parent_with_child()
     # The child ends after the parent read it as unfinished, before the parent suspends.
     assert conductor.cancel(child_id)
-    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+    Execution.objects.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
                     waiting_for=child_id)
     row = Execution.objects.get(pk=parent_id)
     assert row.status == S.SUSPENDED
@@ -177,8 +177,8 @@ def test_woken_marker_alone_makes_the_suspend_runnable():
     parent_id, child_id, wid, lease = _running_parent_with_child()
     other = Execution.objects.create(task_name="echo", parent_id=parent_id)
     # An earlier child woke the running parent; the awaited child is still unfinished.
-    assert queries.wake_parents(Execution.objects.filter(pk=other.pk), "default") == 1
-    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+    assert Execution.objects.wake_parents(Execution.objects.filter(pk=other.pk), "default") == 1
+    Execution.objects.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
                     waiting_for=child_id)
     row = Execution.objects.get(pk=parent_id)
     assert row.run_at is not None and row.run_at <= timezone.now()
@@ -188,7 +188,7 @@ def test_woken_marker_alone_makes_the_suspend_runnable():
 def test_unfinished_child_leaves_parent_asleep_until_deadline():
     parent_id, child_id, wid, lease = _running_parent_with_child()
     deadline = timezone.now() + timezone.timedelta(hours=1)
-    queries.release(parent_id, wid, lease, deadline, "default", status=S.SUSPENDED,
+    Execution.objects.release(parent_id, wid, lease, deadline, "default", status=S.SUSPENDED,
                     waiting_for=child_id)
     assert Execution.objects.get(pk=parent_id).run_at == deadline
 
@@ -339,15 +339,15 @@ def test_example_fulfil_order_walkthrough():
 @pytest.mark.django_db
 def test_child_ended_by_crash_recovery_wakes_its_parent():
     parent_id, child_id, wid, lease = _running_parent_with_child()
-    queries.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
+    Execution.objects.release(parent_id, wid, lease, None, "default", status=S.SUSPENDED,
                     waiting_for=child_id)
     assert Execution.objects.get(pk=parent_id).run_at is None
     # The child's worker died during its last attempt; nothing is registered for it.
     long_ago = timezone.now() - timezone.timedelta(minutes=5)
     Execution.objects.filter(pk=child_id).update(
-        status=S.RUNNING, locked_by=queries.uuid.uuid4(), locked_at=long_ago,
+        status=S.RUNNING, locked_by=uuid.uuid4(), locked_at=long_ago,
         attempts=3, max_attempts=3)
-    assert queries.recover(30, "default") == 1
+    assert Execution.objects.recover(30, "default") == 1
     assert Execution.objects.get(pk=child_id).status == S.FAILED
     parent = Execution.objects.get(pk=parent_id)
     assert parent.status == S.SUSPENDED and parent.run_at <= timezone.now()

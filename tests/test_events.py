@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 import conductor_django as conductor
+from conductor_django.definitions.registry import build_task, register, unregister
 from conductor_django.models import Execution, ExecutionLog
-from conductor_django.registry import build_task, register, unregister
 from conductor_django.testing import drain
 from tests.conftest import poll
 from tests.testapp.models import Article, FeaturedArticle, Mark

@@ -15,22 +15,23 @@ from django.db import connection, connections
 from django.utils import timezone
 
 import conductor_django as conductor
-from conductor_django import checks, logs, queries
-from conductor_django.context import Context
+from conductor_django import checks
 from conductor_django.exceptions import LeaseLost
 from conductor_django.models import Execution, ExecutionLog, Step
 from conductor_django.models import Worker as WorkerRow
-from conductor_django.runtime import Runtime
+from conductor_django.runtime import Runtime, logs
+from conductor_django.runtime.context import Context
+from conductor_django.state import Claimed
+from conductor_django.store.transactions import write_transaction
 from conductor_django.testing import drain
-from conductor_django.transactions import write_transaction
 from tests.conftest import poll
 from tests.testapp.models import Mark
 
 S = Execution.Status
 
 
-def _claim(worker_id: uuid.UUID) -> queries.Claimed:
-    [claimed] = queries.claim(worker_id, None, 1, "default")
+def _claim(worker_id: uuid.UUID) -> Claimed:
+    [claimed] = Execution.objects.claim(worker_id, None, 1, "default")
     return claimed
 
 
@@ -38,12 +39,12 @@ def _presume_dead(worker_id: uuid.UUID) -> None:
     """What other workers do to a worker whose heartbeat stopped: recover its work."""
     WorkerRow.objects.filter(pk=worker_id).update(
         last_heartbeat=timezone.now() - timezone.timedelta(seconds=120))
-    assert queries.recover(30, "default") >= 1
+    assert Execution.objects.recover(30, "default") >= 1
 
 
 def _worker_row() -> WorkerRow:
     row = WorkerRow(id=uuid.uuid4(), hostname="test", pid=1)
-    queries.register_worker(row, "default")
+    WorkerRow.objects.register(row, "default")
     return row
 
 
@@ -61,20 +62,20 @@ def test_every_claim_takes_a_new_lease_and_only_its_holder_writes():
     now = timezone.now()
     # The presumed-dead worker writes nothing more: no step, log, outcome or release.
     with pytest.raises(LeaseLost):
-        queries.save_step(eid, "s", 1, now, "default", worker_id=a.pk, lease=first.lease)
-    assert queries.complete(eid, a.pk, first.lease, "stale", "default") == 0
-    assert queries.fail(eid, a.pk, first.lease, "stale", None, "default") == 0
-    assert queries.release(eid, a.pk, first.lease, now, "default") == 0
-    assert queries.finish_cancelled(eid, a.pk, first.lease, "stale", "default") == 0
+        Step.objects.remember(eid, "s", 1, now, "default", worker_id=a.pk, lease=first.lease)
+    assert Execution.objects.complete(eid, a.pk, first.lease, "stale", "default") == 0
+    assert Execution.objects.fail(eid, a.pk, first.lease, "stale", None, "default") == 0
+    assert Execution.objects.release(eid, a.pk, first.lease, now, "default") == 0
+    assert Execution.objects.finish_cancelled(eid, a.pk, first.lease, "stale", "default") == 0
     buffer = logs.LogBuffer(10, logging.INFO)
     buffer.add(logging.INFO, "t", "stale line")
     assert logs.store(eid, 1, buffer, 10, "default", holder=(a.pk, first.lease)) == 0
     assert not Step.objects.filter(execution_id=eid).exists()
     assert not ExecutionLog.objects.filter(execution_id=eid).exists()
     # The holder of the new lease writes.
-    assert queries.save_step(eid, "s", 2, now, "default", worker_id=b.pk,
+    assert Step.objects.remember(eid, "s", 2, now, "default", worker_id=b.pk,
                              lease=second.lease) == 2
-    assert queries.complete(eid, b.pk, second.lease, "fresh", "default") == 1
+    assert Execution.objects.complete(eid, b.pk, second.lease, "fresh", "default") == 1
     row = conductor.get(eid)
     assert (row.status, row.result) == ("completed", "fresh")
 
@@ -85,11 +86,11 @@ def test_a_worker_that_claims_its_lost_execution_again_fences_its_old_attempt():
     a = _worker_row()
     old = _claim(a.pk)
     _presume_dead(a.pk)
-    queries.register_worker(a, "default")  # it wakes up and registers again
+    WorkerRow.objects.register(a, "default")  # it wakes up and registers again
     new = _claim(a.pk)
     assert new.id == eid and new.lease != old.lease
-    assert queries.complete(eid, a.pk, old.lease, "old attempt", "default") == 0
-    assert queries.complete(eid, a.pk, new.lease, "new attempt", "default") == 1
+    assert Execution.objects.complete(eid, a.pk, old.lease, "old attempt", "default") == 0
+    assert Execution.objects.complete(eid, a.pk, new.lease, "new attempt", "default") == 1
     assert conductor.get(eid).result == "new attempt"
 
 
@@ -139,8 +140,8 @@ def test_a_suspect_execution_is_not_claimed_again_by_its_worker():
     row = _worker_row()
     eid = conductor.invoke("echo")
     other = conductor.invoke("echo")
-    assert queries.claim(row.pk, None, 5, "default", exclude=[eid])[0].id == other
-    assert queries.claim(row.pk, None, 5, "default") [0].id == eid
+    assert Execution.objects.claim(row.pk, None, 5, "default", exclude=[eid])[0].id == other
+    assert Execution.objects.claim(row.pk, None, 5, "default") [0].id == eid
 
 
 # --- cancel reasons reach the handler exactly, on every delivery path ------------------
@@ -192,7 +193,7 @@ def test_an_atomic_step_refuses_to_write_to_another_database():
 
 @pytest.mark.django_db(databases=["default", "other"])
 def test_only_database_names_the_model():
-    from conductor_django.atomic import only_database
+    from conductor_django.runtime.atomic import only_database
 
     with only_database("default", "atomic step 'x'"), pytest.raises(
             ImproperlyConfigured, match=r"atomic step 'x' writes to testapp\.Mark"):

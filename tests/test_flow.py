@@ -16,11 +16,11 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django import Batch
+from conductor_django.definitions.registry import build_task
+from conductor_django.definitions.window import Window
 from conductor_django.exceptions import ExecutionFailed
 from conductor_django.models import Execution, FlowSlot
-from conductor_django.registry import build_task
 from conductor_django.testing import drain
-from conductor_django.window import Window
 from tests.conftest import poll
 from tests.testapp.models import Gauge, Mark
 

@@ -1,4 +1,4 @@
-"""PostgreSQL: the hot statements are prepared on the server (conductor_django.prepared),
+"""PostgreSQL: the hot statements are prepared on the server (conductor_django.store.prepared),
 can be turned off, and survive a pooler that loses prepared statements."""
 
 import logging
@@ -8,8 +8,8 @@ from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 
 import conductor_django as conductor
-from conductor_django import prepared
 from conductor_django.models import Execution
+from conductor_django.store import prepared
 from conductor_django.testing import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)

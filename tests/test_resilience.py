@@ -7,11 +7,14 @@ import sqlite3
 import time
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 import conductor_django as conductor
 from conductor_django.models import Execution, Step
 from conductor_django.models import Worker as WorkerRow
+from conductor_django.runtime import retry
+from conductor_django.state import ExecutionQuerySet
+from conductor_django.testing import drain
 from tests.conftest import poll
 from tests.testapp.models import Mark
 
@@ -130,6 +133,28 @@ def test_cancellation_reaches_executions_during_shutdown(start_worker):
 
 
 # --- database faults --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_outcome_survives_a_database_fault(monkeypatch):
+    """A batch's final writes are retried across a database fault, as a single
+    execution's are: the handler ran, its results must not be lost."""
+    ids = [conductor.invoke("batched", n) for n in range(3)]
+    real = ExecutionQuerySet.complete
+    faults = []
+
+    def flaky(self, *args, **kwargs):
+        if not faults:
+            faults.append(args[0])
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExecutionQuerySet, "complete", flaky)
+    monkeypatch.setattr(retry, "PAUSES", (0.0,) * len(retry.PAUSES))
+    drain()
+    assert faults
+    assert [Execution.objects.get(pk=eid).status for eid in ids] == [S.COMPLETED] * 3
+    assert [Execution.objects.get(pk=eid).result for eid in ids] == [0, 2, 4]
 
 
 def _terminate_other_backends() -> int:

@@ -8,8 +8,8 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django import NonRetryableError, task
+from conductor_django.definitions.registry import unregister
 from conductor_django.models import Execution, Step
-from conductor_django.registry import unregister
 from conductor_django.testing import drain
 from tests.testapp.models import Mark
 

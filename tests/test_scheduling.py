@@ -13,9 +13,9 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django import Cron, scheduler
-from conductor_django.cron import next_fire_times
+from conductor_django.definitions.cron import next_fire_times
+from conductor_django.definitions.registry import build_task, register, unregister
 from conductor_django.models import Execution, Schedule
-from conductor_django.registry import build_task, register, unregister
 from conductor_django.testing import drain
 from tests.conftest import poll
 from tests.testapp.models import Mark

@@ -126,7 +126,7 @@ def test_worker_before_migrate_says_run_migrate_first(tmp_path):
 
 def test_batch_size_help_states_the_real_default():
     from conductor_django.management.commands.conductor_worker import Command
-    from conductor_django.worker import PREFETCH_BATCH
+    from conductor_django.runtime.worker import PREFETCH_BATCH
 
     parser = Command().create_parser("manage.py", "conductor_worker")
     [action] = [a for a in parser._actions if "--batch-size" in a.option_strings]

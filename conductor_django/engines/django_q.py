@@ -9,7 +9,7 @@ Q_CLUSTER = {"name": "conductor", "orm": "default", "timeout": 600, "retry": 660
 Two sides:
 
 * **Dispatcher** (``conductor_worker`` with this engine): claims runnable executions
-  exactly as the database engine does (``queries.claim``: priorities, queues, delays,
+  exactly as the database engine does (``Execution.objects.claim``: priorities, queues, delays,
   retries and resumed sleeps are all decided there), holds them as ``running`` under
   its own worker id, and sends each execution id, and nothing else, through
   django-q2's broker (``async_task(run, execution_id)``). It keeps at most ``window``
@@ -21,7 +21,7 @@ Two sides:
   (``pending``, not a new attempt) and a stale message then changes nothing.
 * **Runner** (``run``, the django-q2 task function, in a qcluster worker process):
   takes the execution over from its dispatcher with one fenced update
-  (``queries.handover``: only a row held by a dispatcher moves, so duplicated or stale
+  (``Execution.objects.handover``: only a row held by a dispatcher moves, so duplicated or stale
   messages are harmless), then runs it with the same ``runner.run`` as the database
   engine. Each qcluster worker process registers itself as a ``Worker`` row (role
   ``qcluster``) and starts a watcher thread that heartbeats, delivers cancellations
@@ -51,12 +51,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from .. import conf, notify, queries, runner
-from ..cancellation import deliver, poll_cancellations
+from .. import conf
+from ..definitions.registry import get_task
 from ..models import Execution
 from ..models import Worker as WorkerRow
-from ..registry import get_task
-from ..runtime import Runtime
+from ..runtime import Runtime, listener, runner, unit
+from ..runtime.cancellation import deliver
+from ..runtime.housekeeper import Housekeeper
+from ..state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -94,12 +96,13 @@ class Dispatcher:
         # it had fetched it); django-q2's own redelivery (``retry``) comes first.
         self.resend_after = max(float(conf.get("WORKER_DEAD_AFTER")), float(Conf.RETRY or 0))
 
-    def dispatch(self, queues: list[str]) -> list[queries.Claimed]:
+    def dispatch(self, queues: list[str]) -> list[Claimed]:
         """Claim up to the free part of the window and send the ids; returns what was sent."""
-        free = self.window - queries.held_count(self.worker_id, self.using)
+        free = self.window - Execution.objects.held_count(self.worker_id, self.using)
         if free <= 0:
             return []
-        claimed = queries.claim(self.worker_id, queues, min(free, self.batch_size), self.using)
+        claimed = Execution.objects.claim(self.worker_id, queues,
+                                          min(free, self.batch_size), self.using)
         for n, item in enumerate(claimed):
             try:
                 self._send(item.id)
@@ -107,7 +110,7 @@ class Dispatcher:
                 logger.exception("could not send %s to the django-q2 broker; released", item.id)
                 now = timezone.now()
                 for rest in claimed[n:]:
-                    queries.release(rest.id, self.worker_id, rest.lease, now, self.using)
+                    Execution.objects.release(rest.id, self.worker_id, rest.lease, now, self.using)
                 return []
             logger.info(
                 "dispatch %s %s attempt %d/%d", item.task_name, item.id, item.attempts,
@@ -117,17 +120,19 @@ class Dispatcher:
 
     def periodic(self) -> None:
         """End cancelled held executions; send again those not taken over in time."""
-        done = queries.finish_cancelled_held(self.worker_id, self.using)
+        done = Execution.objects.finish_cancelled_held(self.worker_id, self.using)
         if done:
             logger.info("%d dispatched executions were cancelled before they started", done)
         older_than = timezone.now() - timedelta(seconds=self.resend_after)
-        for eid in queries.stale_held(self.worker_id, older_than, self.window, self.using):
+        stale = Execution.objects.stale_held(self.worker_id, older_than, self.window,
+                                             self.using)
+        for eid in stale:
             logger.warning("%s was not taken over in %g s: sending it again", eid,
                            self.resend_after)
             self._send(eid)
 
     def held(self) -> int:
-        return queries.held_count(self.worker_id, self.using)
+        return Execution.objects.held_count(self.worker_id, self.using)
 
     def _send(self, execution_id: str) -> None:
         from django_q.tasks import async_task
@@ -149,14 +154,14 @@ def run(execution_id: str) -> str:
 
     process = _process()
     runtime = process.runtime
-    taken = queries.handover(execution_id, runtime.worker_id, runtime.using)
+    taken = Execution.objects.handover(execution_id, runtime.worker_id, runtime.using)
     if taken is None:
         logger.info("%s is not held by a dispatcher (stale or duplicate message)", execution_id)
         return "skipped"
     claimed, cancel_reason = taken
     if cancel_reason is not None:
-        queries.finish_cancelled(claimed.id, runtime.worker_id, claimed.lease, cancel_reason,
-                                 runtime.using)
+        Execution.objects.finish_cancelled(claimed.id, runtime.worker_id, claimed.lease,
+                                           cancel_reason, runtime.using)
         return "cancelled"
     try:
         return runner.run(claimed, runtime)
@@ -166,14 +171,14 @@ def run(execution_id: str) -> str:
         raise  # django-q2 records the timeout and replaces this worker process
 
 
-def _fail_hard(claimed: queries.Claimed, runtime: Runtime, error: str) -> None:
+def _fail_hard(claimed: Claimed, runtime: Runtime, error: str) -> None:
     try:
         task = get_task(claimed.task_name)
     except LookupError:
         task = None
     for _ in range(2):  # the alarm may have broken the connection mid-query
         try:
-            runner._fail(claimed, runtime, task, error)
+            unit.fail(claimed, runtime, task, error)
             break
         except DB_ERRORS:
             connections[runtime.using].close()
@@ -192,40 +197,28 @@ class _Process:
         self.row = WorkerRow(id=self.runtime.worker_id, hostname=socket.gethostname(),
                              pid=self.pid, queues=[], concurrency=1,
                              role=WorkerRow.Role.QCLUSTER)
-        queries.register_worker(self.row, using)
+        WorkerRow.objects.register(self.row, using)
         self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         threading.Thread(target=self._watch, name="conductor-watcher", daemon=True).start()
-        if notify.supported(using):
-            notify.Listener(using, lambda queue: None, self._on_cancel).start()
+        if listener.listen_supported(using):
+            listener.Listener(using, lambda queue: None, self._on_cancel).start()
 
     def _on_cancel(self, execution_id: str, reason: str) -> None:
         deliver(self.runtime.inflight, execution_id, reason)
 
     def _watch(self) -> None:
         """Heartbeat, deliver cancellations and abort timed-out attempts, forever."""
-        runtime, using = self.runtime, self.runtime.using
-        next_beat = next_poll = 0.0
+        house = Housekeeper(self.runtime, self.row, heartbeat_interval=self.heartbeat_interval,
+                            cancel_poll_interval=self.cancel_poll_interval)
         while True:
-            now = time.monotonic()
             try:
-                if now >= next_beat:
-                    runtime.heartbeat(self.row)
-                    next_beat = now + self.heartbeat_interval
-                if runtime.inflight and now >= next_poll:
-                    poll_cancellations(runtime.worker_id, runtime.inflight, using)
-                    next_poll = now + self.cancel_poll_interval
+                house.run_due()
             except DB_ERRORS:
                 logger.warning("database error in the qcluster watcher", exc_info=True)
-                connections[using].close()
-            wait = min(next_beat, next_poll if runtime.inflight else next_beat) - now
-            for ctx in list(runtime.inflight.values()):
-                if ctx.deadline is not None:
-                    if now >= ctx.deadline:
-                        ctx.signal.abort("timeout", f"Timed out after {ctx.timeout:g} seconds")
-                    else:
-                        wait = min(wait, ctx.deadline - now)
-            time.sleep(min(max(wait, 0.01), self.cancel_poll_interval))
+                connections[self.runtime.using].close()
+            house.check_timeouts()
+            time.sleep(house.sleep_time(self.cancel_poll_interval, shortest=0.01))
 
 
 _current: _Process | None = None

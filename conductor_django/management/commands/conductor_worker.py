@@ -6,7 +6,7 @@ from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
 
 from conductor_django.models import Execution
-from conductor_django.worker import PREFETCH_BATCH, Worker
+from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
 
 class Command(BaseCommand):

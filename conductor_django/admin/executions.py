@@ -1,0 +1,500 @@
+"""The executions in the admin: list, detail, operations (cancel, retry, run again), dashboard.
+
+Every state change goes through a model method (``Execution.cancel``, ``.retry``,
+``.run_again``); the actions narrow the selection to the executions where the change
+is legal, ask for confirmation, need their permission (a staff user without it gets
+403 and nothing changes) and report how many were done and skipped. Nothing from a
+payload, result or error is rendered unescaped. The list stays fast on millions of
+rows: see ``admin/pagination.py`` and ``admin/stats.py`` and docs/admin.md.
+"""
+
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
+
+from .. import conf
+from ..definitions.registry import all_tasks
+from ..exceptions import DEFAULT_REASON
+from ..models import Execution, Step
+from ..state.operator import RERUNNABLE, RETRYABLE
+from . import stats
+from .charts import throughput_chart
+from .display import (
+    CHILDREN_SHOWN,
+    LIST_ON_CONFIRMATION,
+    REASON_MAX_LENGTH,
+    S,
+    clean_reason,
+    excerpt,
+    pretty_json,
+    status_badge,
+    worker_rows,
+)
+from .logs import ExecutionLogInline
+from .pagination import EstimatedCountPaginator
+
+
+class IndexedValuesFilter(admin.SimpleListFilter):
+    """Choices from an index (loose index scan) plus the registered tasks."""
+
+    column = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        values = set(stats.distinct_values(self.column)) | set(self.known())
+        return [(v, v) for v in sorted(values)]
+
+    def known(self) -> list[str]:
+        return []
+
+    def queryset(self, request: HttpRequest, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{self.column: value})
+
+
+class TaskFilter(IndexedValuesFilter):
+    title = "task"
+    parameter_name = column = "task_name"
+
+    def known(self) -> list[str]:
+        return list(all_tasks())
+
+
+class QueueFilter(IndexedValuesFilter):
+    title = "queue"
+    parameter_name = column = "queue"
+
+    def known(self) -> list[str]:
+        return [conf.get("DEFAULT_QUEUE"), *(t.get_queue() for t in all_tasks().values())]
+
+
+# --- executions ------------------------------------------------------------------------
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    extra = 0
+    can_delete = False
+    fields = ("name", "started_at", "created_at", "duration_display", "result_display")
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = "finished step"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Steps are part of their execution: who may view it sees them.
+        return request.user.has_perm("conductor_django.view_execution")
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: Step) -> str:
+        return "" if obj.duration is None else f"{obj.duration:.3f} s"
+
+    @admin.display(description="result")
+    def result_display(self, obj: Step) -> str:
+        return pretty_json(obj.result)
+
+
+# ``Execution`` action names -> the permission each needs (``has_<perm>_permission``).
+OPERATIONS = {
+    "cancel_selected": "cancel",
+    "retry_selected": "retry",
+    "run_again_selected": "rerun",
+    "delete_finished": "delete",
+}
+
+
+@admin.register(Execution)
+class ExecutionAdmin(admin.ModelAdmin):
+    list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
+                    "run_at", "duration_display", "error_excerpt")
+    list_filter = ("status", TaskFilter, QueueFilter, "created_at")
+    search_fields = ("id", "task_name", "dedupe_key")  # see get_search_results
+    search_help_text = "Exact execution id, task name or dedupe key."
+    ordering = ("-created_at",)
+    actions = ["cancel_selected", "retry_selected", "run_again_selected", "delete_finished"]
+    inlines = [StepInline, ExecutionLogInline]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    fieldsets = [
+        (None, {"fields": ("id", "task_name", "status_display", "queue", "priority",
+                           "event_name", "schedule_name", "dedupe_key")}),
+        ("Error", {"fields": ("last_error_display",)}),
+        ("Payload and result", {"fields": ("payload_display", "result_display")}),
+        ("Timing", {"fields": ("created_at", "run_at", "started_at", "finished_at",
+                               "duration_display")}),
+        ("Attempts and lock", {"fields": ("attempts", "max_attempts", "cancelled", "resume",
+                                          "locked_by", "locked_at"), "classes": ["collapse"]}),
+        ("Parent and children", {"fields": ("parent_link", "children_links")}),
+    ]
+    readonly_fields = [
+        "id", "task_name", "status_display", "queue", "priority", "event_name",
+        "schedule_name", "dedupe_key", "created_at", "run_at", "started_at", "finished_at",
+        "duration_display", "attempts", "max_attempts", "cancelled", "resume", "locked_by",
+        "locked_at", "last_error_display", "parent_link", "children_links", "payload_display",
+        "result_display",
+    ]
+    # Execution log lines (the events issue stores them): their inline or panel goes here,
+    # next to StepInline, and in change_form.html where marked.
+
+    class Media:
+        css = {"all": ["conductor_django/admin.css"]}
+
+    # --- permissions ---------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        if obj is not None and not obj.is_finished:
+            return False  # cancel first: a worker still holds or may claim it
+        return super().has_delete_permission(request, obj)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conductor_django.cancel_execution")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conductor_django.retry_execution")
+
+    def has_rerun_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conductor_django.rerun_execution")
+
+    def has_operation_permission(self, request: HttpRequest, permission: str) -> bool:
+        return bool(getattr(self, f"has_{permission}_permission")(request))
+
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict:
+        # Django 6.1 asks for actions per location (the list, or the change form).
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(  # type: ignore[call-arg]  # Django 6.1
+                request, action_location=action_location)
+        actions.pop("delete_selected", None)  # replaced by delete_finished
+        return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # Django drops an action the user may not run with "No action selected"; an
+        # operation without its permission is refused outright instead.
+        if request.method == "POST":
+            permission = OPERATIONS.get(request.POST.get("action", ""))
+            if permission and not self.has_operation_permission(request, permission):
+                raise PermissionDenied
+        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard")}
+        return super().changelist_view(request, extra_context)
+
+    # --- list ----------------------------------------------------------------------
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        """Exact matches only, so that every search is an index lookup."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term)), False
+
+    @admin.display(description="id")
+    def short_id(self, obj: Execution) -> str:
+        return format_html('<code title="{}">{}</code>', obj.pk, str(obj.pk)[:8])
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: Execution) -> str:
+        badge = status_badge(obj.status)
+        if obj.cancelled and obj.status == S.RUNNING:
+            return format_html('{} <span class="cdj-note">cancelling</span>', badge)
+        return badge
+
+    @admin.display(description="attempts")
+    def attempts_display(self, obj: Execution) -> str:
+        return f"{obj.attempts}/{obj.max_attempts}"
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: Execution) -> str:
+        return "" if obj.duration is None else f"{obj.duration:.2f} s"
+
+    @admin.display(description="last error")
+    def error_excerpt(self, obj: Execution) -> str:
+        return excerpt(obj.last_error)
+
+    # --- execution page ------------------------------------------------------------
+
+    @admin.display(description="last error")
+    def last_error_display(self, obj: Execution) -> str:
+        return format_html('<pre class="cdj-error">{}</pre>', obj.last_error) if obj.last_error \
+            else "-"
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: Execution) -> str:
+        return pretty_json(obj.payload)
+
+    @admin.display(description="result")
+    def result_display(self, obj: Execution) -> str:
+        return pretty_json(obj.result)
+
+    @admin.display(description="parent")
+    def parent_link(self, obj: Execution) -> str:
+        if obj.parent_id is None:
+            return "-"
+        url = reverse("admin:conductor_django_execution_change", args=[obj.parent_id])
+        return format_html('<a href="{}">{}</a>', url, obj.parent_id)
+
+    @admin.display(description="children")
+    def children_links(self, obj: Execution) -> str:
+        children = list(
+            Execution.objects.filter(parent_id=obj.pk).order_by("created_at")
+            .values_list("pk", "task_name", "status")[: CHILDREN_SHOWN + 1]
+        )
+        if not children:
+            return "-"
+        items = format_html_join(
+            "", '<li><a href="{}">{}</a> {} {}</li>',
+            ((reverse("admin:conductor_django_execution_change", args=[pk]), pk, name,
+              status_badge(status)) for pk, name, status in children[:CHILDREN_SHOWN]),
+        )
+        more = ""
+        if len(children) > CHILDREN_SHOWN:
+            url = reverse("admin:conductor_django_execution_changelist")
+            more = format_html('<li><a href="{}?parent__exact={}">all children</a></li>',
+                               url, obj.pk)
+        return format_html('<ul class="cdj-children">{}{}</ul>', items, more)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra: dict[str, Any] = {}
+        if obj is not None:
+            extra = {
+                "can_cancel": not obj.is_finished and self.has_cancel_permission(request),
+                "can_retry": obj.status in RETRYABLE and self.has_retry_permission(request),
+                "can_run_again": obj.status in RERUNNABLE and self.has_rerun_permission(request),
+                "default_reason": DEFAULT_REASON,
+                "reason_max_length": REASON_MAX_LENGTH,
+                "dashboard_url": self._url("dashboard"),
+            }
+        return super().change_view(request, object_id, form_url, {**extra,
+                                                                   **(extra_context or {})})
+
+    # --- urls: dashboard and the buttons of the execution page -----------------------
+
+    def _url(self, name: str, *args: Any) -> str:
+        return reverse(f"admin:conductor_django_execution_{name}", args=args)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        info = "conductor_django_execution"
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
+            path("<path:object_id>/run-again/", wrap(self.run_again_view),
+                 name=f"{info}_run_again"),
+            *super().get_urls(),
+        ]
+
+    def _button_target(self, request: HttpRequest, object_id: str,
+                       permission: str) -> Execution:
+        if not self.has_operation_permission(request, permission):
+            raise PermissionDenied
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404("No such execution")
+        return obj
+
+    def _back(self, obj: Execution) -> HttpResponseRedirect:
+        return HttpResponseRedirect(self._url("change", obj.pk))
+
+    def _button(self, request: HttpRequest, object_id: str, permission: str,
+                act: Callable[[Execution, HttpRequest], tuple[bool, str, Execution]],
+                ) -> HttpResponse:
+        """A detail page's button (POST): ``act`` says whether it took effect, what to
+        tell the user and which execution to show next."""
+        obj = self._button_target(request, object_id, permission)
+        done, text, shown = act(obj, request)
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+        return self._back(shown)
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._button)(request, object_id, "cancel", _cancel_one)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._button)(request, object_id, "retry", _retry_one)
+
+    def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._button)(request, object_id, "rerun", _run_again_one)
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        counts = stats.status_counts()
+        changelist = self._url("changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Conductor dashboard",
+            "opts": self.model._meta,
+            "counts": counts,
+            "status_headers": [(s, S(s).label) for s in counts.statuses],
+            "changelist_url": changelist,
+            "chart": throughput_chart(stats.throughput(minutes=60)),
+            "workers": worker_rows(),
+            "workers_url": reverse("admin:conductor_django_worker_changelist"),
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/conductor_django/dashboard.html", context)
+
+    # --- actions -------------------------------------------------------------------
+
+    def _confirm(self, request: HttpRequest, queryset, *, action: str, title: str,
+                 verb: str, legal: tuple[str, ...], explanation: str,
+                 ask_reason: bool = False) -> TemplateResponse:
+        will = queryset.filter(status__in=legal)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "action": action,
+            "verb": verb,
+            "explanation": explanation,
+            "listed": list(will.order_by("-created_at")[:LIST_ON_CONFIRMATION]),
+            "legal_count": will.count(),
+            "selected_count": queryset.count(),
+            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "ask_reason": ask_reason,
+            "default_reason": DEFAULT_REASON,
+            "reason_max_length": REASON_MAX_LENGTH,
+            "media": self.media,
+        }
+        context["skipped_count"] = context["selected_count"] - context["legal_count"]
+        return TemplateResponse(
+            request, "admin/conductor_django/execution/action_confirmation.html", context
+        )
+
+    def _apply(self, request: HttpRequest, queryset, legal: tuple[str, ...],
+               operation: Callable[[Execution], bool], verb: str, skipped_text: str) -> None:
+        total = queryset.count()
+        done = 0
+        for execution in queryset.filter(status__in=legal).order_by().iterator():
+            if operation(execution):
+                done += 1
+        self.report(request, done, total - done, verb, skipped_text)
+
+    def report(self, request: HttpRequest, done: int, skipped: int, verb: str,
+               skipped_text: str) -> None:
+        """"2 executions retried; 1 skipped (why)." (for cancel: "...; 1 already finished.")"""
+        noun = "execution" if done == 1 else "executions"
+        text = f"{done} {noun} {verb}; {skipped} {skipped_text}."
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+
+    def _bulk(self, request: HttpRequest, queryset, *, action: str, title: str, verb: str,
+              legal: tuple[str, ...], explanation: str, skipped_text: str,
+              operation: Callable[[Execution, HttpRequest], bool], ask_reason: bool = False):
+        """One bulk action: confirm first, then apply ``operation`` to the legal ones."""
+        if request.POST.get("confirm") != "yes":
+            return self._confirm(request, queryset, action=action, title=title, verb=verb,
+                                 legal=legal, ask_reason=ask_reason, explanation=explanation)
+        self._apply(request, queryset, legal, lambda e: operation(e, request), verb,
+                    skipped_text)
+        return None
+
+    @admin.action(description="Cancel selected executions", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset):
+        # A running execution whose cancel was already accepted counts as finished here.
+        return self._bulk(
+            request, queryset, action="cancel_selected", title="Cancel executions",
+            verb="cancelled", legal=Execution.UNFINISHED, ask_reason=True,
+            explanation="Pending and suspended executions fail at once and never run; "
+            "running ones stop at their next step or checkpoint and end cancelled. "
+            "Finished ones are skipped.",
+            skipped_text="already finished",
+            operation=lambda e, r: e.cancel(clean_reason(r.POST.get("reason"))),
+        )
+
+    @admin.action(description="Retry selected executions (resume, steps kept)",
+                  permissions=["retry"])
+    def retry_selected(self, request: HttpRequest, queryset):
+        return self._bulk(
+            request, queryset, action="retry_selected", title="Retry executions",
+            verb="retried", legal=RETRYABLE,
+            explanation="Failed and cancelled executions become pending again and resume "
+            "after their finished steps, with a fresh budget of attempts. Others are "
+            "skipped.",
+            skipped_text="skipped (not failed or cancelled, or an unfinished twin holds "
+            "the dedupe key)",
+            operation=lambda e, r: e.retry(),
+        )
+
+    @admin.action(description="Run selected executions again (new executions)",
+                  permissions=["rerun"])
+    def run_again_selected(self, request: HttpRequest, queryset):
+        return self._bulk(
+            request, queryset, action="run_again_selected", title="Run executions again",
+            verb="run again", legal=RERUNNABLE,
+            explanation="Each finished execution starts a new execution of its task with "
+            "the same payload and no steps. Unfinished ones are skipped.",
+            skipped_text="skipped (not finished, or an unfinished twin holds the dedupe key)",
+            operation=lambda e, r: e.run_again() is not None,
+        )
+
+    @admin.action(description="Delete selected finished executions", permissions=["delete"])
+    def delete_finished(self, request: HttpRequest, queryset):
+        if request.POST.get("confirm") != "yes":
+            return self._confirm(
+                request, queryset, action="delete_finished", title="Delete executions",
+                verb="deleted", legal=Execution.FINAL,
+                explanation="Finished executions are deleted with their steps (children "
+                "keep running, without a parent). Unfinished ones are skipped: cancel them "
+                "first.",
+            )
+        total = queryset.count()
+        finished = queryset.filter(status__in=Execution.FINAL)
+        self.log_deletions(request, finished)
+        _, per_model = finished.delete()
+        done = per_model.get(Execution._meta.label, 0)
+        self.report(request, done, total - done, "deleted", "skipped (not finished)")
+        return None
+
+
+def _cancel_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    reason = clean_reason(request.POST.get("reason"))
+    if obj.cancel(reason):
+        return True, f"Execution cancelled: {reason}", obj
+    return False, ("Not cancelled: the execution had already finished (or a cancel was "
+                   "already requested)."), obj
+
+
+def _retry_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    if obj.retry():
+        return True, ("Execution retried: it is pending again and resumes after its "
+                      "finished steps."), obj
+    return False, ("Not retried: only a failed or cancelled execution can be retried (and "
+                   "no unfinished twin may hold its dedupe key)."), obj
+
+
+def _run_again_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
+    new = obj.run_again()
+    if new is None:
+        return False, ("Not run again: only a finished execution can be run again (and no "
+                       "unfinished twin may hold its dedupe key)."), obj
+    return True, f"Started execution {new.pk} with the same payload.", new

@@ -1,0 +1,204 @@
+"""The registered tasks, and what they mean for a claim.
+
+``@task`` registers a ``Task`` here, ``autodiscover`` imports the task modules at
+startup, resolvers register tasks on first use (Django Tasks functions), and
+``claim_rules``/``batch_tasks`` derive from the registered tasks what one claim must
+respect right now (skipped tasks, concurrency limits, batches).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import module_has_submodule
+
+from .. import conf
+from ..exceptions import TaskNotFound
+from .cron import Cron
+from .options import Batch, Retention
+from .protocols import Handler
+from .tasks import Task, _location, build_task
+from .window import Window
+
+logger = logging.getLogger("conductor_django")
+
+_registry: dict[str, Task] = {}
+#: Called after every change of the registry (events.py reconnects model triggers).
+on_change: list[Callable[[], None]] = []
+
+
+def _changed() -> None:
+    for callback in on_change:
+        callback()
+
+
+def register(t: Task) -> Task:
+    existing = _registry.get(t.name)
+    if existing is not None and _location(existing.func) != _location(t.func):
+        raise ImproperlyConfigured(
+            f"Two tasks are named {t.name!r}: {_location(existing.func)} and {_location(t.func)}"
+        )
+    _registry[t.name] = t
+    _changed()
+    return t
+
+
+def unregister(name: str) -> None:
+    if _registry.pop(name, None) is not None:
+        _changed()
+
+
+def get_task(name_or_task: str | Task) -> Task:
+    if isinstance(name_or_task, Task):
+        return name_or_task
+    try:
+        return _registry[name_or_task]
+    except (KeyError, TypeError):
+        found = _resolve(name_or_task)
+        if found is not None:
+            return found
+        raise TaskNotFound(f"No task named {name_or_task!r} is registered") from None
+
+
+# --- resolvers: tasks registered on first use (e.g. Django Tasks functions) -------------
+
+Resolver = Callable[[str], "Task | None"]
+_resolvers: list[Resolver] = []
+
+
+def add_resolver(resolver: Resolver) -> None:
+    """Ask ``resolver(name)`` for tasks not registered yet; it returns a ``Task`` or None.
+
+    ``conductor_django.backends`` uses this so that a worker runs Django Tasks functions
+    whose module it has not imported (the execution's task name is the module path).
+    """
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def _resolve(name: object) -> Task | None:
+    if not isinstance(name, str):
+        return None
+    for resolver in _resolvers:
+        found = resolver(name)
+        if found is not None:
+            return register(found)
+    return None
+
+
+def all_tasks() -> dict[str, Task]:
+    return dict(_registry)
+
+
+@overload
+def task(func: Handler, /) -> Task: ...
+@overload
+def task(
+    *,
+    name: str | None = ...,
+    queue: str | None = ...,
+    max_attempts: int = ...,
+    backoff: Sequence[float] | Callable[[int], float] | None = ...,
+    timeout: float | timedelta | None = ...,
+    invocable: bool = ...,
+    concurrency: int | None = ...,
+    window: tuple[str, str] | Window | None = ...,
+    batch: Batch | None = ...,
+    events: Sequence[str] = ...,
+    on_model: tuple[str, str] | None = ...,
+    fields: Sequence[str] | None = ...,
+    retention: Retention | None = ...,
+    cron: str | Cron | Sequence[str | Cron] | None = ...,
+) -> Callable[[Handler], Task]: ...
+
+
+def task(func: Handler | None = None, /, **kwargs: Any) -> Task | Callable[[Handler], Task]:
+    """Register a function as a task; usable as ``@task`` or ``@task(...)``."""
+
+    def decorate(f: Handler) -> Task:
+        return register(build_task(f, **kwargs))
+
+    return decorate(func) if func is not None else decorate
+
+
+#: Task modules that failed to import: module -> traceback (system check E007).
+import_errors: dict[str, str] = {}
+
+
+def autodiscover() -> None:
+    """Import every installed app's ``tasks`` module and ``CONDUCTOR["TASK_MODULES"]``.
+
+    A module that fails to import does not stop Django from starting: the error is
+    logged and reported by the system check ``conductor_django.E007``, which
+    ``manage.py check``, ``migrate``, ``runserver`` and ``conductor_worker`` run.
+    """
+    modules = [f"{config.name}.tasks" for config in apps.get_app_configs()
+               if module_has_submodule(config.module, "tasks")]
+    extra = conf.get("TASK_MODULES")
+    modules += [m for m in extra if isinstance(m, str)] if isinstance(extra, list | tuple) else []
+    for module in modules:
+        before = set(_registry)
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported by the system check instead
+            import_errors[module] = traceback.format_exc()
+            logger.error("could not import task module %s", module, exc_info=True)
+            for name in set(_registry) - before:  # a half-imported module registers nothing
+                if _registry[name].func.__module__ == module:
+                    unregister(name)
+        else:
+            import_errors.pop(module, None)
+
+
+def check_window_open(task_name: str) -> None:
+    """At a step boundary: ``Released(run_at=<next opening>)`` if the task's window is
+    closed (an unknown task has none)."""
+    try:
+        window = get_task(task_name).window
+    except LookupError:
+        return
+    if window is not None:
+        window.raise_if_closed()
+
+
+# --- what the registered tasks mean for a claim (see store.claim) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """What the plain claim must respect right now, derived from the registered tasks."""
+
+    skip: tuple[str, ...] = ()  # never claimed one by one: batch tasks, closed windows
+    limits: dict[str, int] = field(default_factory=dict)  # task name -> max running
+
+    @property
+    def plain(self) -> bool:
+        return not self.skip and not self.limits
+
+
+def claim_rules(now: datetime) -> ClaimRules:
+    skip: list[str] = []
+    limits: dict[str, int] = {}
+    for name, t in sorted(all_tasks().items()):
+        if t.batch is not None or (t.window is not None and not t.window.is_open(now)):
+            skip.append(name)
+        elif t.concurrency is not None:
+            limits[name] = t.concurrency
+    return ClaimRules(skip=tuple(skip), limits=limits)
+
+
+def batch_tasks(now: datetime) -> dict[str, Batch]:
+    """Batch tasks whose window (if any) is open at ``now``."""
+    return {
+        name: t.batch
+        for name, t in sorted(all_tasks().items())
+        if t.batch is not None and (t.window is None or t.window.is_open(now))
+    }

@@ -1,0 +1,130 @@
+"""A task definition: ``Task`` (a value: what ``@task(...)`` declared) and ``build_task``,
+which validates every option. Registering lives in ``definitions.registry``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from .. import conf
+from .cron import Cron, as_crons
+from .options import (
+    Batch,
+    Retention,
+    _check_events,
+    _check_fields,
+    _check_on_model,
+    _check_retention,
+    check_batch,
+    check_concurrency,
+    check_window,
+)
+from .protocols import Handler
+from .values import to_seconds
+from .window import Window
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A registered task. Calling it calls the plain function."""
+
+    func: Handler
+    name: str
+    queue: str | None = None
+    max_attempts: int = 3
+    backoff: Sequence[float] | Callable[[int], float] | None = None
+    timeout: float | None = None
+    invocable: bool = True
+    # flow control (see definitions.options)
+    concurrency: int | None = None
+    window: Window | None = None
+    batch: Batch | None = None
+    # events and model triggers (events.py), retention (retention.py)
+    events: tuple[str, ...] = ()
+    on_model: tuple[str, str] | None = None
+    fields: tuple[str, ...] | None = None
+    retention: Retention | None = None
+    cron: tuple[Cron, ...] = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def invoke(self, payload: Any = None, **options: Any) -> str:
+        """Start an execution of this task; see ``conductor_django.invoke``."""
+        from conductor_django import invoke  # the package's lazy API
+
+        return invoke(self, payload, **options)
+
+    @property
+    def __name__(self) -> str:  # keeps the decorated function introspectable
+        return self.func.__name__
+
+    def get_queue(self) -> str:
+        return self.queue or conf.get("DEFAULT_QUEUE")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before retrying after failed attempt number ``attempt``."""
+        backoff = self.backoff if self.backoff is not None else conf.get("RETRY_BACKOFF")
+        if callable(backoff):
+            return float(backoff(attempt))
+        backoff = list(backoff) or [0]
+        return float(backoff[min(attempt, len(backoff)) - 1])
+
+
+def _location(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def build_task(
+    func: Handler,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    max_attempts: int = 3,
+    backoff: Sequence[float] | Callable[[int], float] | None = None,
+    timeout: float | timedelta | None = None,
+    invocable: bool = True,
+    concurrency: int | None = None,
+    window: tuple[str, str] | Window | None = None,
+    batch: Batch | None = None,
+    events: Sequence[str] = (),
+    on_model: tuple[str, str] | None = None,
+    fields: Sequence[str] | None = None,
+    retention: Retention | None = None,
+    cron: str | Cron | Sequence[str | Cron] | None = None,
+) -> Task:
+    if not callable(func):
+        raise TypeError(f"task() needs a function, got {func!r}")
+    task_name = name if name is not None else _location(func)
+    if not isinstance(task_name, str) or not task_name:
+        raise ValueError(f"task name must be a non-empty str, got {task_name!r}")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise ValueError(f"queue of task {task_name!r} must be a non-empty str")
+    if not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts of task {task_name!r} must be an int >= 1")
+    if backoff is not None and not callable(backoff):
+        # to_seconds gives None only for None, which the type of ``backoff`` leaves out
+        backoff = tuple(cast(float, to_seconds(b, "backoff")) for b in backoff)
+    # flow control
+    concurrency = check_concurrency(concurrency, task_name)
+    window = check_window(window, task_name)
+    batch = check_batch(batch, task_name, concurrency)
+    return Task(
+        func=func,
+        name=task_name,
+        queue=queue,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        timeout=to_seconds(timeout, "timeout"),
+        invocable=bool(invocable),
+        concurrency=concurrency,
+        window=window,
+        batch=batch,
+        events=_check_events(task_name, events),
+        on_model=_check_on_model(task_name, on_model),
+        fields=_check_fields(task_name, on_model, fields),
+        retention=_check_retention(task_name, retention),
+        cron=as_crons(cron, task_name),
+    )

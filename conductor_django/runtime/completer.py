@@ -1,0 +1,84 @@
+"""Batched completion writes for the threaded worker.
+
+Handlers that return hand their result to the ``Completer``; its thread writes
+everything that finished since its last write in one ``UPDATE ... FROM (VALUES ...)``
+(``Execution.objects.complete_many``). There is no artificial delay: while one write is on its
+way, the next batch gathers. A result still in the buffer when the worker dies is
+lost like any work of a crashed worker: the execution is still ``running`` under the
+dead worker's id and is recovered and run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections
+
+from ..models import Execution
+from .retry import Backoff
+
+logger = logging.getLogger("conductor_django.worker")
+
+MAX_BATCH = 500
+
+
+class Completer(threading.Thread):
+    def __init__(self, worker_id: uuid.UUID, using: str) -> None:
+        super().__init__(name="conductor-completer", daemon=True)
+        self.worker_id = worker_id
+        self.using = using
+        self._items: list[tuple[str, int, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def submit(self, execution_id: str, lease: int, result: Any) -> bool:
+        with self._cond:
+            self._items.append((execution_id, lease, result))
+            self._idle.clear()
+            self._cond.notify()
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is buffered and stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self.join(timeout)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted so far is written."""
+        return self._idle.wait(timeout)
+
+    def run(self) -> None:
+        backoff = Backoff(0.05, 2.0)
+        try:
+            while True:
+                with self._cond:
+                    while not self._items and not self._closing:
+                        self._idle.set()
+                        self._cond.wait()
+                    if not self._items and self._closing:
+                        self._idle.set()
+                        return
+                    batch = self._items[:MAX_BATCH]
+                try:
+                    written = Execution.objects.complete_many(batch, self.worker_id, self.using)
+                except (DatabaseError, InterfaceError):
+                    logger.warning("could not write %d results; retrying", len(batch),
+                                   exc_info=True)
+                    connections[self.using].close()
+                    backoff.wait()
+                    continue
+                backoff.reset()
+                with self._cond:
+                    del self._items[: len(batch)]
+                if written < len(batch):
+                    logger.warning("%d of %d results were not written: the executions were "
+                                   "taken from this worker", len(batch) - written, len(batch))
+        finally:
+            connections.close_all()

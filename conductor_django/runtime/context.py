@@ -1,0 +1,293 @@
+"""What a handler receives: the ``Event`` and the task context ``ctx``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from ..definitions.registry import check_window_open
+from ..definitions.tasks import Task
+from ..definitions.values import check_json_text
+from ..exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
+from ..models import Execution, Step
+from ..scheduler import schedule, unschedule
+from ..store.transactions import write_transaction
+from . import LOST, durable
+from .atomic import only_database
+from .retry import retry_write
+
+if TYPE_CHECKING:
+    from . import Runtime
+
+logger = logging.getLogger("conductor_django.task")
+
+
+class Signal:
+    """Tells a running handler that it should stop.
+
+    ``reason``: ``"cancelled"``, ``"timeout"``, or ``"lost"`` when this worker no longer
+    holds the execution (it was presumed dead and the execution was recovered).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+        self.message: str | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self._event.is_set()
+
+    def abort(self, reason: str, message: str | None = None) -> None:
+        """Abort with ``reason`` ``"cancelled"``, ``"timeout"`` or ``"lost"``.
+
+        The first reason wins, except that a lost lease overrides the others: nothing
+        of the attempt may be written any more, not even its cancellation.
+        """
+        with self._lock:
+            if self._event.is_set() and (reason != LOST or self.reason == LOST):
+                return
+            self.reason = reason
+            self.message = message
+            self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early when aborted; returns ``aborted``."""
+        return self._event.wait(max(0.0, float(seconds)))
+
+    def raise_if_aborted(self) -> None:
+        if not self.aborted:
+            return
+        if self.reason == "cancelled":
+            raise Cancelled(self.message or DEFAULT_REASON)
+        if self.reason == LOST:
+            raise LeaseLost(self.message or "the execution was recovered from this worker")
+        raise AttemptTimedOut(self.message or "timeout")
+
+
+class TaskLoggerAdapter(logging.LoggerAdapter):
+    """Adds execution id, task name, queue and attempt to every record."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+class BaseContext:
+    """What every ``ctx`` shares: identity, ``signal``, ``logger``, the attempt's timeout
+    and **the** step boundary, ``checkpoint``. A subclass says which leases to verify
+    and which cancel requests to poll (its own, or every item of a batch)."""
+
+    task_name: str
+    signal: Signal
+    timeout: float | None
+    deadline: float | None
+    _runtime: Runtime
+
+    def _verify_leases(self) -> None:
+        """Stop (``LeaseLost``) or mark items lost whose lease no longer surely holds."""
+        raise NotImplementedError
+
+    def _poll_cancels(self) -> None:
+        """Inline runs (no worker loop delivers cancels): ask the database."""
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        """Stop here if the lease is lost (``LeaseLost``), cancelled (``Cancelled``), timed
+        out (``AttemptTimedOut``), the worker shuts down or the task's window closed
+        (``Released``)."""
+        self._verify_leases()
+        if self._runtime.inline:
+            self._poll_cancels()
+        if not self.signal.aborted and self.deadline and time.monotonic() >= self.deadline:
+            self.signal.abort("timeout", timed_out(self.timeout))
+        self.signal.raise_if_aborted()
+        if self._runtime.stopping.is_set():
+            raise Released()
+        # flow control: outside the task's window, release until the window opens
+        check_window_open(self.task_name)
+
+
+class Context(BaseContext):
+    """The ``ctx`` of a handler: identity, ``signal``, memoized ``step`` and ``checkpoint``."""
+
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        task_name: str,
+        queue: str,
+        attempt: int,
+        runtime: Runtime,
+        timeout: float | None = None,
+        steps_may_exist: bool = True,
+        lease: int = 0,
+    ) -> None:
+        self.execution_id = execution_id
+        self.task_name = task_name
+        self.queue = queue
+        self.attempt = attempt
+        self.signal = Signal()
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.lease = lease
+        self._runtime = runtime
+        self._timer: threading.Timer | None = None
+        self._steps: dict[str, Any] | None = None if steps_may_exist else {}
+        self.logger = TaskLoggerAdapter(
+            logger,
+            {
+                "execution_id": execution_id,
+                "task_name": task_name,
+                "queue": queue,
+                "attempt": attempt,
+            },
+        )
+
+    def __repr__(self) -> str:
+        return f"<Context {self.task_name} {self.execution_id} attempt {self.attempt}>"
+
+    def start(self) -> None:
+        """The handler starts now: the attempt's timeout counts from here.
+
+        A worker aborts the signal of a handler past its deadline; in ``testing.drain``
+        (no worker loop) a timer does, so ``ctx.signal.wait`` wakes as it would there.
+        """
+        if self.timeout:
+            self.deadline = time.monotonic() + self.timeout
+            if self._runtime.inline:
+                message = timed_out(self.timeout)
+                self._timer = threading.Timer(self.timeout, self.signal.abort,
+                                              ("timeout", message))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def finish(self) -> None:
+        """The attempt ended: stop its timer, if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- step boundaries -------------------------------------------------------------
+
+    def _verify_leases(self) -> None:
+        self._runtime.check_lease(self.execution_id, self)
+
+    def _poll_cancels(self) -> None:
+        if not self.signal.aborted:
+            reason = Execution.objects.cancel_requested(self.execution_id, self._runtime.using)
+            if reason is not None:
+                self.signal.abort("cancelled", reason)
+
+    def step(self, name: str, fn: Callable[[], Any], *, atomic: bool = False) -> Any:
+        """Run ``fn`` once for this execution and memoize its JSON result under ``name``.
+
+        A step whose execution was cancelled or timed out while ``fn`` ran is not
+        memoized: ``fn`` may have stopped half-way (``ctx.signal``), so the attempt stops
+        here and a retry runs it again.
+
+        ``atomic=True``: ``fn`` runs inside one transaction on conductor's database,
+        and the step record is written in that same transaction, fenced by this
+        worker's lease: ``fn``'s writes to that database and the record commit together
+        or not at all, so they happen exactly once.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"step name must be a non-empty str, got {name!r}")
+        self.checkpoint()
+        steps = self._load_steps()
+        if name in steps:
+            return steps[name]
+        started = timezone.now()
+        if atomic:
+            stored = self._atomic_step(name, fn, started)
+        else:
+            value, text = self._run_step(name, fn)
+            db = self._runtime.using
+            # fn ran: keep its result across a database fault
+            stored = retry_write(lambda: self._save_step(name, value, started, text), db,
+                                 f"saving step {name!r} of {self.execution_id}")
+        steps[name] = stored
+        return stored
+
+    def _run_step(self, name: str, fn: Callable[[], Any]) -> tuple[Any, str]:
+        value = fn()
+        self.signal.raise_if_aborted()  # fn may have returned early: not memoized
+        text = check_json_text(value, f"result of step {name!r}")
+        return json.loads(text), text  # replays return exactly what was stored
+
+    def _save_step(self, name: str, value: Any, started: Any, text: str | None) -> Any:
+        """Store the step, fenced by the lease (on this thread's connection)."""
+        runtime = self._runtime
+        try:
+            return Step.objects.remember(self.execution_id, name, value, started, runtime.using,
+                                     text, worker_id=runtime.worker_id, lease=self.lease)
+        except LeaseLost:
+            self.signal.abort(LOST, "the execution was recovered from this worker")
+            raise
+
+    def _atomic_step(self, name: str, fn: Callable[[], Any], started: Any) -> Any:
+        db = self._runtime.using
+        with write_transaction(db), only_database(db, f"atomic step {name!r}"):
+            value, text = self._run_step(name, fn)
+            return self._save_step(name, value, started, text)
+
+    def _load_steps(self) -> dict[str, Any]:
+        if self._steps is None:
+            db = self._runtime.using
+            self._steps = retry_write(
+                lambda: Step.objects.load(self.execution_id, db), db, "loading steps"
+            )
+        return self._steps
+
+    # --- durable suspension (see durable.py) -----------------------------------------
+
+    def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Durable sleep: release the worker and resume after ``duration`` on any worker."""
+        durable.sleep(self, name, duration)
+
+    def invoke(
+        self,
+        step_name: str,
+        task: str | Task,
+        payload: Any = None,
+        timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Run ``task`` as a child execution (once) and return its result.
+
+        Raises ``ChildExecutionFailed`` when the child fails for good or is cancelled,
+        ``TimeoutError`` when ``timeout`` passes first (the child keeps running).
+        """
+        return durable.invoke(self, step_name, task, payload, timeout)
+
+    # --- scheduling (conductor_django.scheduler) -------------------------------------
+
+    def schedule(self, task: Any, schedule_name: str, cron: str, payload: Any = None,
+                 timezone: str | None = None) -> Any:
+        """Create or replace a dynamic cron schedule; see ``conductor_django.schedule``."""
+        return schedule(task, schedule_name, cron, payload, timezone, using=self._runtime.using)
+
+    def unschedule(self, task: Any, schedule_name: str) -> bool:
+        """Delete a schedule and cancel its queued run; see ``conductor_django.unschedule``.
+
+        Called from the execution that schedule started, it also cancels this execution,
+        which stops at its next step boundary.
+        """
+
+        task_name = task.name if isinstance(task, Task) else task
+        reason = f"Schedule {schedule_name!r} was removed (unschedule)"
+        db = self._runtime.using
+        removed = unschedule(task, schedule_name, reason=reason, using=db)
+        own = Execution.objects.using(db).filter(
+            pk=self.execution_id, task_name=task_name, schedule_name=schedule_name
+        )
+        if own.exists() and Execution.objects.cancel(self.execution_id, reason, using=db):
+            self.signal.abort("cancelled", reason)
+        return removed

@@ -1,0 +1,73 @@
+"""The periodic chores of a process that runs executions, on their own timers.
+
+Shared by the worker loop (``runtime.worker``) and the watcher thread of each django-q2
+qcluster process (``engines.django_q``): the heartbeat (which also notices that the
+process was presumed dead), recovering the executions of dead workers (the worker only),
+polling cancel requests of what runs here, and aborting attempts past their timeout
+(the one "Timed out" abort). The worker adds its own chores (schedules, cleanup) on the
+same timers through ``every``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..exceptions import timed_out
+from ..models import Execution
+from . import Runtime
+from .cancellation import poll_cancellations
+
+logger = logging.getLogger("conductor_django.worker")
+
+
+class Housekeeper:
+    def __init__(self, runtime: Runtime, row: Any, *, heartbeat_interval: float,
+                 cancel_poll_interval: float, recover: bool = False) -> None:
+        self.runtime = runtime
+        self.row = row
+        self.heartbeat_interval = heartbeat_interval
+        self.cancel_poll_interval = cancel_poll_interval
+        self.recover = recover
+        self.due: dict[str, float] = {}
+
+    def every(self, name: str, interval: float) -> bool:
+        """Whether the chore ``name`` is due (then it is next due in ``interval`` s)."""
+        now = time.monotonic()
+        if now >= self.due.get(name, 0.0):
+            self.due[name] = now + interval
+            return True
+        return False
+
+    def run_due(self) -> None:
+        """Heartbeat, recovery and the cancel poll, each when due."""
+        runtime = self.runtime
+        if self.every("heartbeat", self.heartbeat_interval):
+            runtime.heartbeat(self.row)
+        if self.recover and self.every("recover", self.heartbeat_interval):
+            recovered = Execution.objects.recover(runtime.dead_after, runtime.using)
+            if recovered:
+                logger.warning("recovered %d executions of dead workers", recovered)
+        if runtime.inflight and self.every("cancel", self.cancel_poll_interval):
+            poll_cancellations(runtime.worker_id, runtime.inflight, runtime.using)
+
+    def check_timeouts(self) -> None:
+        """Abort the attempts running here that are past their deadline."""
+        now = time.monotonic()
+        for ctx in list(self.runtime.inflight.values()):
+            if ctx.deadline is not None and now >= ctx.deadline:
+                ctx.signal.abort("timeout", timed_out(ctx.timeout))
+
+    def sleep_time(self, longest: float, shortest: float = 0.001) -> float:
+        """How long to sleep before the next chore or deadline (at most ``longest``)."""
+        now = time.monotonic()
+        wait = longest
+        for name, due in self.due.items():
+            if name == "cancel" and not self.runtime.inflight:
+                continue
+            wait = min(wait, max(0.0, due - now))
+        for ctx in list(self.runtime.inflight.values()):
+            if ctx.deadline is not None:
+                wait = min(wait, max(0.0, ctx.deadline - now))
+        return max(wait, shortest)

@@ -1,0 +1,87 @@
+"""Retrying a worker's own writes across database faults.
+
+When the database connection of a handler thread is killed (a restarted server, a
+failover, ``pg_terminate_backend``) or SQLite stays locked past its timeout, the
+write that records an attempt's outcome must not be lost: the handler's outcome is
+known, so the write is retried on a fresh connection. Every write retried here is
+fenced (``locked_by`` and ``status``), so repeating one that did commit is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import DatabaseError, IntegrityError, connections
+
+logger = logging.getLogger("conductor_django.worker")
+
+T = TypeVar("T")
+
+#: Pauses between tries of a write: about 15 s in all before giving up.
+PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class Backoff:
+    """Pauses that double after each failure, from ``first`` up to ``cap`` seconds, and
+    start over after a success: the reconnect loops of the worker, the listener and the
+    completer share it."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self.pause = first
+
+    def reset(self) -> None:
+        self.pause = self.first
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        """Sleep the current pause (until ``stop`` is set, if given); double the next."""
+        (stop or threading.Event()).wait(self.pause)
+        self.pause = min(self.pause * 2, self.cap)
+
+
+def reset_connection(using: str) -> None:
+    """Close this thread's connection so that the next query opens a new one."""
+    try:
+        connections[using].close()
+    except DatabaseError:
+        pass
+
+
+def retry_write(fn: Callable[[], T], using: str, what: str = "write") -> T:
+    """Call ``fn``; on a database error (not an integrity error) reconnect and try again.
+
+    ``fn`` must be safe to repeat. Inside a transaction nothing is retried: the
+    transaction is lost with its connection, so the error goes to its owner.
+    """
+    for pause in (*PAUSES, None):
+        try:
+            return fn()
+        except IntegrityError:
+            raise
+        except DatabaseError:
+            if pause is None or connections[using].in_atomic_block:
+                raise
+            logger.warning("database error during %s; retrying in %.2f s", what, pause,
+                           exc_info=True)
+            reset_connection(using)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def ensure_usable(using: str, idle_for: float, max_idle: float = 1.0) -> None:
+    """Drop this thread's connection if it had errors, or was idle and no longer works.
+
+    A connection killed while its thread waited for work would otherwise fail the first
+    query of the next execution, costing it an attempt for nothing.
+    """
+    connection = connections[using]
+    if connection.connection is None:
+        return
+    if connection.errors_occurred or (idle_for >= max_idle and not connection.is_usable()):
+        reset_connection(using)
+        connection.errors_occurred = False

@@ -1,0 +1,165 @@
+"""Runs one claimed execution: builds ``ctx``, calls the handler, writes the outcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.utils import timezone
+
+from ..definitions.protocols import Event
+from ..definitions.registry import Task, get_task
+from ..definitions.values import check_json
+from ..exceptions import (
+    AttemptTimedOut,
+    Cancelled,
+    LeaseLost,
+    NonRetryableError,
+    Released,
+    Suspended,
+    timed_out,
+)
+from ..models import Execution
+from ..state import Claimed
+from . import Runtime, custom_context, logs
+from .batch import run_batch
+from .context import Context
+from .unit import error_message, fail, final_write
+
+logger = logging.getLogger("conductor_django.worker")
+
+
+def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
+    """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
+
+    ``None`` when the task is not registered in this process, and for batches (their
+    items get contexts of their own in ``batch.py``).
+    """
+    if not isinstance(claimed, Claimed):
+        return None
+    try:
+        task = get_task(claimed.task_name)
+    except LookupError:
+        return None
+    ctx = Context(
+        execution_id=claimed.id,
+        task_name=claimed.task_name,
+        queue=claimed.queue,
+        attempt=claimed.attempts,
+        runtime=runtime,
+        timeout=task.timeout,
+        steps_may_exist=not claimed.fresh or claimed.attempts > 1,
+        lease=claimed.lease,
+    )
+    runtime.inflight[claimed.id] = ctx
+    return ctx
+
+
+def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
+    """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
+    # flow control: the executions of a batch task run as one handler call
+    if not isinstance(claimed, Claimed):
+        return run_batch(claimed, runtime)
+    started = time.monotonic()
+    eid = claimed.id
+    ctx = ctx or make_context(claimed, runtime)
+    if ctx is None:
+        outcome = fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
+                        "in this worker")
+        _log_finish(claimed, outcome, started)
+        return outcome
+    task = get_task(claimed.task_name)
+    logger.info(
+        "start %s %s attempt %d/%d", claimed.task_name, eid, claimed.attempts,
+        claimed.max_attempts,
+        extra={"execution_id": eid, "task_name": claimed.task_name},
+    )
+    try:
+        if ctx.signal.reason == "lost":
+            outcome = "lost"  # given up between the claim and the start
+        elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
+            # Cancelled between the claim and the start: it does not start at all.
+            reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
+            final_write(lambda: Execution.objects.finish_cancelled(
+                eid, wid, claimed.lease, reason, db,
+                may_have_parent=claimed.parent_id is not None), db, eid)
+            outcome = "cancelled"
+        else:
+            ctx.start()
+            outcome = _call(task, claimed, ctx, runtime)
+    finally:
+        ctx.finish()
+        if runtime.inflight.get(eid) is ctx:
+            del runtime.inflight[eid]
+    if ctx.signal.reason == "cancelled" and outcome in ("completed", "failed", "retrying"):
+        outcome = "cancelled"  # the final write kept the accepted cancel
+    _log_finish(claimed, outcome, started)
+    return outcome
+
+
+def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
+    eid, wid, db, lease = claimed.id, runtime.worker_id, runtime.using, claimed.lease
+    event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
+    has_parent = claimed.parent_id is not None
+    try:
+        first = claimed.fresh and claimed.attempts == 1
+        with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
+            custom_context.apply(ctx)
+            result = task.func(event, ctx)
+            check_json(result, f"result of task {task.name!r}")
+    except LeaseLost:
+        logger.warning(
+            "%s %s: stopped, this worker no longer holds it (%s)", task.name, eid,
+            ctx.signal.message, extra={"execution_id": eid, "task_name": task.name},
+        )
+        return "lost"  # another worker holds it now: nothing of this attempt is written
+    except Cancelled as exc:
+        reason = exc.reason
+        final_write(lambda: Execution.objects.finish_cancelled(
+            eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
+        return "cancelled"
+    except AttemptTimedOut:
+        return fail(claimed, runtime, task, timed_out(task.timeout))
+    except Released as exc:
+        run_at = exc.run_at or timezone.now()
+        final_write(lambda: Execution.objects.release(
+            eid, wid, lease, run_at, db, may_have_parent=has_parent), db, eid)
+        return "released"
+    except Suspended as exc:
+        until, child_id = exc.run_at, exc.child_id
+        final_write(
+            lambda: Execution.objects.release(eid, wid, lease, until, db,
+                                              status=Execution.Status.SUSPENDED,
+                                              waiting_for=child_id, may_have_parent=has_parent),
+            db, eid,
+        )
+        return "suspended"
+    except NonRetryableError as exc:
+        return fail(claimed, runtime, task, error_message(exc), retry=False)
+    except Exception as exc:
+        logger.exception(
+            "%s %s failed on attempt %d", task.name, eid, claimed.attempts,
+            extra={"execution_id": eid, "task_name": task.name},
+        )
+        return fail(claimed, runtime, task, error_message(exc))
+    if ctx.signal.reason == "lost":
+        return "lost"  # presumed dead while the handler returned: the write is fenced anyway
+    if claimed.parent_id is not None or claimed.schedule_name is not None:
+        # A child wakes its parent in the same transaction; a scheduled run is written
+        # at once so that its next run can be queued right after it.
+        written = final_write(
+            lambda: Execution.objects.complete(eid, wid, lease, result, db,
+                                               may_have_parent=has_parent), db, eid)
+    else:  # batched by the threaded worker (completer.py)
+        written = runtime.write_result(eid, lease, result)
+    if not written:
+        return "lost"  # the lock was taken from this worker (it was presumed dead)
+    return "completed"
+
+
+def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:
+    logger.info(
+        "finish %s %s %s (ran %.3fs)", claimed.task_name, claimed.id, outcome,
+        time.monotonic() - started,
+        extra={"execution_id": claimed.id, "task_name": claimed.task_name},
+    )

@@ -1,0 +1,52 @@
+"""The final writes of an attempt, shared by single executions (``runner``) and batches
+(``batch``): once the outcome of an attempt is known it is recorded even across a
+database fault (``retry.retry_write``), and a failure is retried with the task's
+backoff until its attempts run out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.utils import timezone
+
+from ..definitions.tasks import Task
+from ..exceptions import error_text
+from ..models import Execution
+from ..state import Claimed
+from . import Runtime
+from .retry import retry_write
+
+logger = logging.getLogger("conductor_django.worker")
+
+#: Seconds before the retry of an execution whose task is not registered here.
+UNKNOWN_TASK_RETRY = 60.0
+
+
+def error_message(exc: BaseException) -> str:
+    """The ``last_error`` of an attempt that raised ``exc`` (its type and message)."""
+    return error_text(exc)
+
+
+def final_write(fn: Callable[[], int], using: str, eid: str) -> int:
+    """The outcome of an attempt is known: record it even across a database fault."""
+    return retry_write(fn, using, f"the final write of {eid}")
+
+
+def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
+         retry: bool = True) -> str:
+    """Record a failed attempt: ``retrying`` at the task's backoff, or ``failed``."""
+    retry_at = None
+    if retry and item.attempts < item.max_attempts:
+        delay = task.retry_delay(item.attempts) if task is not None else UNKNOWN_TASK_RETRY
+        retry_at = timezone.now() + timedelta(seconds=delay)
+        logger.info("%s %s retrying in %gs", item.task_name, item.id, delay)
+    db = runtime.using
+    final_write(
+        lambda: Execution.objects.fail(item.id, runtime.worker_id, item.lease, error,
+                                       retry_at, db, may_have_parent=item.parent_id is not None),
+        db, item.id,
+    )
+    return "failed" if retry_at is None else "retrying"

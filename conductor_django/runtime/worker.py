@@ -1,0 +1,425 @@
+"""The worker loop: claim, dispatch to a thread pool, heartbeat, recover, shut down.
+
+``Worker.run()`` is what ``manage.py conductor_worker`` and ``testing.drain`` call.
+The main thread claims executions in batches (``Execution.objects.claim``) and hands them to
+``concurrency`` handler threads, each with its own database connection, closed when
+the thread ends. Between claims it heartbeats, recovers executions of dead workers,
+delivers cancel requests and enforces timeouts. On PostgreSQL a listener thread wakes
+it on new work and delivers cancels at once; everywhere it also polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections, router
+from django.utils import timezone
+
+from .. import conf, retention, scheduler
+from ..models import Execution
+from ..models import Worker as WorkerRow
+from ..state import Claimed
+from . import Runtime, batch, custom_context, listener, runner
+from .cancellation import deliver
+from .completer import Completer
+from .dispatch import make_dispatcher
+from .housekeeper import Housekeeper
+from .retry import Backoff, ensure_usable
+
+logger = logging.getLogger("conductor_django.worker")
+
+DB_ERRORS = (DatabaseError, InterfaceError)
+CLEANUP_BUDGET = 2.0  # seconds of deleting per loop turn before claiming again
+
+#: Default ``--batch-size``. Claims go beyond the free threads (prefetch) only while
+#: handlers are short, so that long tasks never sit claimed behind busy threads.
+PREFETCH_BATCH = 50
+PREFETCH_MAX_SECONDS = 0.02
+
+
+class Worker:
+    """Runs executions of the given queues (every queue when ``queues`` is empty).
+
+    ``concurrency=0`` runs handlers on the calling thread, one at a time, which is what
+    ``testing.drain`` uses so that handlers see the caller's uncommitted test data.
+    """
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float | None = None,
+        batch_size: int | None = None,
+        drain: bool = False,
+        shutdown_timeout: float = 30.0,
+        using: str | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        if concurrency < 0:
+            raise ValueError("concurrency must be >= 0")
+        if concurrency == 0 and not drain:
+            raise ValueError("concurrency=0 (inline) is only for drain mode")
+        self.queues = sorted(set(queues or ()))
+        self.concurrency = concurrency
+        self.poll_interval = float(poll_interval if poll_interval is not None
+                                   else conf.get("POLL_INTERVAL"))
+        self.batch_size = max(1, batch_size or max(concurrency, PREFETCH_BATCH))
+        self.drain = drain
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.using = using or router.db_for_write(Execution)
+        self.handle_signals = handle_signals
+        self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
+        self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
+        self.dead_after = float(conf.get("WORKER_DEAD_AFTER"))
+        self.cleanup_interval = float(conf.get("CLEANUP_INTERVAL"))
+        self.id = uuid.uuid4()
+        self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0,
+                               dead_after=self.dead_after)
+        self.processed = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = 0
+        # (execution, lease) whose final write failed (a database fault): released later
+        self._lost: list[tuple[str, int]] = []
+        self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
+        self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._listener: listener.Listener | None = None
+        self._completer: Completer | None = None
+        # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
+        # --concurrency is then how many executions may wait in the broker at once.
+        self.dispatcher = None if self.runtime.inline else make_dispatcher(
+            conf.get("ENGINE"), worker_id=self.id, using=self.using,
+            window=concurrency, batch_size=self.batch_size,
+        )
+
+    # --- public ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (what SIGTERM and SIGINT do)."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> int:
+        """Run until stopped (or, in drain mode, until nothing is runnable now)."""
+        custom_context.members()  # CONDUCTOR["CONTEXT"], built once per process: fail fast
+        self._row = WorkerRow(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+            role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
+        )
+        self._house = Housekeeper(self.runtime, self._row, recover=True,
+                                  heartbeat_interval=self.heartbeat_interval,
+                                  cancel_poll_interval=self.cancel_poll_interval)
+        # Signals first: a SIGTERM from the moment the worker is visible stops it cleanly.
+        restore = self._install_signals()
+        try:
+            began = time.monotonic()
+            WorkerRow.objects.register(self._row, self.using)
+            self.runtime.confirmed = began  # the leases of its claims hold from here
+        except BaseException:
+            restore()
+            raise
+        logger.info(
+            "worker %s started: queues=%s concurrency=%d", self.id,
+            ",".join(self.queues) or "*", self.concurrency,
+        )
+        try:
+            if self.runtime.inline:
+                self._run_inline()
+            else:
+                self._run_threaded()
+        finally:
+            restore()
+            try:
+                WorkerRow.objects.unregister(self.id, self.using)
+            except DB_ERRORS:
+                logger.warning("could not remove worker row %s", self.id, exc_info=True)
+            logger.info("worker %s stopped after %d executions", self.id, self.processed)
+        return self.processed
+
+    # --- inline (drain in the caller's thread) -----------------------------------------
+
+    def _run_inline(self) -> None:
+        Execution.objects.recover(self.dead_after, self.using)
+        while not self._stop.is_set():
+            # flow control: a batch task's executions first, as partial batches (drain)
+            claimed: list[Any] = batch.claim_batches(self.id, self.queues, 1, self.using,
+                                                     fill=False)
+            claimed = claimed or Execution.objects.claim(self.id, self.queues, 1, self.using)
+            if not claimed:
+                return
+            runner.run(claimed[0], self.runtime)
+            self.processed += getattr(claimed[0], "size", 1)
+
+    # --- threaded ----------------------------------------------------------------------
+
+    def _run_threaded(self) -> None:
+        self._sync_schedules()
+        if self.dispatcher is None:
+            self._completer = Completer(self.id, self.using)
+            self._completer.start()
+            self.runtime.complete = self._completer.submit
+        for n in range(self.concurrency if self.dispatcher is None else 0):
+            t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if listener.listen_supported(self.using):
+            self._listener = listener.Listener(self.using, self._on_new, self._on_cancel)
+            self._listener.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _on_new(self, queue_name: str) -> None:
+        if not queue_name or not self.queues or queue_name in self.queues:
+            self._wake.set()
+
+    def _on_cancel(self, execution_id: str, reason: str) -> None:
+        deliver(self.runtime.inflight, execution_id, reason)
+
+    def _loop(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        while not self._stop.is_set():
+            self._wake.clear()  # before the claim: work announced from now on wakes us
+            try:
+                # Claim first: a wake-up is usually new work, and its start waits on this.
+                claimed, maybe_more = self._claim()
+                self._periodic()
+                backoff.reset()
+            except DB_ERRORS:
+                logger.warning("database error in the worker loop; retrying", exc_info=True)
+                self._close_connection()
+                backoff.wait(self._stop)
+                continue
+            if self.drain and not claimed and self._busy_count() == 0 and (
+                    self.dispatcher is None or not self.dispatcher.held()):
+                return
+            if maybe_more and self._free() > 0:
+                continue  # the claim was full: there may be more runnable right now
+            self._wake.wait(self._sleep_time())
+
+    def _claim(self) -> tuple[list[Any], bool]:
+        """Claim what the free threads (and the prefetch) can take, and queue it.
+
+        Returns the claimed executions and whether claiming again at once may find more.
+        A claim that returned less than it asked for found everything runnable at that
+        moment; what is announced later sets ``_wake``, and the poll covers the rest.
+        """
+        if self.dispatcher is not None:
+            dispatched = self.dispatcher.dispatch(self.queues)
+            return dispatched, bool(dispatched)
+        free = self._free()
+        if free <= 0:
+            return [], False
+        # fencing: never a second attempt of an execution a stale handler still runs
+        exclude = self.runtime.suspect()
+        # flow control: ready batches first (one handler slot each), then single executions
+        claimed: list[Any] = batch.claim_batches(self.id, self.queues, free, self.using,
+                                            fill=not self.drain, exclude=exclude)
+        maybe_more = bool(claimed)
+        if len(claimed) < free:
+            limit = min(free - len(claimed), self.batch_size)
+            single = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude)
+            maybe_more = maybe_more or len(single) == limit
+            claimed += single
+        if claimed:
+            with self._lock:
+                self._busy += len(claimed)
+            for item in claimed:
+                # The context exists from the claim on, so a cancel reaches it even
+                # before a thread picks it up (it then never starts).
+                self._jobs.put((item, runner.make_context(item, self.runtime)))
+        return claimed, maybe_more
+
+    def _handler_loop(self) -> None:
+        idle_since = time.monotonic()
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                item, ctx = job
+                began = time.monotonic()
+                try:
+                    ensure_usable(self.using, time.monotonic() - idle_since)
+                    if self.runtime.stopping.is_set():  # claimed but not started: give back
+                        for eid, lease in _leases(item):
+                            self.runtime.inflight.pop(eid, None)
+                            Execution.objects.release(eid, self.id, lease, timezone.now(),
+                                                      self.using)
+                    else:
+                        outcome = runner.run(item, self.runtime, ctx)
+                        self._after_scheduled_run(item, outcome)
+                except DB_ERRORS:
+                    logger.warning("database error finishing %s", item.id, exc_info=True)
+                    with self._lock:
+                        self._lost.extend(_leases(item))
+                    self._close_connection()
+                except BaseException:
+                    logger.exception("unexpected error running %s", item.id)
+                    with self._lock:
+                        self._lost.extend(_leases(item))
+                finally:
+                    idle_since = time.monotonic()
+                    seconds = idle_since - began
+                    with self._lock:
+                        self._busy -= 1
+                        self.processed += getattr(item, "size", 1)
+                        self._avg_seconds += (seconds - self._avg_seconds) * 0.1
+                    self._wake.set()
+        finally:
+            connections.close_all()
+
+    def _busy_count(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def _free(self) -> int:
+        """How many more executions may be claimed now: the free threads, plus a
+        prefetch of ``batch_size`` while handlers are short."""
+        with self._lock:
+            fast = self._avg_seconds < PREFETCH_MAX_SECONDS
+            return self.concurrency + (self.batch_size if fast else 0) - self._busy
+
+    def _periodic(self) -> None:
+        self._house.run_due()  # heartbeat, recovery, cancel poll
+        if self.dispatcher is not None:
+            self.dispatcher.periodic()
+        self._house.check_timeouts()
+        self._release_lost()
+        self._tick_schedules()
+        # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
+        if (not self.runtime.stopping.is_set()
+                and self._house.every("cleanup", self.cleanup_interval)):
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            result = retention.cleanup(using=self.using, time_budget=CLEANUP_BUDGET)
+        except DB_ERRORS:
+            self._house.due["cleanup"] = time.monotonic() + 60.0  # retry soon, not in an hour
+            raise
+        except Exception:
+            logger.exception("cleanup failed")
+            return
+        if result.total:
+            logger.info("cleanup deleted %d finished executions", result.total)
+        if not result.finished:
+            self._house.due["cleanup"] = time.monotonic() + self.poll_interval  # more to delete
+
+    # --- scheduling (conductor_django.scheduler) ---------------------------------------
+
+    def _sync_schedules(self) -> None:
+        """Write the static ``cron=`` schedules of the code (once, at start)."""
+        try:
+            scheduler.sync_static(self.using)
+        except DB_ERRORS:
+            logger.warning("could not sync static schedules; retrying at the next start",
+                           exc_info=True)
+
+    def _tick_schedules(self) -> None:
+        """Queue the next run of schedules that have none (one query when nothing is due)."""
+        if (not self.runtime.stopping.is_set()
+                and self._house.every("schedules", self.poll_interval)):
+            scheduler.tick(self.using)
+
+    def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
+        """A scheduled run finished: queue the next one now rather than at the next tick."""
+        finished = outcome in ("completed", "failed", "cancelled")
+        schedule_name = getattr(item, "schedule_name", None)
+        if schedule_name is None or not finished:
+            return
+        try:
+            scheduler.queue_next(item.task_name, schedule_name, self.using)
+        except (*DB_ERRORS, ValueError):
+            logger.warning("could not queue the next run of schedule %s/%s; the next tick will",
+                           item.task_name, item.schedule_name, exc_info=True)
+
+    def _release_lost(self) -> None:
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for eid, lease in lost:
+            try:
+                Execution.objects.release(eid, self.id, lease, timezone.now(), self.using)
+            except DB_ERRORS:
+                with self._lock:
+                    self._lost.append((eid, lease))
+                raise
+
+    def _sleep_time(self) -> float:
+        return self._house.sleep_time(self.poll_interval)
+
+    def _close_connection(self) -> None:
+        try:
+            connections[self.using].close()
+        except DB_ERRORS:
+            pass
+
+    def _shutdown(self) -> None:
+        """Stop claiming; let handlers reach a step boundary; release what is left."""
+        self.runtime.stopping.set()
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self._busy_count():
+            logger.info("shutting down: waiting for %d running handlers", self._busy_count())
+        while self._busy_count() and time.monotonic() < deadline:
+            self._wake.clear()
+            try:
+                self._periodic()  # cancellation still reaches handlers while shutting down
+            except DB_ERRORS:
+                logger.warning("database error while shutting down", exc_info=True)
+                self._close_connection()
+            self._wake.wait(max(0.0, min(self._sleep_time(), deadline - time.monotonic())))
+        if self._completer is not None:
+            self._completer.close()  # results first: what finished must not be released
+        try:
+            released = Execution.objects.release_all(self.id, self.using)
+            self._release_lost()
+        except DB_ERRORS:
+            released = 0
+            logger.warning("could not release executions at shutdown", exc_info=True)
+        if released:
+            logger.warning("released %d executions still running at shutdown", released)
+        for _ in self._threads:
+            self._jobs.put(None)
+        if self._listener is not None:
+            self._listener.stop()
+
+    def _install_signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum, frame):
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
+
+
+def _leases(item: Claimed | batch.ClaimedBatch) -> list[tuple[str, int]]:
+    """``(execution id, lease)`` of a claimed execution, or of each item of a batch."""
+    items = item.items if isinstance(item, batch.ClaimedBatch) else [item]
+    return [(claimed.id, claimed.lease) for claimed in items]

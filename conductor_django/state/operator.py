@@ -1,0 +1,178 @@
+"""Operator transitions: cancel (any unfinished execution), retry (the same row) and run
+again (a new row). Mixed into ``ExecutionQuerySet``.
+
+Each is one guarded write (cancel: a few), so it is safe against a worker (or another
+operator) changing the row at the same moment, and returns what it did instead of
+raising when the action is not legal now.
+
+**Cancel** (``cancel``): a pending or suspended execution is marked ``failed`` at once
+with the reason as ``last_error`` (``cancelled`` stays False) and never runs; its
+waiting children are cancelled too. A running execution gets ``cancelled=True`` and the
+reason in ``last_error`` in the same statement, and on PostgreSQL a ``NOTIFY
+conductor_cancel`` carrying the id and the reason (``store.vendor``), so that its
+worker hears of it at once (the rest of the path: ``runtime.cancellation``).
+
+**Retry** (``retry``): a ``failed`` or ``cancelled`` execution becomes ``pending``
+again, runnable at once, *the same row*: its finished steps are kept, so it resumes
+where it stopped and never repeats a finished step. ``attempts`` keeps counting
+(history stays honest) and the execution gets a fresh budget: ``max_attempts``
+becomes ``attempts`` + the task's ``max_attempts`` (the row's old budget when the
+task is not registered in this process). ``cancelled`` is reset, ``finished_at``
+cleared, ``last_error`` keeps the previous error until the next attempt ends.
+Not legal (returns ``False``) for unfinished or completed executions, nor when an
+unfinished execution of the same task holds the same ``dedupe_key``.
+
+**Run again** (``run_again``): a new ``pending`` execution of the same task with the
+same payload, queue, priority, event name and ``dedupe_key``, no steps, no parent and
+a fresh attempt budget. Legal for finished executions (``completed``, ``failed``,
+``cancelled``); returns the new id, or ``None`` when not legal, or when an unfinished
+execution of the task holds the same ``dedupe_key`` (dedupe wins: nothing is created).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..definitions.registry import all_tasks
+from ..definitions.values import as_uuid
+from ..exceptions import DEFAULT_REASON
+from ..store.transactions import retry_locked, write_transaction
+from ..store.vendor import dialect
+from .status import FINAL, RUNNABLE, UNFINISHED, Status
+
+S = Status
+RETRYABLE = (S.FAILED, S.CANCELLED)
+RERUNNABLE = FINAL
+
+CANCEL_CHANNEL = "conductor_cancel"
+
+#: Longest reason (in bytes) sent in the NOTIFY payload itself (PostgreSQL's limit for
+#: a payload is 8000 bytes); a longer one is read from the row by the listener.
+NOTIFY_REASON_BYTES = 7000
+
+
+def _budget(task_name: str, row_max_attempts: int) -> int:
+    task = all_tasks().get(task_name)
+    return task.max_attempts if task is not None else max(row_max_attempts, 1)
+
+
+class OperatorTransitions:
+    model: Any
+
+    def _write_db(self, using: str | None) -> str:
+        return using or router.db_for_write(self.model)
+
+    def cancel(self, execution_id: Any, reason: str | None = None, *,
+               using: str | None = None) -> bool:
+        """Request cancellation; ``True`` if it took effect, ``False`` if already finished."""
+        eid = as_uuid(execution_id)
+        if eid is None:
+            return False
+        reason = reason or DEFAULT_REASON
+        db = self._write_db(using)
+        rows = self.model._default_manager.using(db).filter(pk=eid)
+        # A status may change between the two updates (pending -> running -> pending on
+        # a retry); a few rounds settle it, each update being atomic on its own.
+        for _ in range(5):
+            # Running (the case that must be fast): flag it and tell its worker.
+            if retry_locked(lambda: self._request_running(db, eid, reason), db):
+                return True
+            if retry_locked(lambda: self._stop_waiting(db, eid, reason), db):
+                return True
+            status = rows.values_list("status", flat=True).first()
+            if status is None or status in FINAL:
+                return False  # unknown or finished
+            if status == S.RUNNING:  # False: a cancel was accepted already
+                return retry_locked(lambda: self._request_running(db, eid, reason), db)
+        return False
+
+    def _stop_waiting(self, db: str, eid: uuid.UUID, reason: str) -> bool:
+        """A pending or suspended execution ends ``failed`` with ``reason``, never runs."""
+        manager = self.model._default_manager
+        with write_transaction(db):
+            waiting = manager.using(db).filter(pk=eid, status__in=RUNNABLE)
+            woken = manager.wake_parents(waiting, db)  # parent first: see state.execution
+            stopped = waiting.update(
+                status=S.FAILED,
+                last_error=reason,
+                finished_at=timezone.now(),
+                resume=False,
+            )
+            if stopped:
+                self._cancel_children(eid, reason, db)
+                return True
+            if woken:
+                transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
+        return False
+
+    def _request_running(self, db: str, eid: uuid.UUID, reason: str) -> bool:
+        """Set ``cancelled`` and the reason on a running execution and notify its worker."""
+        connection = connections[db]
+        return dialect(connection).request_cancel(
+            connection, self.model._meta.db_table, eid, reason, CANCEL_CHANNEL,
+            NOTIFY_REASON_BYTES)
+
+    def _cancel_children(self, parent_id: uuid.UUID, reason: str, db: str) -> None:
+        children = self.model._default_manager.using(db).filter(
+            parent_id=parent_id, status__in=UNFINISHED)
+        for child_id in children.values_list("pk", flat=True):
+            self.cancel(child_id, reason, using=db)
+
+    def retry(self, execution_id: Any, *, using: str | None = None) -> bool:
+        """Put a failed or cancelled execution back to ``pending``; ``True`` if it did."""
+        eid = as_uuid(execution_id)
+        if eid is None:
+            return False
+        db = self._write_db(using)
+        rows = self.model._default_manager.using(db).filter(pk=eid, status__in=RETRYABLE)
+        found = rows.values_list("task_name", "max_attempts").first()
+        if found is None:
+            return False
+        task_name, max_attempts = found
+        budget = _budget(task_name, max_attempts)
+        try:
+            with write_transaction(db):  # a savepoint: a dedupe clash leaves no trace
+                updated = rows.update(
+                    status=S.PENDING,
+                    run_at=timezone.now(),
+                    finished_at=None,
+                    cancelled=False,
+                    resume=False,
+                    locked_by=None,
+                    locked_at=None,
+                    max_attempts=F("attempts") + budget,
+                )
+        except IntegrityError:
+            return False  # an unfinished twin holds the dedupe key
+        return bool(updated)
+
+    def run_again(self, execution_id: Any, *, using: str | None = None) -> str | None:
+        """Start a new execution with the payload of a finished one; its id, or ``None``."""
+        eid = as_uuid(execution_id)
+        if eid is None:
+            return None
+        db = self._write_db(using)
+        old = self.model._default_manager.using(db).filter(pk=eid, status__in=RERUNNABLE).first()
+        if old is None:
+            return None
+        task = all_tasks().get(old.task_name)
+        new = self.model(
+            task_name=old.task_name,
+            queue=old.queue,
+            payload=old.payload,
+            priority=old.priority,
+            dedupe_key=old.dedupe_key,
+            event_name=old.event_name,
+            max_attempts=task.max_attempts if task is not None else old.max_attempts,
+        )
+        try:
+            with write_transaction(db):
+                new.save(using=db, force_insert=True)
+        except IntegrityError:
+            return None  # an unfinished execution of the task holds the same dedupe key
+        return str(new.pk)

@@ -1,0 +1,207 @@
+"""The claim: every statement that picks runnable executions and marks them running.
+
+Claiming is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... LIMIT n)) RETURNING``
+statement (``id IN (SELECT ...)`` on SQLite): on PostgreSQL the inner select takes
+``FOR UPDATE SKIP LOCKED`` so concurrent workers on any number of machines never claim
+the same row and never wait for each other; on SQLite a single statement holds the
+database write lock, which makes it safe for several worker processes on one machine.
+Every claim takes a new fencing token (``lease = lease + 1``).
+
+The functions take the connection and the executions' table and return raw rows
+(``CLAIMED_COLUMNS``); ``state.execution`` turns them into ``Claimed``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from .prepared import execute_prepared
+from .vendor import dialect
+
+#: What a claim returns of each claimed row, in this order.
+CLAIMED_COLUMNS = (
+    "id, task_name, queue, payload, attempts, max_attempts, priority,"
+    " CASE WHEN started_at = locked_at THEN 1 ELSE 0 END, event_name, schedule_name,"
+    " parent_id, lease"
+)
+
+#: First key of the PostgreSQL advisory locks that serialize claims of a limited task
+#: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
+CLAIM_LOCK_CLASS = 0x43444A31
+
+
+def runnable_sql(
+    connection: Any, now_param: Any, queues: Sequence[str] | None, skip: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (unqualified columns) of rows runnable now in ``queues``.
+
+    ``skip``: task names left out; ``exclude``: execution ids left out.
+    """
+    sql = "status IN ('pending', 'suspended') AND run_at <= %s"
+    params: list[Any] = [now_param]
+    if queues:
+        sql += f" AND queue IN ({', '.join(['%s'] * len(queues))})"
+        params.extend(queues)
+    if skip:
+        sql += f" AND task_name NOT IN ({', '.join(['%s'] * len(skip))})"
+        params.extend(skip)
+    if exclude:
+        sql += f" AND id NOT IN ({', '.join(['%s'] * len(exclude))})"
+        vendor = dialect(connection)
+        params.extend(vendor.uuid_param(connection, eid) for eid in exclude)
+    return sql, params
+
+
+def claim(
+    connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
+    limit: int, now: datetime, skip: Sequence[str] = (), exclude: Sequence[str] = (),
+) -> list[tuple]:
+    """Lock up to ``limit`` runnable rows (no task limits apply), best first."""
+    vendor = dialect(connection)
+    now_param = vendor.dt_param(connection, now)
+    where, params = runnable_sql(connection, now_param, queues, skip=skip, exclude=exclude)
+    inner = (
+        f"SELECT id FROM {table} WHERE {where} ORDER BY priority DESC, run_at ASC LIMIT %s"
+        + vendor.skip_locked
+    )
+    return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+
+
+def lock_rows(
+    connection: Any, table: str, worker_id: uuid.UUID, inner: str, params: list[Any],
+    now: datetime,
+) -> list[tuple]:
+    """Mark the rows selected by ``inner`` (a ``SELECT id ...``) running for ``worker_id``."""
+    vendor = dialect(connection)
+    now_param = vendor.dt_param(connection, now)
+    sql = (
+        f"UPDATE {table} SET status = 'running', locked_by = %s, locked_at = %s,"
+        " started_at = COALESCE(started_at, %s),"
+        " attempts = CASE WHEN resume THEN attempts ELSE attempts + 1 END,"
+        " resume = %s, lease = lease + 1"
+        f" WHERE {vendor.picked(inner)}"
+        f" RETURNING {CLAIMED_COLUMNS}"
+    )
+    head = [vendor.uuid_param(connection, worker_id), now_param, now_param,
+            vendor.bool_param(False)]
+    return list(execute_prepared(connection, sql, head + params, fetch=True))
+
+
+def claim_limited(
+    connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
+    limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
+    exclude: Sequence[str] = (),
+) -> list[tuple]:
+    """The claim when some tasks have ``concurrency=N``: one statement, several branches.
+
+    The statement unions the plain candidates (every task without a limit, as in the
+    fast path) with, per limited task, its best runnable rows ``LIMIT N - <running
+    rows of that task, in any queue>``; the best ``limit`` of those are claimed. The
+    count and the claim must not interleave with another worker's claim of the same
+    task, or both could see N-1 running and start one each:
+
+    * SQLite runs the single ``UPDATE`` under the database write lock, which
+      serializes it against every other writer.
+    * PostgreSQL first takes a transaction-level advisory lock per limited task with
+      runnable rows (``pg_try_advisory_xact_lock(CLAIM_LOCK_CLASS, hashtext(name))``)
+      in one statement, then runs the claim as the next statement of the same
+      READ COMMITTED transaction. That statement's snapshot is taken after the lock,
+      so it sees every claim committed by the previous holder (a lock is released only
+      after its transaction's commit is visible). A *try* lock never waits and never
+      deadlocks: a task another worker is claiming right now is simply left out of this
+      round, like a row under ``SKIP LOCKED``. Tasks without a limit take no lock.
+
+    Finishing executions only lower the count, so a stale count errs on the safe side.
+    """
+    vendor = dialect(connection)
+    now_param = vendor.dt_param(connection, now)
+    lock = vendor.skip_locked
+    locks = not vendor.single_writer  # SQLite: the write lock serializes already
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(using=connection.alias) if locks else nullcontext():
+        if locks:
+            if outermost and _isolation(connection) != "read committed":
+                with connection.cursor() as cursor:  # the snapshot must follow the lock
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            names = _lock_limited(connection, table, limits, queues, now_param)
+        else:
+            names = list(limits)
+        where, params = runnable_sql(connection, now_param, queues, skip=[*skip, *limits],
+                                     exclude=exclude)
+        branches = [
+            f"SELECT * FROM (SELECT id, priority, run_at FROM {table} WHERE {where}"
+            f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
+        ]
+        params.append(limit)
+        for n, name in enumerate(names):
+            where, branch_params = runnable_sql(connection, now_param, queues, exclude=exclude)
+            branches.append(
+                f"SELECT * FROM (SELECT id, priority, run_at FROM {table}"
+                f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
+                f" LIMIT {vendor.greatest}(%s - (SELECT COUNT(*) FROM {table}"
+                f" WHERE task_name = %s AND status = 'running'), 0){lock}) AS b_{n}"
+            )
+            params += [name, *branch_params, limits[name], name]
+        inner = (
+            f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
+            " ORDER BY priority DESC, run_at ASC LIMIT %s"
+        )
+        return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+
+
+def _isolation(connection: Any) -> str:
+    """The configured isolation level of a PostgreSQL connection, e.g. ``"read committed"``."""
+    level = getattr(connection, "isolation_level", None)
+    return getattr(level, "name", "READ_COMMITTED").replace("_", " ").lower()
+
+
+def _lock_limited(
+    connection: Any, table: str, limits: dict[str, int], queues: Sequence[str] | None,
+    now_param: Any,
+) -> list[str]:
+    """PostgreSQL: try-lock the limited tasks that have runnable rows and a free slot."""
+    where, params = runnable_sql(connection, now_param, queues)
+    sql = (
+        "SELECT t.name FROM unnest(%s::text[], %s::int[]) AS t(name, cap) WHERE CASE"
+        f" WHEN EXISTS (SELECT 1 FROM {table} WHERE task_name = t.name AND {where})"
+        f" AND (SELECT COUNT(*) FROM {table} WHERE task_name = t.name"
+        " AND status = 'running') < t.cap"
+        " THEN pg_try_advisory_xact_lock(%s, hashtext(t.name)) ELSE false END"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(limits), list(limits.values()), *params, CLAIM_LOCK_CLASS])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def claim_batch(
+    connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
+    name: str, size: int, timeout_seconds: float, now: datetime, fill: bool,
+    exclude: Sequence[str] = (),
+) -> list[tuple]:
+    """Lock up to ``size`` runnable rows of the batch task ``name``; with ``fill``, only
+    when the batch is ready: ``size`` rows are runnable, or the oldest has waited
+    ``timeout_seconds``."""
+    vendor = dialect(connection)
+    now_param = vendor.dt_param(connection, now)
+    where, where_params = runnable_sql(connection, now_param, queues, exclude=exclude)
+    sql = f"SELECT id FROM {table} WHERE task_name = %s AND {where}"
+    params = [name, *where_params]
+    if fill:
+        oldest = now - timedelta(seconds=timeout_seconds)
+        sql += (
+            f" AND ((SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE task_name = %s"
+            f" AND {where} LIMIT %s) AS full_batch) >= %s"
+            f" OR EXISTS (SELECT 1 FROM {table} WHERE task_name = %s AND {where}"
+            " AND run_at <= %s))"
+        )
+        params += [name, *where_params, size, size,
+                   name, *where_params, vendor.dt_param(connection, oldest)]
+    sql += " ORDER BY priority DESC, run_at ASC LIMIT %s" + vendor.skip_locked
+    return lock_rows(connection, table, worker_id, sql, [*params, size], now)

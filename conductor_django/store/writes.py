@@ -1,0 +1,92 @@
+"""Raw writes of held executions: several completions in one statement, a fenced step.
+
+Every write is fenced by ``locked_by = <this worker>``, ``lease = <the token of its
+claim>`` and ``status = 'running'``: a worker whose executions were recovered cannot
+write anything for them any more. The ORM writes of the state machine
+(``state.execution``) follow the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .prepared import execute_prepared
+from .vendor import dialect
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
+def _held(table: str) -> str:
+    return f"FROM {table} WHERE id = %s AND locked_by = %s AND lease = %s AND status = 'running'"
+
+
+def complete_many(connection: Any, table: str, items: Sequence[tuple[str, int, Any]],
+                  worker_id: uuid.UUID, now: datetime) -> int:
+    """Complete many held executions in one statement; returns how many were written.
+
+    ``items`` are ``(execution id, lease, JSON result)``; a row whose cancellation was
+    requested ends ``cancelled``.
+    """
+    if not items:
+        return 0
+    vendor = dialect(connection)
+    values = ", ".join(vendor.values_row(n == 0) for n in range(len(items)))
+    params: list[Any] = []
+    for eid, lease, result in items:
+        params += [vendor.uuid_param(connection, eid), lease,
+                   None if result is None else dumps(result)]
+    sql = (
+        f"UPDATE {table} SET"
+        " status = CASE WHEN cancelled THEN 'cancelled' ELSE 'completed' END,"
+        " result = v.column3, finished_at = %s, locked_by = NULL, locked_at = NULL"
+        f" FROM (VALUES {values}) AS v"
+        f" WHERE {table}.id = v.column1 AND {table}.lease = v.column2"
+        f" AND {table}.locked_by = %s AND {table}.status = 'running'"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [vendor.dt_param(connection, now), *params,
+                             vendor.uuid_param(connection, worker_id)])
+        return cursor.rowcount
+
+
+def insert_step(connection: Any, table: str, step_table: str, eid: str, name: str,
+                text: str | None, started_at: datetime, now: datetime,
+                worker_id: uuid.UUID, lease: int) -> int:
+    """``INSERT ... SELECT ... WHERE <the lease is held>``: 1 if stored, 0 if the name was
+    stored already or the lease is gone. On PostgreSQL the held row is locked ``FOR
+    SHARE`` until the step commits, so recovering the execution waits for the step's
+    commit or finds it."""
+    vendor = dialect(connection)
+    ident = vendor.uuid_param(connection, eid)
+    if vendor.share_lock:
+        select = (f"SELECT %s, %s, %s::jsonb, %s::timestamptz, %s::timestamptz"
+                  f" {_held(table)}{vendor.share_lock}")
+    else:
+        select = f"SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 {_held(table)})"
+    sql = (
+        f"INSERT INTO {step_table} (execution_id, name, result, started_at, created_at)"
+        f" {select} ON CONFLICT (execution_id, name) DO NOTHING"
+    )
+    return int(execute_prepared(connection, sql, [
+        ident, name, text, vendor.dt_param(connection, started_at),
+        vendor.dt_param(connection, now), ident, vendor.uuid_param(connection, worker_id),
+        lease]))
+
+
+def lock_held(connection: Any, table: str, eid: str, worker_id: uuid.UUID, lease: int) -> bool:
+    """Whether this worker holds ``eid`` under ``lease``, kept so until the caller's
+    transaction ends (PostgreSQL: a ``FOR SHARE`` row lock, which recovering the
+    execution waits for; SQLite: the caller's write transaction excludes every other
+    writer)."""
+    vendor = dialect(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 {_held(table)}{vendor.share_lock}", [
+            vendor.uuid_param(connection, eid), vendor.uuid_param(connection, worker_id),
+            lease])
+        return cursor.fetchone() is not None
