@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -56,8 +58,8 @@ class ScheduleForm(forms.ModelForm):
             raise ValidationError(str(exc)) from None
         return cron
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         cron = cleaned.get("cron")
         if cron and "cron" in self.fields and "timezone" not in self.errors:
             # Shown when the form comes back with an error in another field.
