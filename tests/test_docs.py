@@ -23,7 +23,7 @@ from sybil import Document, Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
 
-from conductor_django import registry
+from conductor_django.definitions import registry
 from conductor_django.runtime.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
