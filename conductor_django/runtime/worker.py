@@ -34,6 +34,7 @@ from .completer import Completer
 from .dispatch import make_dispatcher
 from .housekeeper import Housekeeper
 from .retry import Backoff, ensure_usable
+from .unit import FINISHED
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -341,7 +342,7 @@ class Worker:
 
     def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
         """A scheduled run finished: queue the next one now rather than at the next tick."""
-        finished = outcome in ("completed", "failed", "cancelled")
+        finished = outcome in FINISHED
         schedule_name = getattr(item, "schedule_name", None)
         if schedule_name is None or not finished:
             return
