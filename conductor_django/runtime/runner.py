@@ -22,14 +22,14 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs
-from .batch import run_batch
+from .batch import ClaimedBatch, run_batch
 from .context import Context
-from .unit import Outcome, error_message, fail, final_write
+from .unit import ExecutionUnit, Outcome, error_message, fail, final_write
 
 logger = logging.getLogger("conductor_django.worker")
 
 
-def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
+def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
     """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
 
     ``None`` when the task is not registered in this process, and for batches (their
@@ -55,11 +55,12 @@ def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
     return ctx
 
 
-def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
+def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) -> str:
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
-    if not isinstance(claimed, Claimed):
+    if isinstance(claimed, ClaimedBatch):
         return run_batch(claimed, runtime)
+    assert isinstance(claimed, Claimed)
     started = time.monotonic()
     eid = claimed.id
     ctx = ctx or make_context(claimed, runtime)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from django.utils import timezone
 
@@ -33,6 +34,26 @@ class Outcome(StrEnum):
 
 #: The outcomes after which an execution is finished.
 FINISHED = (Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED)
+
+class ExecutionUnit(Protocol):
+    """What the worker claims and hands to a handler thread: one execution
+    (``state.Claimed``) or a batch of them (``runtime.batch.ClaimedBatch``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task_name(self) -> str: ...
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def items(self) -> list[Claimed]: ...
+
+    @property
+    def size(self) -> int: ...
+
 
 #: Seconds before the retry of an execution whose task is not registered here.
 UNKNOWN_TASK_RETRY = 60.0
