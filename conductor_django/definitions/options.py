@@ -1,9 +1,9 @@
 """Flow-control options of ``task(...)`` and what they mean for the claim.
 
-``concurrency``, ``window`` and ``batch`` are validated here when a task is defined.
-``claim_rules`` turns the registered tasks into what one claim needs: tasks the plain
-claim must skip (batch tasks, tasks whose window is closed now) and the per-task
-concurrency limits (see ``store/claim.py`` for how they are enforced).
+``concurrency``, ``window`` and ``batch`` are validated here when a task is defined,
+with ``Retention`` and the checks of the events and model-trigger options.
+``registry.claim_rules`` turns the registered tasks into what one claim needs (see
+``store/claim.py`` for how the limits are enforced).
 
 This module is imported with the package, before Django's app registry is ready, so
 it must not import models.

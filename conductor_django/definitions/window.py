@@ -5,8 +5,8 @@ time zone activated for a request). ``start < end`` is a window inside one day;
 ``start > end`` crosses midnight (``("22:00", "06:00")`` is open from 22:00 until 06:00
 the next morning). The start is inclusive, the end exclusive.
 
-Outside the window the claim skips the task (``flow.claim_rules``), and a running
-execution is released at its next step boundary (``check``) with ``run_at`` set to the
+Outside the window the claim skips the task (``registry.claim_rules``), and a running
+execution is released at its next step boundary (``raise_if_closed``) with ``run_at`` at the
 next opening, resuming there without counting a new attempt.
 """
 

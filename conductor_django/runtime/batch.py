@@ -47,7 +47,7 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from .context import BaseContext, Signal, TaskLoggerAdapter
-from .unit import error_message, fail, final_write
+from .unit import Outcome, error_message, fail, final_write
 
 if TYPE_CHECKING:
     from . import Runtime
@@ -210,13 +210,13 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     try:
         results = task.func(events, ctx)
     except LeaseLost:
-        return "lost"  # every item was recovered from this worker: nothing is written
+        return Outcome.LOST  # every item was recovered from this worker: nothing is written
     except Cancelled as exc:
         reason = exc.reason or DEFAULT_REASON
         for eid in batch.ids:
             final_write(partial(Execution.objects.finish_cancelled, eid, wid, leases[eid],
                                 reason, db), db, eid)
-        return "cancelled"
+        return Outcome.CANCELLED
     except AttemptTimedOut:
         return _fail_all(batch, runtime, task, timed_out(task.timeout))
     except Released as exc:
@@ -224,7 +224,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
         for eid in batch.ids:
             final_write(partial(Execution.objects.release, eid, wid, leases[eid], run_at, db),
                         db, eid)
-        return "released"
+        return Outcome.RELEASED
     except NonRetryableError as exc:
         return _fail_all(batch, runtime, task, error_message(exc), retry=False)
     except Exception as exc:
@@ -248,7 +248,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
             continue
         done = final_write(partial(Execution.objects.complete, item.id, wid, item.lease,
                                    result, db), db, item.id)
-        outcomes.append("completed" if done else "lost")
+        outcomes.append(Outcome.COMPLETED if done else Outcome.LOST)
     return ",".join(sorted(set(outcomes)))
 
 

@@ -2,8 +2,9 @@
 
 New and newly runnable executions are announced by triggers (migration 0002) on the
 channel ``conductor_new`` with the queue name as payload; cancel requests by
-``cancellation.cancel`` on ``conductor_cancel`` with the execution id, a newline and
-the reason (a reason too long for a payload is read from the row). On other
+``Execution.objects.cancel`` (``store/vendor.py``) on ``conductor_cancel`` with the
+execution id, a newline and the reason (a reason too long for a payload is read from
+the row). On other
 databases (or psycopg2) nothing listens and the worker polls.
 """
 

@@ -22,14 +22,14 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs
-from .batch import run_batch
+from .batch import ClaimedBatch, run_batch
 from .context import Context
-from .unit import error_message, fail, final_write
+from .unit import ExecutionUnit, Outcome, error_message, fail, final_write
 
 logger = logging.getLogger("conductor_django.worker")
 
 
-def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
+def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
     """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
 
     ``None`` when the task is not registered in this process, and for batches (their
@@ -55,11 +55,12 @@ def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
     return ctx
 
 
-def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
+def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) -> str:
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
-    if not isinstance(claimed, Claimed):
+    if isinstance(claimed, ClaimedBatch):
         return run_batch(claimed, runtime)
+    assert isinstance(claimed, Claimed)
     started = time.monotonic()
     eid = claimed.id
     ctx = ctx or make_context(claimed, runtime)
@@ -76,14 +77,14 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
     )
     try:
         if ctx.signal.reason == "lost":
-            outcome = "lost"  # given up between the claim and the start
+            outcome = Outcome.LOST  # given up between the claim and the start
         elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
             reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
             final_write(lambda: Execution.objects.finish_cancelled(
                 eid, wid, claimed.lease, reason, db,
                 may_have_parent=claimed.parent_id is not None), db, eid)
-            outcome = "cancelled"
+            outcome = Outcome.CANCELLED
         else:
             ctx.start()
             outcome = _call(task, claimed, ctx, runtime)
@@ -91,8 +92,9 @@ def run(claimed: Claimed, runtime: Runtime, ctx: Context | None = None) -> str:
         ctx.finish()
         if runtime.inflight.get(eid) is ctx:
             del runtime.inflight[eid]
-    if ctx.signal.reason == "cancelled" and outcome in ("completed", "failed", "retrying"):
-        outcome = "cancelled"  # the final write kept the accepted cancel
+    if ctx.signal.reason == "cancelled" and outcome in (
+            Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRYING):
+        outcome = Outcome.CANCELLED  # the final write kept the accepted cancel
     _log_finish(claimed, outcome, started)
     return outcome
 
@@ -112,19 +114,19 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             "%s %s: stopped, this worker no longer holds it (%s)", task.name, eid,
             ctx.signal.message, extra={"execution_id": eid, "task_name": task.name},
         )
-        return "lost"  # another worker holds it now: nothing of this attempt is written
+        return Outcome.LOST  # another worker holds it now: nothing of this attempt is written
     except Cancelled as exc:
         reason = exc.reason
         final_write(lambda: Execution.objects.finish_cancelled(
             eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
-        return "cancelled"
+        return Outcome.CANCELLED
     except AttemptTimedOut:
         return fail(claimed, runtime, task, timed_out(task.timeout))
     except Released as exc:
         run_at = exc.run_at or timezone.now()
         final_write(lambda: Execution.objects.release(
             eid, wid, lease, run_at, db, may_have_parent=has_parent), db, eid)
-        return "released"
+        return Outcome.RELEASED
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
         final_write(
@@ -133,7 +135,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
                                               waiting_for=child_id, may_have_parent=has_parent),
             db, eid,
         )
-        return "suspended"
+        return Outcome.SUSPENDED
     except NonRetryableError as exc:
         return fail(claimed, runtime, task, error_message(exc), retry=False)
     except Exception as exc:
@@ -143,7 +145,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         )
         return fail(claimed, runtime, task, error_message(exc))
     if ctx.signal.reason == "lost":
-        return "lost"  # presumed dead while the handler returned: the write is fenced anyway
+        return Outcome.LOST  # presumed dead while the handler returned: the write is fenced anyway
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
@@ -153,8 +155,8 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, lease, result)
     if not written:
-        return "lost"  # the lock was taken from this worker (it was presumed dead)
-    return "completed"
+        return Outcome.LOST  # the lock was taken from this worker (it was presumed dead)
+    return Outcome.COMPLETED
 
 
 def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from enum import StrEnum
+from typing import Protocol
 
 from django.utils import timezone
 
@@ -20,6 +22,43 @@ from . import Runtime
 from .retry import retry_write
 
 logger = logging.getLogger("conductor_django.worker")
+
+
+class Outcome(StrEnum):
+    """How an attempt ended, as the worker logs it (the values are the log's words)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"  # failed, another attempt is due
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # given back unfinished: shutdown, a closed window, a sleep
+    SUSPENDED = "suspended"  # waiting for a child execution
+    LOST = "lost"  # this worker no longer holds it: nothing of the attempt was written
+
+
+#: The outcomes after which an execution is finished.
+FINISHED = (Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED)
+
+
+class ExecutionUnit(Protocol):
+    """What the worker claims and hands to a handler thread: one execution
+    (``state.Claimed``) or a batch of them (``runtime.batch.ClaimedBatch``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task_name(self) -> str: ...
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def items(self) -> list[Claimed]: ...
+
+    @property
+    def size(self) -> int: ...
+
 
 #: Seconds before the retry of an execution whose task is not registered here.
 UNKNOWN_TASK_RETRY = 60.0
@@ -49,4 +88,4 @@ def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
                                        retry_at, db, may_have_parent=item.parent_id is not None),
         db, item.id,
     )
-    return "failed" if retry_at is None else "retrying"
+    return Outcome.FAILED if retry_at is None else Outcome.RETRYING

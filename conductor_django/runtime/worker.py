@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
@@ -34,6 +33,7 @@ from .completer import Completer
 from .dispatch import make_dispatcher
 from .housekeeper import Housekeeper
 from .retry import Backoff, ensure_usable
+from .unit import FINISHED, ExecutionUnit
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -158,13 +158,14 @@ class Worker:
         Execution.objects.recover(self.dead_after, self.using)
         while not self._stop.is_set():
             # flow control: a batch task's executions first, as partial batches (drain)
-            claimed: list[Any] = batch.claim_batches(self.id, self.queues, 1, self.using,
-                                                     fill=False)
-            claimed = claimed or Execution.objects.claim(self.id, self.queues, 1, self.using)
+            claimed: list[ExecutionUnit] = [
+                *batch.claim_batches(self.id, self.queues, 1, self.using, fill=False)]
+            if not claimed:
+                claimed += Execution.objects.claim(self.id, self.queues, 1, self.using)
             if not claimed:
                 return
             runner.run(claimed[0], self.runtime)
-            self.processed += getattr(claimed[0], "size", 1)
+            self.processed += claimed[0].size
 
     # --- threaded ----------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class Worker:
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
-    def _claim(self) -> tuple[list[Any], bool]:
+    def _claim(self) -> tuple[list[ExecutionUnit], bool]:
         """Claim what the free threads (and the prefetch) can take, and queue it.
 
         Returns the claimed executions and whether claiming again at once may find more.
@@ -230,8 +231,8 @@ class Worker:
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.suspect()
         # flow control: ready batches first (one handler slot each), then single executions
-        claimed: list[Any] = batch.claim_batches(self.id, self.queues, free, self.using,
-                                            fill=not self.drain, exclude=exclude)
+        claimed: list[ExecutionUnit] = [*batch.claim_batches(
+            self.id, self.queues, free, self.using, fill=not self.drain, exclude=exclude)]
         maybe_more = bool(claimed)
         if len(claimed) < free:
             limit = min(free - len(claimed), self.batch_size)
@@ -280,7 +281,7 @@ class Worker:
                     seconds = idle_since - began
                     with self._lock:
                         self._busy -= 1
-                        self.processed += getattr(item, "size", 1)
+                        self.processed += item.size
                         self._avg_seconds += (seconds - self._avg_seconds) * 0.1
                     self._wake.set()
         finally:
@@ -341,7 +342,7 @@ class Worker:
 
     def _after_scheduled_run(self, item: Claimed, outcome: str) -> None:
         """A scheduled run finished: queue the next one now rather than at the next tick."""
-        finished = outcome in ("completed", "failed", "cancelled")
+        finished = outcome in FINISHED
         schedule_name = getattr(item, "schedule_name", None)
         if schedule_name is None or not finished:
             return
@@ -419,7 +420,6 @@ class Worker:
         return restore
 
 
-def _leases(item: Claimed | batch.ClaimedBatch) -> list[tuple[str, int]]:
+def _leases(item: ExecutionUnit) -> list[tuple[str, int]]:
     """``(execution id, lease)`` of a claimed execution, or of each item of a batch."""
-    items = item.items if isinstance(item, batch.ClaimedBatch) else [item]
-    return [(claimed.id, claimed.lease) for claimed in items]
+    return [(claimed.id, claimed.lease) for claimed in item.items]

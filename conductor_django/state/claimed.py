@@ -22,6 +22,20 @@ class Claimed:
     parent_id: str | None
     lease: int = 0  # the fencing token of this claim: every later write names it
 
+    # --- what a batch (``runtime.batch.ClaimedBatch``) has too: ``runtime.unit.ExecutionUnit``
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.id]
+
+    @property
+    def items(self) -> list[Claimed]:
+        return [self]
+
+    @property
+    def size(self) -> int:
+        return 1
+
 
 def as_id(value: Any) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
