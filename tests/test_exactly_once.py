@@ -103,12 +103,13 @@ def test_a_heartbeat_that_finds_its_row_gone_stops_everything_in_flight():
     ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
                   runtime=runtime, lease=claimed.lease)
     runtime.inflight[eid] = ctx
-    assert runtime.heartbeat(row) is True and runtime.suspect() == []
+    assert runtime.heartbeat(row) is True
+    assert runtime.running_here() == [eid]  # never claimed again while its handler runs
     _presume_dead(row.pk)
     assert runtime.heartbeat(row) is False  # presumed dead: it gives up what it ran
     assert (ctx.signal.aborted, ctx.signal.reason) == (True, "lost")
     assert WorkerRow.objects.filter(pk=row.pk).exists()  # registered again
-    assert runtime.suspect() == [eid]  # not to be claimed while its stale handler runs
+    assert runtime.running_here() == [eid]  # its stale handler still runs: not claimed
     ran = []
     with pytest.raises(LeaseLost):
         ctx.step("after", lambda: ran.append(1))
@@ -261,3 +262,95 @@ def test_system_check_recommends_wal_and_immediate_on_sqlite():
     assert checks.sqlite_advice("default", tuned) == []
     assert checks.sqlite_advice("default", {"ENGINE": "django.db.backends.postgresql"}) == []
     assert checks.check_sqlite_settings() == []  # the test settings follow the advice
+
+
+# --- a busy or blocked worker loop does not make a live worker look dead -----------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_on_its_own_thread():
+    from conductor_django.runtime.housekeeper import Heartbeat
+
+    row = _worker_row()
+    WorkerRow.objects.filter(pk=row.pk).update(
+        last_heartbeat=timezone.now() - timezone.timedelta(seconds=60))
+    runtime = Runtime(worker_id=row.pk, dead_after=30)
+    beat = Heartbeat(runtime, row, interval=0.05)
+    beat.start()  # the caller's thread (the worker loop) does nothing meanwhile
+    try:
+        poll(lambda: WorkerRow.objects.get(pk=row.pk).last_heartbeat
+             > timezone.now() - timezone.timedelta(seconds=5), message="a heartbeat")
+    finally:
+        beat.stop()
+        beat.join(5)
+    assert runtime.lease_fresh()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_sessions_end_transactions_left_idle_past_dead_after():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's idle_in_transaction_session_timeout")
+    import threading
+
+    from conductor_django.runtime.sessions import enroll
+
+    seen: list[str] = []
+
+    def worker_thread() -> None:
+        enroll("default", 7.5)
+        try:
+            with connections["default"].cursor() as cursor:  # a new connection: guarded too
+                cursor.execute("SHOW idle_in_transaction_session_timeout")
+                seen.append(cursor.fetchone()[0])
+        finally:
+            connections["default"].close()
+
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == ["7500ms"]
+    with connection.cursor() as cursor:  # the test's own session is left alone
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone()[0] == "0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_skips_a_row_locked_by_a_frozen_transaction_instead_of_waiting():
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite has one writer")
+    import psycopg
+
+    held, free = conductor.invoke("echo"), conductor.invoke("echo")
+    dead = _worker_row()
+    assert {c.id for c in Execution.objects.claim(dead.pk, None, 2, "default")} == {held, free}
+    settings = connection.settings_dict
+    frozen = psycopg.connect(host=settings["HOST"], port=settings["PORT"],
+                             user=settings["USER"], dbname=settings["NAME"])
+    try:  # a frozen worker's open transaction (e.g. storing log lines) holds the row
+        frozen.execute(f"SELECT 1 FROM {Execution._meta.db_table} WHERE id = %s FOR SHARE",
+                       [uuid.UUID(held)])
+        WorkerRow.objects.filter(pk=dead.pk).update(
+            last_heartbeat=timezone.now() - timezone.timedelta(seconds=120))
+        began = time.monotonic()
+        assert Execution.objects.recover(30, "default") == 1  # the free one, at once
+        assert time.monotonic() - began < 5
+        assert conductor.get(held).status == "running"
+    finally:
+        frozen.close()  # the frozen transaction ends (or its session is ended)
+    # Its worker's row is gone: the execution is an orphan once its lock is old enough.
+    Execution.objects.filter(pk=held).update(
+        locked_at=timezone.now() - timezone.timedelta(seconds=120))
+    assert Execution.objects.recover(30, "default") == 1
+    assert conductor.get(held).status == "pending"
+
+
+@pytest.mark.django_db
+def test_a_worker_presumed_dead_hands_back_what_nobody_recovered():
+    row = _worker_row()
+    eid = conductor.invoke("echo")
+    claimed = _claim(row.pk)
+    assert Execution.objects.give_up(eid, row.pk, claimed.lease + 1, 30, "default") == 0
+    assert Execution.objects.give_up(eid, row.pk, claimed.lease, 30, "default") == 1
+    ex = conductor.get(eid)
+    assert (ex.status, ex.locked_by, ex.resume) == ("pending", None, False)
+    assert ex.last_error.startswith("Worker lost")

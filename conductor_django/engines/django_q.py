@@ -58,6 +58,7 @@ from ..models import Worker as WorkerRow
 from ..runtime import Runtime, listener, runner, unit
 from ..runtime.cancellation import deliver
 from ..runtime.housekeeper import Housekeeper
+from ..runtime.sessions import enroll
 from ..state import Claimed
 
 logger = logging.getLogger("conductor_django.worker")
@@ -154,6 +155,7 @@ def run(execution_id: str) -> str:
 
     process = _process()
     runtime = process.runtime
+    enroll(runtime.using, runtime.dead_after)  # a frozen process holds no lock for long
     taken = Execution.objects.handover(execution_id, runtime.worker_id, runtime.using)
     if taken is None:
         logger.info("%s is not held by a dispatcher (stale or duplicate message)", execution_id)

@@ -112,13 +112,8 @@ class Runtime:
         if not self.verify_lease(execution_id, ctx):
             ctx.signal.raise_if_aborted()
 
-    def suspect(self) -> list[str]:
-        """Executions a stale handler of this worker may still run: not to be claimed.
-
-        Empty while the lease is fresh and nothing was given up: a fresh heartbeat
-        proves that nothing of this worker's was recovered.
-        """
-        if self.lease_fresh() and not any(
-                ctx.signal.reason == LOST for ctx in list(self.inflight.values())):
-            return []
+    def running_here(self) -> list[str]:
+        """Every execution a handler of this worker still runs: none of them is claimed by
+        this worker again until that handler has ended, so it never runs two attempts of
+        one execution at once (even after being presumed dead and recovered from)."""
         return list(self.inflight)

@@ -210,7 +210,12 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     try:
         results = task.func(events, ctx)
     except LeaseLost:
-        return Outcome.LOST  # every item was recovered from this worker: nothing is written
+        # Presumed dead: items recovered by others are theirs (nothing is written); one
+        # still held under its lease (locked when they recovered) is handed back.
+        for item in batch.items:
+            final_write(partial(Execution.objects.give_up, item.id, wid, item.lease,
+                                runtime.dead_after, db), db, item.id)
+        return Outcome.LOST
     except Cancelled as exc:
         reason = exc.reason or DEFAULT_REASON
         for eid in batch.ids:

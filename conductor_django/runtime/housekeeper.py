@@ -11,22 +11,29 @@ same timers through ``every``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections
 
 from ..exceptions import timed_out
 from ..models import Execution
 from . import Runtime
 from .cancellation import poll_cancellations
+from .retry import Backoff, reset_connection
+from .sessions import enroll
 
 logger = logging.getLogger("conductor_django.worker")
 
 
 class Housekeeper:
     def __init__(self, runtime: Runtime, row: Any, *, heartbeat_interval: float,
-                 cancel_poll_interval: float, recover: bool = False) -> None:
+                 cancel_poll_interval: float, recover: bool = False,
+                 heartbeat: bool = True) -> None:
         self.runtime = runtime
         self.row = row
+        self.heartbeat = heartbeat  # False: a ``Heartbeat`` thread beats instead
         self.heartbeat_interval = heartbeat_interval
         self.cancel_poll_interval = cancel_poll_interval
         self.recover = recover
@@ -43,7 +50,7 @@ class Housekeeper:
     def run_due(self) -> None:
         """Heartbeat, recovery and the cancel poll, each when due."""
         runtime = self.runtime
-        if self.every("heartbeat", self.heartbeat_interval):
+        if self.heartbeat and self.every("heartbeat", self.heartbeat_interval):
             runtime.heartbeat(self.row)
         if self.recover and self.every("recover", self.heartbeat_interval):
             recovered = Execution.objects.recover(runtime.dead_after, runtime.using)
@@ -71,3 +78,41 @@ class Housekeeper:
             if ctx.deadline is not None:
                 wait = min(wait, max(0.0, ctx.deadline - now))
         return max(wait, shortest)
+
+
+class Heartbeat(threading.Thread):
+    """The worker's heartbeat on a thread and a database connection of its own.
+
+    A worker loop that is busy or waiting (a long claim, a cleanup, a lock wait, a slow
+    database) must not make a live worker look dead to the others: a missed heartbeat
+    gets its executions recovered and its handlers stopped. Beating apart from the loop
+    leaves only a frozen or cut-off process without a heartbeat.
+    """
+
+    def __init__(self, runtime: Runtime, row: Any, interval: float) -> None:
+        super().__init__(name="conductor-heartbeat", daemon=True)
+        self.runtime = runtime
+        self.row = row
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        using = self.runtime.using
+        backoff = Backoff(0.1, 5.0)
+        enroll(using, self.runtime.dead_after)
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    self.runtime.heartbeat(self.row)
+                except (DatabaseError, InterfaceError):
+                    logger.warning("database error while heartbeating; retrying", exc_info=True)
+                    reset_connection(using)
+                    backoff.wait(self._stop_event)
+                    continue
+                backoff.reset()
+                self._stop_event.wait(self.interval)
+        finally:
+            connections.close_all()

@@ -77,7 +77,8 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     )
     try:
         if ctx.signal.reason == "lost":
-            outcome = Outcome.LOST  # given up between the claim and the start
+            _give_up(claimed, runtime)  # given up between the claim and the start
+            outcome = Outcome.LOST
         elif ctx.signal.aborted and ctx.signal.reason == "cancelled":
             # Cancelled between the claim and the start: it does not start at all.
             reason, wid, db = ctx.signal.message or "", runtime.worker_id, runtime.using
@@ -110,6 +111,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             result = task.func(event, ctx)
             check_json(result, f"result of task {task.name!r}")
     except LeaseLost:
+        _give_up(claimed, runtime)
         logger.warning(
             "%s %s: stopped, this worker no longer holds it (%s)", task.name, eid,
             ctx.signal.message, extra={"execution_id": eid, "task_name": task.name},
@@ -144,8 +146,8 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return fail(claimed, runtime, task, error_message(exc))
-    if ctx.signal.reason == "lost":
-        return Outcome.LOST  # presumed dead while the handler returned: the write is fenced anyway
+    # Presumed dead while the handler returned: the result is still written if this
+    # worker holds the execution under its lease (the write is fenced), else it is lost.
     if claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
@@ -165,3 +167,12 @@ def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:
         time.monotonic() - started,
         extra={"execution_id": claimed.id, "task_name": claimed.task_name},
     )
+
+
+def _give_up(claimed: Claimed, runtime: Runtime) -> None:
+    """The handler stopped because this worker was presumed dead. Executions recovered by
+    others are theirs (nothing is written); one still held under this lease (its row was
+    locked when the others recovered) is handed back as a recovery would."""
+    db = runtime.using
+    final_write(lambda: Execution.objects.give_up(claimed.id, runtime.worker_id, claimed.lease,
+                                                  runtime.dead_after, db), db, claimed.id)

@@ -31,8 +31,9 @@ from . import Runtime, batch, custom_context, listener, runner
 from .cancellation import deliver
 from .completer import Completer
 from .dispatch import make_dispatcher
-from .housekeeper import Housekeeper
+from .housekeeper import Heartbeat, Housekeeper
 from .retry import Backoff, ensure_usable
+from .sessions import enroll
 from .unit import FINISHED, ExecutionUnit
 
 logger = logging.getLogger("conductor_django.worker")
@@ -122,7 +123,9 @@ class Worker:
             concurrency=self.concurrency,
             role=self.dispatcher.role if self.dispatcher else WorkerRow.Role.WORKER,
         )
+        # The threaded worker beats on a thread of its own (``Heartbeat``).
         self._house = Housekeeper(self.runtime, self._row, recover=True,
+                                  heartbeat=self.runtime.inline,
                                   heartbeat_interval=self.heartbeat_interval,
                                   cancel_poll_interval=self.cancel_poll_interval)
         # Signals first: a SIGTERM from the moment the worker is visible stops it cleanly.
@@ -170,6 +173,9 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
+        enroll(self.using, self.dead_after)
+        self._heartbeat = Heartbeat(self.runtime, self._row, self.heartbeat_interval)
+        self._heartbeat.start()
         self._sync_schedules()
         if self.dispatcher is None:
             self._completer = Completer(self.id, self.using)
@@ -229,7 +235,7 @@ class Worker:
         if free <= 0:
             return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
-        exclude = self.runtime.suspect()
+        exclude = self.runtime.running_here()
         # flow control: ready batches first (one handler slot each), then single executions
         claimed: list[ExecutionUnit] = [*batch.claim_batches(
             self.id, self.queues, free, self.using, fill=not self.drain, exclude=exclude)]
@@ -250,6 +256,7 @@ class Worker:
 
     def _handler_loop(self) -> None:
         idle_since = time.monotonic()
+        enroll(self.using, self.dead_after)
         try:
             while True:
                 job = self._jobs.get()
@@ -400,6 +407,7 @@ class Worker:
             self._jobs.put(None)
         if self._listener is not None:
             self._listener.stop()
+        self._heartbeat.stop()  # last: a worker shutting down is not presumed dead
 
     def _install_signals(self):
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

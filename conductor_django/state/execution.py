@@ -315,12 +315,34 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
         now = timezone.now()
         limit = now - timedelta(seconds=dead_after)
         workers = self._workers(using)
-        dead = list(workers.select_for_update().filter(last_heartbeat__lt=limit)
+        # SKIP LOCKED (PostgreSQL): what another transaction holds - a concurrent recovery,
+        # or a frozen worker's open transaction - is left for a later round; recovery
+        # never waits, so the worker loop that runs it never stalls.
+        dead = list(workers.select_for_update(skip_locked=True).filter(last_heartbeat__lt=limit)
                     .values_list("pk", flat=True))
         live = workers.filter(last_heartbeat__gte=limit).values("pk")
-        orphans = self.using(using).filter(status=S.RUNNING).filter(
+        candidates = self.using(using).filter(status=S.RUNNING).filter(
             Q(locked_by__in=dead) | (Q(locked_at__lt=limit) & ~Q(locked_by__in=live))
         )
+        picked = list(candidates.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        orphans = self.using(using).filter(pk__in=picked, status=S.RUNNING)
+        count = self._as_recovered(orphans, dead_after, now, using)
+        if dead:
+            workers.filter(pk__in=dead).delete()
+        return count
+
+    def give_up(self, eid: str, worker_id: uuid.UUID, lease: int, dead_after: float,
+                using: str) -> int:
+        """A worker that was presumed dead stopped a handler whose execution nobody
+        recovered (its row was locked then): it hands the execution back as a recovery
+        would (an attempt used up), if it still holds it under ``lease``."""
+        rows = self.held(eid, worker_id, lease, using)
+        return self._as_recovered(rows, dead_after, timezone.now(), using)
+
+    def _as_recovered(self, orphans: QuerySet, dead_after: float, now: datetime,
+                      using: str) -> int:
+        """End ``orphans``' attempts as lost: back to pending, or failed when out of
+        attempts, or cancelled when a cancel was accepted."""
         lost = Concat(
             Value(f"Worker lost (no heartbeat for {dead_after:g} s) during attempt "),
             Cast("attempts", CharField()),
@@ -330,7 +352,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
         )
         out_of_attempts = Q(attempts__gte=F("max_attempts"))
         with self._waking_parents(orphans.filter(Q(cancelled=True) | out_of_attempts), using):
-            count = orphans.update(
+            return orphans.update(
                 status=Case(
                     _CANCELLED, When(out_of_attempts, then=Value(S.FAILED)),
                     default=Value(S.PENDING),
@@ -342,9 +364,6 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
                 locked_by=None,
                 locked_at=None,
             )
-        if dead:
-            workers.filter(pk__in=dead).delete()
-        return count
 
     # --- cancel requests of running executions (delivered by runtime.cancellation) -----
 

@@ -53,9 +53,9 @@ def runnable_sql(
         sql += f" AND task_name NOT IN ({', '.join(['%s'] * len(skip))})"
         params.extend(skip)
     if exclude:
-        sql += f" AND id NOT IN ({', '.join(['%s'] * len(exclude))})"
-        vendor = dialect(connection)
-        params.extend(vendor.uuid_param(connection, eid) for eid in exclude)
+        fragment, value = dialect(connection).not_among(connection, exclude)
+        sql += f" AND {fragment}"
+        params.append(value)
     return sql, params
 
 

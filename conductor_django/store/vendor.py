@@ -49,6 +49,16 @@ class Dialect:
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
         return value if connection.features.has_native_uuid_field else value.hex
 
+    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, Any]:
+        """``id`` is none of ``ids``: a condition and its one parameter, so the statement's
+        text does not change with the number of ids."""
+        return ("id NOT IN (SELECT value FROM json_each(%s))",
+                json.dumps([self.uuid_param(connection, i) for i in ids]))
+
+    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
+        """End a transaction this session leaves idle for longer than ``seconds`` (where the
+        database can): a frozen worker must not hold row locks that recovery waits for."""
+
     def dt_param(self, connection: Any, value: datetime) -> Any:
         return connection.ops.adapt_datetimefield_value(value)
 
@@ -106,6 +116,14 @@ class PostgreSQL(Dialect):
 
     def bool_param(self, value: bool) -> Any:
         return value
+
+    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, Any]:
+        return "NOT (id = ANY(%s::uuid[]))", [uuid.UUID(str(i)) for i in ids]
+
+    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
+        milliseconds = max(1, int(seconds * 1000))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
 
     def request_cancel(self, connection: Any, table: str, eid: uuid.UUID, reason: str,
                        channel: str, reason_bytes: int) -> bool:
