@@ -196,3 +196,13 @@ class EngineRunner:
                 pass
             q.kill()
 
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The chaos tests' one line per scenario (tests/chaos_support.py)."""
+    from tests.chaos_support import SUMMARY
+
+    if SUMMARY:
+        terminalreporter.section("chaos summary")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
