@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,34 @@ def tails(workers: Sequence[Any], lines: int = 25) -> str:
         out.append(f"--- worker pid {w.pid} (exit {w.proc.poll()}), last {len(text)} lines:\n"
                    + "\n".join(text))
     return "\n".join(out)
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+
+def worker_ids(workers: Sequence[Any]) -> dict[int, str]:
+    """pid -> worker id, once every worker has registered."""
+    from conductor_django.models import Worker as WorkerRow
+    from tests.conftest import poll
+
+    pids = [w.pid for w in workers]
+    poll(lambda: WorkerRow.objects.filter(pid__in=pids).count() == len(pids), timeout=60,
+         message="the workers to register")
+    return {pid: str(wid) for pid, wid in WorkerRow.objects.filter(pid__in=pids)
+            .values_list("pid", "id")}
+
+
+def stop_all(workers: Sequence[Any], timeout: float = 30) -> None:
+    """SIGCONT (a stopped process ignores SIGTERM until continued), then SIGTERM and wait."""
+    for w in workers:
+        if w.proc.poll() is None:
+            os.kill(w.pid, signal.SIGCONT)
+            w.signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            w.wait(timeout=timeout)
+        except Exception:  # noqa: BLE001 - the fixture kills what is left
+            pass
 
 
 # --- the summary -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import pytest
 
 import conductor_django as conductor
 from conductor_django.models import Execution, ExecutionLog
-from conductor_django.models import Worker as WorkerRow
 from tests.chaos_support import (
     Record,
     committed_reruns,
@@ -33,38 +32,18 @@ from tests.chaos_support import (
     show,
     stale_runs,
     step_records,
+    stop_all,
     summarize,
     tails,
     unfinished,
     vendor,
+    worker_ids,
 )
 from tests.conftest import poll
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 
 DEAD_AFTER = "2"
-
-
-def worker_ids(workers) -> dict[int, str]:
-    """pid -> worker id, once every worker has registered."""
-    pids = [w.pid for w in workers]
-    poll(lambda: WorkerRow.objects.filter(pid__in=pids).count() == len(pids), timeout=60,
-         message="the workers to register")
-    return {pid: str(wid) for pid, wid in WorkerRow.objects.filter(pid__in=pids)
-            .values_list("pid", "id")}
-
-
-def stop_all(workers, timeout: float = 30) -> None:
-    """SIGCONT (a stopped process ignores SIGTERM until continued), then SIGTERM and wait."""
-    for w in workers:
-        if w.proc.poll() is None:
-            os.kill(w.pid, signal.SIGCONT)
-            w.signal(signal.SIGTERM)
-    for w in workers:
-        try:
-            w.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 - the fixture kills what is left
-            pass
 
 
 # --- 1. kill -9 mid-step ----------------------------------------------------------------------
