@@ -1,11 +1,12 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
+# make chaos  - the chaos tests at full scale on SQLite and PostgreSQL, one line per scenario
 # make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-sqlite test-postgres lint bench clean screenshots
+.PHONY: install demo test test-sqlite test-postgres lint bench clean screenshots chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ test-sqlite: install
 
 test-postgres: install
 	CONDUCTOR_TEST_DB=postgres $(PY) -m pytest
+
+chaos: install
+	PY=$(PY) bash scripts/chaos.sh
 
 bench: install
 	$(PY) bench/run.py --db postgres

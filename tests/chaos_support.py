@@ -237,6 +237,17 @@ def stop_all(workers: Sequence[Any], timeout: float = 30) -> None:
 
 SUMMARY: list[str] = []
 
+#: test function -> the scenario name of its summary line
+SCENARIOS = {
+    "test_kill_9_mid_step": "kill-9",
+    "test_sigstop_past_dead_after": "sigstop",
+    "test_cancel_storm_with_distinct_reasons": "cancel-storm",
+    "test_several_workers_share_one_queue": "shared-queue",
+    "test_pg_terminate_backend_during_a_drain": "pg-terminate",
+    "test_atomic_step_killed_mid_step_leaves_no_row": "atomic-step",
+    "test_default_sqlite_settings_never_lock": "sqlite-default-settings",
+}
+
 
 def summarize(scenario: str, vendor: str, text: str) -> None:
     """One line per scenario: printed at the end of the run, appended to the summary file."""
