@@ -40,6 +40,8 @@ SCALES: dict[str, dict[str, float]] = {
         "LOCK_CALLS": 1000,
     },
 }
+#: Full scale on SQLite (one writer; the issue's big numbers are PostgreSQL's).
+FULL_SQLITE = {"STORM": 500, "SHARED_EXECUTIONS": 2000}
 
 
 def scale(key: str) -> int:
@@ -49,6 +51,8 @@ def scale(key: str) -> int:
         return int(override)
     if SCALE not in SCALES:
         raise RuntimeError(f"CONDUCTOR_CHAOS_SCALE must be one of {sorted(SCALES)}, not {SCALE!r}")
+    if SCALE == "full" and key in FULL_SQLITE and vendor() == "sqlite":
+        return FULL_SQLITE[key]
     return int(SCALES[SCALE][key])
 
 
@@ -129,7 +133,7 @@ def runs_of(events: Iterable[dict[str, Any]]) -> list[Run]:
 # --- the checks ---------------------------------------------------------------------------
 
 
-def committed_reruns(runs: Sequence[Run], committed: dict[tuple[str, str], float]) -> list[str]:
+def committed_reruns(runs: Sequence[Run], committed: dict[tuple[str, str], float]) -> list[Run]:
     """Runs that STARTED after the step record of their (execution, step) was written.
 
     ``committed`` maps (execution id, step name) to the step row's ``created_at`` (epoch
@@ -137,11 +141,11 @@ def committed_reruns(runs: Sequence[Run], committed: dict[tuple[str, str], float
     record). Only a step that was running when its worker died may run again, and only
     before its record exists.
     """
-    return [f"{r} -- after its step row of {committed[(r.eid, r.step)]:.3f}"
-            for r in runs if (r.eid, r.step) in committed and r.start > committed[(r.eid, r.step)]]
+    return [r for r in runs
+            if (r.eid, r.step) in committed and r.start > committed[(r.eid, r.step)]]
 
 
-def stale_runs(runs: Sequence[Run]) -> list[str]:
+def stale_runs(runs: Sequence[Run]) -> list[Run]:
     """Runs of attempt k that started after a later attempt of the same execution had
     started a step: the worker of attempt k no longer held the execution."""
     first_start: dict[tuple[str, int], float] = {}
@@ -151,12 +155,15 @@ def stale_runs(runs: Sequence[Run]) -> list[str]:
     later: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for (eid, attempt), t in first_start.items():
         later[eid].append((attempt, t))
-    out = []
-    for r in runs:
-        newer = [t for attempt, t in later[r.eid] if attempt > r.attempt and t < r.start]
-        if newer:
-            out.append(f"{r} -- attempt started a step at {min(newer):.3f} already")
-    return out
+    return [r for r in runs
+            if any(attempt > r.attempt and t < r.start for attempt, t in later[r.eid])]
+
+
+def listed(runs: Sequence[Run], committed: dict[tuple[str, str], float] | None = None
+           ) -> list[str]:
+    """Runs as lines for ``show``, with the time of their step row when given."""
+    return [f"{r} -- step row written at {committed[(r.eid, r.step)]:.3f}"
+            if committed and (r.eid, r.step) in committed else str(r) for r in runs]
 
 
 def overlapping(runs: Sequence[Run], same_pid_only: bool = False) -> list[str]:

@@ -20,10 +20,12 @@ import conductor_django as conductor
 from conductor_django.models import Execution, ExecutionLog
 from tests.chaos_support import (
     Record,
+    Run,
     committed_reruns,
     double_completions,
     executions,
     invoke_payloads,
+    listed,
     not_completed,
     overlapping,
     reruns_per_step,
@@ -98,8 +100,8 @@ def test_kill_9_mid_step(start_worker, tmp_path: Path) -> None:
     runs = runs_of(record.events)
     committed = step_records()
     lost = not_completed(rows)
-    after_commit = committed_reruns(runs, committed)
-    stale = stale_runs(runs)
+    after_commit = listed(committed_reruns(runs, committed), committed)
+    stale = listed(stale_runs(runs))
     concurrent = overlapping(runs)
     doubles = double_completions(rows)
     missing = [f"{eid} {s}" for eid in rows for s in (f"s{i}" for i in range(steps))
@@ -128,6 +130,26 @@ def _pick_victim(record: Record, workers, eids: set[str]):
     return next(w for w in workers if w.pid == pid) if held[pid] else None
 
 
+def _boundary_races(runs: list[Run], frozen: list[tuple[int, float, dict[str, int]]]
+                    ) -> set[int]:
+    """Runs (their ``id``) that a frozen worker started right after it was woken, for an
+    execution it held but was not inside a step function of when it froze: it had checked
+    its lease at the step boundary, then froze before calling the function. No check can
+    close that window (it is the documented one, seen from the other side); at most one
+    such run per execution and freeze is let through, and reported."""
+    allowed: set[int] = set()
+    for pid, stopped_at, held in frozen:
+        for eid, attempt in held.items():
+            mine = [r for r in runs if (r.pid, r.eid, r.attempt) == (pid, eid, attempt)]
+            if any(r.start <= stopped_at and (r.end is None or r.end > stopped_at)
+                   for r in mine):
+                continue  # frozen inside a step function: the window proper
+            later = [r for r in mine if r.start > stopped_at]
+            if later:
+                allowed.add(id(later[0]))
+    return allowed
+
+
 def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
     """A worker frozen mid-step past WORKER_DEAD_AFTER loses its executions to the other
     worker; woken up, it runs no further step function of them and writes nothing for
@@ -141,6 +163,7 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
     record = Record(log)
     snapshots: dict[str, tuple] = {}  # held executions, as the other worker finished them
     unsettled: list[str] = []
+    frozen: list[tuple[int, float, dict[str, int]]] = []  # pid, when, held {eid: attempt}
     done, rounds = 0, 0
     began = time.monotonic()
     try:
@@ -152,12 +175,14 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
                           interval=0.02, message="a worker inside a step")
             time.sleep(random.uniform(0, pause))  # somewhere inside the step, not at its start
             os.kill(victim.pid, signal.SIGSTOP)
-            held = list(Execution.objects.filter(status="running", locked_by=ids[victim.pid])
-                        .values_list("pk", flat=True))
+            stopped_at = time.time() + 0.05  # what the victim records later ran after SIGCONT
+            held = {str(eid): attempt for eid, attempt in Execution.objects.filter(
+                status="running", locked_by=ids[victim.pid]).values_list("pk", "attempts")}
             if not held:
                 os.kill(victim.pid, signal.SIGCONT)
                 continue
             done += 1
+            frozen.append((victim.pid, stopped_at, held))
             held_rows = Execution.objects.filter(pk__in=held)
             if done % 2:  # the other worker finishes them all before the wake-up
                 poll(lambda q=held_rows: not q.filter(status__in=Execution.UNFINISHED).exists(),
@@ -185,8 +210,11 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
 
     rows = executions("chaos-steps")
     runs = runs_of(record.events)
-    after_commit = committed_reruns(runs, step_records())
-    stale = stale_runs(runs)
+    committed = step_records()
+    races = _boundary_races(runs, frozen)
+    after_commit = listed([r for r in committed_reruns(runs, committed) if id(r) not in races],
+                          committed)
+    stale = listed([r for r in stale_runs(runs) if id(r) not in races])
     two_attempts = overlapping(runs, same_pid_only=True)
     first_start: dict[tuple[str, int], float] = {}
     for r in runs:
@@ -206,8 +234,9 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
     doubles = double_completions(rows)
     summarize("sigstop", vendor(), (
         f"{done} freezes, {len(rows)} executions in {time.monotonic() - began:.0f} s, "
-        f"{len(after_commit)} committed-step re-runs, {len(stale)} step runs by a worker "
-        f"that had lost the execution, {len(two_attempts)} concurrent attempts in one worker, "
+        f"{len(after_commit)} committed-step re-runs ({len(races)} boundary races allowed), "
+        f"{len(stale)} step runs by a worker that had lost the execution, "
+        f"{len(two_attempts)} concurrent attempts in one worker, "
         f"{len(stale_logs)} stale log lines, {len(changed)} rows rewritten, {len(lost)} lost, "
         f"{len(doubles)} double completions"))
     problems = (show("re-run after commit", after_commit)

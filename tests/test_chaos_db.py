@@ -19,6 +19,7 @@ from tests.chaos_support import (
     double_completions,
     executions,
     invoke_payloads,
+    listed,
     not_completed,
     overlapping,
     reruns_per_step,
@@ -123,9 +124,10 @@ def test_pg_terminate_backend_during_a_drain(start_worker, tmp_path: Path, is_po
 
     rows = executions("chaos-steps")
     runs = runs_of(record.events)
-    after_commit = committed_reruns(runs, step_records())
+    committed = step_records()
+    after_commit = listed(committed_reruns(runs, committed), committed)
     concurrent = overlapping(runs)
-    stale = stale_runs(runs)
+    stale = listed(stale_runs(runs))
     lost = not_completed(rows)
     doubles = double_completions(rows)
     again = sum(k - 1 for k in reruns_per_step(runs).values())
