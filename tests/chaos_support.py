@@ -40,8 +40,6 @@ SCALES: dict[str, dict[str, float]] = {
         "LOCK_CALLS": 1000,
     },
 }
-#: Full scale on SQLite (one writer; the issue's big numbers are PostgreSQL's).
-FULL_SQLITE = {"STORM": 500, "SHARED_EXECUTIONS": 2000}
 
 
 def scale(key: str) -> int:
@@ -51,8 +49,6 @@ def scale(key: str) -> int:
         return int(override)
     if SCALE not in SCALES:
         raise RuntimeError(f"CONDUCTOR_CHAOS_SCALE must be one of {sorted(SCALES)}, not {SCALE!r}")
-    if SCALE == "full" and key in FULL_SQLITE and vendor() == "sqlite":
-        return FULL_SQLITE[key]
     return int(SCALES[SCALE][key])
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 import conductor_django as conductor
 from conductor_django.models import Execution, ExecutionLog
@@ -130,6 +132,36 @@ def _pick_victim(record: Record, workers, eids: set[str]):
     return next(w for w in workers if w.pid == pid) if held[pid] else None
 
 
+def _sqlite_writable(timeout: float = 0.5) -> bool:
+    """Can another connection take SQLite's write lock now? (Not: a frozen process holds it.)"""
+    db = sqlite3.connect(connection.settings_dict["NAME"], timeout=timeout, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+
+
+def _freeze_outside_sqlite_writes(pid: int, tries: int = 20) -> bool:
+    """SIGSTOP ``pid``; on SQLite retry until it froze outside a write transaction.
+
+    An SQLite writer frozen inside its transaction keeps the file's write lock, and no
+    other process can write until it runs again: that is SQLite's (one machine, one
+    writer), not something a lease can fence. On PostgreSQL the server finishes a
+    frozen client's statement on its own.
+    """
+    for _ in range(tries):
+        os.kill(pid, signal.SIGSTOP)
+        if connection.vendor != "sqlite" or _sqlite_writable():
+            return True
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(random.uniform(0.01, 0.05))  # let it leave the transaction, then again
+    return False
+
+
 def _boundary_races(runs: list[Run], frozen: list[tuple[int, float, dict[str, int]]]
                     ) -> set[int]:
     """Runs (their ``id``) that a frozen worker started right after it was woken, for an
@@ -174,7 +206,8 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
             victim = poll(lambda e=eids: _pick_victim(record, workers, e), timeout=30,
                           interval=0.02, message="a worker inside a step")
             time.sleep(random.uniform(0, pause))  # somewhere inside the step, not at its start
-            os.kill(victim.pid, signal.SIGSTOP)
+            if not _freeze_outside_sqlite_writes(victim.pid):
+                continue
             stopped_at = time.time() + 0.05  # what the victim records later ran after SIGCONT
             held = {str(eid): attempt for eid, attempt in Execution.objects.filter(
                 status="running", locked_by=ids[victim.pid]).values_list("pk", "attempts")}
