@@ -13,7 +13,7 @@ import json
 import os
 import signal
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,34 @@ def stop_all(workers: Sequence[Any], timeout: float = 30) -> None:
             w.wait(timeout=timeout)
         except Exception:  # noqa: BLE001 - the fixture kills what is left
             pass
+
+
+def db_activity() -> str:
+    """On PostgreSQL, what every session of the test database is doing (who waits on whom)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid),"
+            " now() - xact_start, left(query, 150) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid")
+        rows = cursor.fetchall()
+    return "--- pg_stat_activity (pid, state, wait, blocked by, in transaction for, query):\n" + (
+        "\n".join(" | ".join(str(v) for v in row) for row in rows))
+
+
+def poll(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02,
+         message: str = "condition", workers: Sequence[Any] = ()) -> object:
+    """``tests.conftest.poll`` that, on timeout, adds the workers' log tails and (on
+    PostgreSQL) the sessions' activity as they are at that moment."""
+    from tests.conftest import poll as base
+
+    try:
+        return base(predicate, timeout=timeout, interval=interval, message=message)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{tails(workers)}\n{db_activity()}") from None
 
 
 # --- the summary -----------------------------------------------------------------------------

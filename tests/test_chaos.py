@@ -30,6 +30,7 @@ from tests.chaos_support import (
     listed,
     not_completed,
     overlapping,
+    poll,
     reruns_per_step,
     runs_of,
     scale,
@@ -43,7 +44,6 @@ from tests.chaos_support import (
     vendor,
     worker_ids,
 )
-from tests.conftest import poll
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 
@@ -94,7 +94,7 @@ def test_kill_9_mid_step(start_worker, tmp_path: Path) -> None:
             record.count("end") >= e + 3 or not unfinished("chaos-steps")),
             timeout=60, message="progress after a kill")
     poll(lambda: not unfinished("chaos-steps"), timeout=120 + n * 0.5,
-         message=f"all {n} executions to finish\n{tails(live)}")
+         message=f"all {n} executions to finish", workers=live)
     stop_all(live)
     record.refresh()
 
@@ -220,13 +220,13 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
             if done % 2:  # the other worker finishes them all before the wake-up
                 poll(lambda q=held_rows: not q.filter(status__in=Execution.UNFINISHED).exists(),
                      timeout=60, message=f"the other worker to finish {len(held)} executions "
-                     f"of the frozen one\n{tails(workers)}")
+                     "of the frozen one", workers=workers)
                 snapshots.update({str(r[0]): r[1:] for r in held_rows.values_list(
                     "pk", "status", "result", "last_error", "attempts", "finished_at")})
             else:  # wake it as soon as they were taken from it: both may hold them now
                 poll(lambda q=held_rows, v=ids[victim.pid]: not q.filter(locked_by=v).exists(),
-                     timeout=60, message=f"recovery of the frozen worker's executions\n"
-                     f"{tails(workers)}")
+                     timeout=60, message="recovery of the frozen worker's executions",
+                     workers=workers)
             os.kill(victim.pid, signal.SIGCONT)
             try:  # let the woken worker do whatever it still does with them
                 poll(lambda v=victim, h=held: all(f"finish chaos-steps {eid}" in v.output()
@@ -236,7 +236,7 @@ def test_sigstop_past_dead_after(start_worker, tmp_path: Path) -> None:
                 unsettled += [str(eid) for eid in held]
             poll(lambda e=eids: not Execution.objects.filter(
                 pk__in=e, status__in=Execution.UNFINISHED).exists(), timeout=60,
-                message=f"round {rounds} to finish\n{tails(workers)}")
+                message=f"round {rounds} to finish", workers=workers)
     finally:
         stop_all(workers)
     record.refresh()
@@ -314,7 +314,7 @@ def test_cancel_storm_with_distinct_reasons(start_worker, tmp_path: Path) -> Non
                 f"only {len(reasons)} of {n} handlers started\n{tails(workers)}")
             time.sleep(0.02)
     poll(lambda: not unfinished("chaos-cancellable"), timeout=60 + n * 0.05,
-         message=f"all {n} cancelled executions to end\n{tails(workers)}")
+         message=f"all {n} cancelled executions to end", workers=workers)
     stop_all(workers)
     record.refresh()
 

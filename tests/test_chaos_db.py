@@ -22,6 +22,7 @@ from tests.chaos_support import (
     listed,
     not_completed,
     overlapping,
+    poll,
     reruns_per_step,
     runs_of,
     scale,
@@ -34,7 +35,6 @@ from tests.chaos_support import (
     unfinished,
     vendor,
 )
-from tests.conftest import poll
 from tests.testapp.models import ChaosOrder
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
@@ -53,7 +53,7 @@ def test_several_workers_share_one_queue(start_worker, tmp_path: Path) -> None:
     workers = [start_worker("--concurrency", "4", env={"CONDUCTOR_LOG_LEVEL": "WARNING"})
                for _ in range(nworkers)]
     poll(lambda: not unfinished("chaos-steps"), timeout=60 + n * 0.1, interval=0.2,
-         message=f"all {n} executions to finish\n{tails(workers)}")
+         message=f"all {n} executions to finish", workers=workers)
     seconds = time.monotonic() - began
     stop_all(workers)
     record = Record(log)
@@ -119,7 +119,7 @@ def test_pg_terminate_backend_during_a_drain(start_worker, tmp_path: Path, is_po
         except AssertionError:
             break  # stuck: the checks below say where
     poll(lambda: all(w.proc.poll() is not None for w in workers), timeout=120,
-         message=f"the draining workers to exit\n{tails(workers)}")
+         message="the draining workers to exit", workers=workers)
     record.refresh()
 
     rows = executions("chaos-steps")
@@ -177,7 +177,7 @@ def test_atomic_step_killed_mid_step_leaves_no_row(start_worker, tmp_path: Path)
             errors = Execution.objects.filter(pk__in=eids).exclude(last_error="")
             return "error" if errors.exists() else None
 
-        state = poll(written, timeout=60, message=f"the atomic steps to write\n{tails([worker])}")
+        state = poll(written, timeout=60, message="the atomic steps to write", workers=[worker])
         failed = Execution.objects.filter(pk__in=eids).exclude(last_error="")
         assert state == "written", show("the atomic step failed", [
             f"{r['id']}: {r['status']} {r['last_error']!r}"
@@ -192,7 +192,7 @@ def test_atomic_step_killed_mid_step_leaves_no_row(start_worker, tmp_path: Path)
         everyone.append(worker)
         poll(lambda e=eids: not Execution.objects.filter(
             pk__in=e, status__in=Execution.UNFINISHED).exists(), timeout=60,
-            message=f"the killed executions to be recovered and finish\n{tails([worker])}")
+            message="the killed executions to be recovered and finish", workers=[worker])
     stop_all([worker])
 
     rows = executions("chaos-atomic")

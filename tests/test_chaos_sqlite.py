@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import scale, show, stop_all, summarize, tails
-from tests.conftest import ROOT, poll
+from tests.chaos_support import poll, scale, show, stop_all, summarize, tails
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 
@@ -49,7 +49,7 @@ def test_default_sqlite_settings_never_lock(start_worker, tmp_path: Path, is_pos
     assert _query(db, "PRAGMA journal_mode") == [("delete",)]  # not WAL: the default
     worker = start_worker("--concurrency", "4", env={**settings, "CONDUCTOR_LOG_LEVEL": "WARNING"})
     poll(lambda: _query(db, "SELECT count(*) FROM conductor_django_worker")[0][0], timeout=60,
-         message=f"the worker to register\n{tails([worker])}")
+         message="the worker to register", workers=[worker])
     began = time.monotonic()
     caller = subprocess.run([sys.executable, "-m", "tests.chaos_caller", str(log), str(calls)],
                             cwd=ROOT, env=env, capture_output=True, text=True,
@@ -58,7 +58,7 @@ def test_default_sqlite_settings_never_lock(start_worker, tmp_path: Path, is_pos
     result = json.loads(caller.stdout.strip().splitlines()[-1])
     poll(lambda: not _query(db, "SELECT count(*) FROM conductor_django_execution WHERE "
                             f"task_name <> 'chaos-noop' AND status IN {UNFINISHED}")[0][0],
-         timeout=120, message=f"the invoked executions to finish\n{tails([worker])}")
+         timeout=120, message="the invoked executions to finish", workers=[worker])
     seconds = time.monotonic() - began
     stop_all([worker])
 
