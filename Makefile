@@ -1,6 +1,7 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
 # make dist   - build the sdist and the wheel into dist/ and check them
+# make chaos  - the chaos tests at full scale on SQLite and PostgreSQL, one line per scenario
 # make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ PYTHON313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.
   elif python3.13 -c pass 2>/dev/null; then command -v python3.13; fi)
 VENV61 ?= .venv-dj61
 
-.PHONY: install install-matrix dist demo test test-sqlite test-postgres lint bench clean screenshots
+.PHONY: install install-matrix dist demo test test-sqlite test-postgres lint bench clean screenshots chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,9 @@ test-sqlite: install
 
 test-postgres: install
 	CONDUCTOR_TEST_DB=postgres $(PY) -m pytest
+
+chaos: install
+	PY=$(PY) bash scripts/chaos.sh
 
 bench: install
 	$(PY) bench/run.py --db postgres

@@ -196,3 +196,37 @@ class EngineRunner:
                 pass
             q.kill()
 
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The chaos tests' one line per scenario (tests/chaos_support.py)."""
+    from tests.chaos_support import SUMMARY
+
+    if SUMMARY:
+        terminalreporter.section("chaos summary")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
+def pytest_runtest_call(item) -> None:
+    from tests.chaos_support import SUMMARY
+
+    item.stash[_SUMMARY_LINES] = len(SUMMARY)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A chaos test that fails before its checks still gets its summary line."""
+    from tests.chaos_support import SCENARIOS, SUMMARY, summarize
+
+    outcome = yield
+    report = outcome.get_result()
+    if (call.when == "call" and report.failed and item.get_closest_marker("chaos")
+            and len(SUMMARY) == item.stash.get(_SUMMARY_LINES, -1)):
+        message = str(call.excinfo.value).strip().splitlines() if call.excinfo else []
+        db = os.environ.get("CONDUCTOR_TEST_DB", "sqlite")
+        summarize(SCENARIOS.get(item.name, item.name), db,
+                  "FAILED before its checks: " + " / ".join(message[:2])[:300])
+
+
+_SUMMARY_LINES = pytest.StashKey[int]()

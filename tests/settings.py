@@ -38,6 +38,10 @@ elif BACKEND == "sqlite":
             "TEST": {"NAME": _test_file},
         }
     }
+    if os.environ.get("CONDUCTOR_TEST_SQLITE_DEFAULTS"):
+        # What `startproject` writes (no OPTIONS: rollback journal, deferred transactions,
+        # 5 s timeout), for the chaos test that SQLite never says "database is locked".
+        DATABASES["default"].pop("OPTIONS")
 elif BACKEND == "mysql":  # MySQL 8 or MariaDB >= 10.6 (mysqlclient)
     DATABASES = {
         "default": {
@@ -106,6 +110,7 @@ CONDUCTOR = {
     "RETRY_BACKOFF": [0],
     "TASK_MODULES": ["tests.testapp.flow_tasks", "tests.testapp.event_tasks",
                      "tests.testapp.exactly_once_tasks",
+                     "tests.testapp.chaos_tasks",
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),

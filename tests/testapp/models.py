@@ -67,3 +67,17 @@ class FeaturedArticle(Article):
 
     class Meta:
         proxy = True
+
+
+class ChaosOrder(models.Model):
+    """Created by the atomic step of the chaos tests: one row per execution, exactly once.
+
+    Deliberately not unique on ``execution_id``, so that a double write shows as two rows.
+    """
+
+    execution_id = models.CharField(max_length=36, db_index=True)
+    attempt = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"order of {self.execution_id} (attempt {self.attempt})"
