@@ -106,9 +106,11 @@ def test_a_heartbeat_that_finds_its_row_gone_stops_everything_in_flight():
     assert runtime.heartbeat(row) is True
     assert runtime.running_here() == [eid]  # never claimed again while its handler runs
     _presume_dead(row.pk)
+    row.last_heartbeat -= timezone.timedelta(seconds=120)  # the instance's value is old too
     assert runtime.heartbeat(row) is False  # presumed dead: it gives up what it ran
     assert (ctx.signal.aborted, ctx.signal.reason) == (True, "lost")
-    assert WorkerRow.objects.filter(pk=row.pk).exists()  # registered again
+    again = WorkerRow.objects.get(pk=row.pk)  # registered again, with a fresh heartbeat
+    assert again.last_heartbeat > timezone.now() - timezone.timedelta(seconds=5)
     assert runtime.running_here() == [eid]  # its stale handler still runs: not claimed
     ran = []
     with pytest.raises(LeaseLost):

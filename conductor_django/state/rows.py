@@ -38,6 +38,9 @@ class StepQuerySet(models.QuerySet):
 
 class WorkerQuerySet(models.QuerySet):
     def register(self, worker: Any, using: str) -> None:
+        """Insert the worker's row, its heartbeat now (also when it registers again after
+        being presumed dead: an old heartbeat would get it presumed dead at once)."""
+        worker.last_heartbeat = timezone.now()
         worker.save(using=using, force_insert=True)
 
     def heartbeat(self, worker: Any, using: str) -> bool:
