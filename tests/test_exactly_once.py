@@ -42,6 +42,17 @@ def _presume_dead(worker_id: uuid.UUID) -> None:
     assert Execution.objects.recover(30, "default") >= 1
 
 
+def _running_echo() -> tuple[WorkerRow, Runtime, str, Context]:
+    """An ``echo`` execution claimed by a registered worker, and its handler's ``ctx``."""
+    row = _worker_row()
+    runtime = Runtime(worker_id=row.pk, dead_after=30)
+    eid = conductor.invoke("echo")
+    claimed = _claim(row.pk)
+    ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
+                  runtime=runtime, lease=claimed.lease)
+    return row, runtime, eid, ctx
+
+
 def _worker_row() -> WorkerRow:
     row = WorkerRow(id=uuid.uuid4(), hostname="test", pid=1)
     WorkerRow.objects.register(row, "default")
@@ -96,12 +107,7 @@ def test_a_worker_that_claims_its_lost_execution_again_fences_its_old_attempt():
 
 @pytest.mark.django_db
 def test_a_heartbeat_that_finds_its_row_gone_stops_everything_in_flight():
-    row = _worker_row()
-    runtime = Runtime(worker_id=row.pk, dead_after=30)
-    eid = conductor.invoke("echo")
-    claimed = _claim(row.pk)
-    ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
-                  runtime=runtime, lease=claimed.lease)
+    row, runtime, eid, ctx = _running_echo()
     runtime.inflight[eid] = ctx
     assert runtime.heartbeat(row) is True
     assert runtime.running_here() == [eid]  # never claimed again while its handler runs
@@ -120,12 +126,7 @@ def test_a_heartbeat_that_finds_its_row_gone_stops_everything_in_flight():
 
 @pytest.mark.django_db
 def test_a_stale_heartbeat_makes_each_boundary_ask_the_database():
-    row = _worker_row()
-    runtime = Runtime(worker_id=row.pk, dead_after=30)
-    eid = conductor.invoke("echo")
-    claimed = _claim(row.pk)
-    ctx = Context(execution_id=eid, task_name="echo", queue="default", attempt=1,
-                  runtime=runtime, lease=claimed.lease)
+    row, runtime, eid, ctx = _running_echo()
     assert ctx.step("one", lambda: 1) == 1  # fresh: no question asked
     runtime.confirmed = time.monotonic() - 60  # frozen for a minute
     assert ctx.step("two", lambda: 2) == 2  # stale but still held: the database says so
