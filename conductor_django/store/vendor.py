@@ -35,6 +35,9 @@ class Dialect:
     update_returning = True
     #: The condition (unqualified columns) of a runnable status.
     runnable = "status IN ('pending', 'suspended')"
+    #: Where Django builds no partial index or conditional unique constraint, conductor's
+    #: migrations build equivalents (Django's models.W036/W037 do not apply).
+    builds_partial_rules = False
 
     def picked(self, inner: str) -> str:
         """The ``WHERE`` of an ``UPDATE`` of the rows ``inner`` (a ``SELECT id``) picks.
@@ -219,6 +222,7 @@ class MySQL(Dialect):
     single_writer = False
     update_returning = False
     runnable = "cdj_runnable = 1"
+    builds_partial_rules = True  # migration 0010_mysql
 
     def picked(self, inner: str) -> str:
         raise NotImplementedError("MySQL claims select, update by id, then read back")
