@@ -33,6 +33,13 @@ CLAIMED_COLUMNS = (
     " parent_id, lease"
 )
 
+#: MySQL: what a claim picks of each row (``FOR UPDATE``), from which ``_update_picked``
+#: derives ``CLAIMED_COLUMNS`` after its ``UPDATE`` (``run_at`` last: the sort key).
+PICKED_COLUMNS = (
+    "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
+    " event_name, schedule_name, parent_id, lease, resume, run_at"
+)
+
 #: First key of the PostgreSQL advisory locks that serialize claims of a limited task
 #: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
 CLAIM_LOCK_CLASS = 0x43444A31
@@ -84,10 +91,11 @@ def lock_rows(
     vendor = dialect(connection)
     update, head = _mark_running(connection, table, worker_id, now)
     if not vendor.update_returning:
+        assert inner.startswith("SELECT id FROM ")
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(inner, params)  # locks the picked rows until the commit
-            ids = [r[0] for r in cursor.fetchall()]
-            return _update_picked(cursor, table, update, head, ids)
+            # locks the picked rows until the commit
+            cursor.execute(f"SELECT {PICKED_COLUMNS}{inner[len('SELECT id'):]}", params)
+            return _update_picked(cursor, table, update, head, list(cursor.fetchall()))
     sql = f"{update} WHERE {vendor.picked(inner)} RETURNING {CLAIMED_COLUMNS}"
     return list(execute_prepared(connection, sql, head + params, fetch=True))
 
@@ -108,14 +116,19 @@ def _mark_running(connection: Any, table: str, worker_id: uuid.UUID,
 
 
 def _update_picked(cursor: Any, table: str, update: str, head: list[Any],
-                   ids: list[Any]) -> list[tuple]:
-    """MySQL: mark the picked (and locked) ``ids`` running, and read them back."""
-    if not ids:
+                   picked: list[tuple]) -> list[tuple]:
+    """MySQL: mark the ``picked`` rows (``PICKED_COLUMNS``, locked ``FOR UPDATE``) running.
+
+    No read back: the rows are locked, so what the ``UPDATE`` writes follows from what
+    was picked (``lock_rows`` sets exactly these columns)."""
+    if not picked:
         return []
-    marks = ", ".join(["%s"] * len(ids))
-    cursor.execute(f"{update} WHERE id IN ({marks})", [*head, *ids])
-    cursor.execute(f"SELECT {CLAIMED_COLUMNS} FROM {table} WHERE id IN ({marks})", ids)
-    return list(cursor.fetchall())
+    marks = ", ".join(["%s"] * len(picked))
+    cursor.execute(f"{update} WHERE id IN ({marks})", [*head, *(r[0] for r in picked)])
+    return [(eid, task, queue, payload, attempts if resume else attempts + 1, most, priority,
+             1 if fresh else 0, event, schedule, parent, lease + 1)
+            for (eid, task, queue, payload, attempts, most, priority, fresh, event, schedule,
+                 parent, lease, resume, _) in picked]
 
 
 def claim_limited(
@@ -242,7 +255,7 @@ def claim_limited_named(
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             where, params = runnable_sql(connection, now_param, queues,
                                          skip=[*skip, *limits], exclude=exclude)
-            cursor.execute(f"SELECT id, priority, run_at FROM {table} WHERE {where}{order}",
+            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
                            [*params, limit])
             picks = list(cursor.fetchall())
             for name in names:
@@ -252,12 +265,12 @@ def claim_limited_named(
                 if free <= 0:
                     continue
                 where, params = runnable_sql(connection, now_param, queues, exclude=exclude)
-                cursor.execute(f"SELECT id, priority, run_at FROM {table}"
+                cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table}"
                                f" WHERE task_name = %s AND {where}{order}",
                                [name, *params, free])
                 picks += cursor.fetchall()
-            picks.sort(key=lambda r: (-r[1], r[2]))
-            return _update_picked(cursor, table, update, head, [r[0] for r in picks[:limit]])
+            picks.sort(key=lambda r: (-r[6], r[13]))  # priority DESC, run_at
+            return _update_picked(cursor, table, update, head, picks[:limit])
     finally:
         if outermost:
             _release(connection, table, names)
