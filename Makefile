@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 $(VENV61)/.installed: pyproject.toml
 	@if [ -n "$(PYTHON313)" ] && [ -x "$(PYTHON313)" ]; then \
 	  test -x $(VENV61)/bin/python || $(PYTHON313) -m venv $(VENV61); \
-	  $(VENV61)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' \
+	  $(VENV61)/bin/python -m pip install -q --disable-pip-version-check -e '.[test,mysql]' \
 	    'django>=6.1,<6.2' && touch $@; \
 	else echo "Python 3.13 not found: the Django 6.1 cells will be skipped"; fi
 
@@ -52,9 +52,10 @@ test-postgres: install
 chaos: install
 	PY=$(PY) bash scripts/chaos.sh
 
-bench: install
+bench: install-matrix
 	$(PY) bench/run.py --db postgres
 	$(PY) bench/run.py --db sqlite
+	$(VENV61)/bin/python bench/run.py --db mysql  # mysqlclient is in .venv-dj61
 
 screenshots: install
 	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py

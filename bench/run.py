@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""conductor_django's own benchmark: ``make bench`` (PostgreSQL and SQLite).
+"""conductor_django's own benchmark: ``make bench`` (PostgreSQL, MariaDB/MySQL, SQLite).
 
 Workloads (one ``conductor_worker`` process, ``--concurrency 10``):
 
@@ -40,6 +40,8 @@ def setup_django(db: str) -> None:
     sys.path[:0] = [str(HERE), str(ROOT)]
     if db == "postgres":
         ensure_pg_database(os.environ.get("BENCH_PG_NAME", "conductor_bench"))
+    elif db == "mysql":
+        ensure_mysql_database(os.environ.get("BENCH_MYSQL_NAME", "conductor_bench"))
     else:
         path = os.environ.setdefault("BENCH_SQLITE_PATH", "/tmp/conductor-bench.sqlite3")
         for suffix in ("", "-wal", "-shm"):
@@ -62,6 +64,20 @@ def ensure_pg_database(name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def ensure_mysql_database(name: str) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(host=os.environ.get("BENCH_MYSQL_HOST", "127.0.0.1"),
+                           port=int(os.environ.get("BENCH_MYSQL_PORT", "3306")),
+                           user=os.environ.get("BENCH_MYSQL_USER", "root"),
+                           password=os.environ.get("BENCH_MYSQL_PASSWORD", ""))
+    try:
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}`"
+                              " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    finally:
+        conn.close()
+
+
 def purge() -> None:
     from django.db import connection
 
@@ -72,6 +88,10 @@ def purge() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE conductor_django_execution")
+    elif connection.vendor == "mysql":
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE TABLE conductor_django_execution")
+            cur.fetchall()
 
 
 def start_worker(*extra: str) -> subprocess.Popen:
@@ -176,6 +196,21 @@ def add_history(count: int) -> None:
                 " now() - interval '1 day', now() - interval '1 day', 'conductor.invoke', false"
                 " FROM generate_series(1, %s)", [count])
             cur.execute("VACUUM ANALYZE conductor_django_execution")
+        elif connection.vendor == "mysql":
+            depth = ("max_recursive_iterations" if connection.mysql_is_mariadb
+                     else "cte_max_recursion_depth")
+            cur.execute(f"SET SESSION {depth} = %s", [count + 1])
+            cur.execute(
+                "INSERT INTO conductor_django_execution (id, task_name, queue, status, payload,"
+                " last_error, cancelled, attempts, max_attempts, priority, run_at, created_at,"
+                " started_at, finished_at, event_name, resume)"
+                " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s)"
+                " SELECT REPLACE(UUID(), '-', ''), 'bench.old', 'default', 'completed', '{}',"
+                " '', 0, 1, 3, 0, NOW(6) - INTERVAL 1 DAY, NOW(6) - INTERVAL 1 DAY,"
+                " NOW(6) - INTERVAL 1 DAY, NOW(6) - INTERVAL 1 DAY, 'conductor.invoke', 0"
+                " FROM n", [count])
+            cur.execute("ANALYZE TABLE conductor_django_execution")
+            cur.fetchall()
         else:
             cur.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s)"
@@ -247,7 +282,7 @@ def cancel_latency(samples: int = 20) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--db", choices=["postgres", "mysql", "sqlite"], default="postgres")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--history", type=int, default=0,
                     help="also drain with this many finished executions in the table")

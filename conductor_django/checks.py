@@ -242,3 +242,36 @@ def sqlite_advice(alias: str, config: dict[str, Any]) -> list[CheckWarning]:
         f"Add to DATABASES[{alias!r}]['OPTIONS']: {', '.join(missing)}.",
         id="conductor_django.W001",
     )]
+
+
+@register()
+def check_mysql_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """MySQL/MariaDB for conductor's tables: READ COMMITTED and utf8mb4 (settings only)."""
+    alias = router.db_for_write(Execution)
+    return mysql_advice(alias, settings.DATABASES.get(alias) or {})
+
+
+def mysql_advice(alias: str, config: dict[str, Any]) -> list[CheckWarning]:
+    """The W002 warning for the MySQL settings ``config`` of ``alias``, if any.
+
+    Django's defaults (READ COMMITTED, utf8mb4) are right; this catches settings that
+    override them. The collation is the database's own (docs/mysql.md)."""
+    if "mysql" not in str(config.get("ENGINE", "")):
+        return []
+    options = config.get("OPTIONS") or {}
+    wrong = []
+    level = str(options.get("isolation_level", "read committed") or "").lower()
+    if level != "read committed":
+        wrong.append(f'"isolation_level": "read committed" (not {level or "the server default"!r})')
+    charset = str(options.get("charset", "utf8mb4")).lower()
+    if charset != "utf8mb4":
+        wrong.append(f'"charset": "utf8mb4" (not {charset!r})')
+    if not wrong:
+        return []
+    return [CheckWarning(
+        f"DATABASES[{alias!r}] is MySQL/MariaDB without {' and '.join(wrong)}.",
+        hint="conductor_django is tested with READ COMMITTED and utf8mb4 (and a database "
+        "created with COLLATE utf8mb4_bin, so that dedupe keys compare exactly). Set in "
+        f"DATABASES[{alias!r}]['OPTIONS']: {', '.join(w.split(' (')[0] for w in wrong)}.",
+        id="conductor_django.W002",
+    )]

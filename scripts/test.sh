@@ -6,6 +6,8 @@
 #   dj52-postgres  Django 5.2, Python 3.11 (.venv),      PostgreSQL  when reachable
 #   dj61-sqlite    Django 6.1, Python 3.13 (.venv-dj61), SQLite      when Python 3.13 exists
 #   dj61-postgres  Django 6.1, Python 3.13 (.venv-dj61), PostgreSQL  when both exist
+#   dj61-mysql     Django 6.1, Python 3.13 (.venv-dj61), MariaDB     when both exist
+#                  (or MySQL 8; CONDUCTOR_MYSQL_HOST/PORT/USER/PASSWORD)
 #
 # CONDUCTOR_REQUIRE_MATRIX=1 (CI) turns "skipped: not reachable" into a failure.
 # Extra arguments go to every pytest run (e.g. `make test ARGS="-k cancel"`).
@@ -29,8 +31,8 @@ echo "== import contracts"
 echo "== makemigrations --check"
 DJANGO_SETTINGS_MODULE=tests.settings "$PY" -m django makemigrations --check --dry-run || exit 1
 
-reachable() {  # reachable postgres|mysql
-  "$PY" - "$1" <<'PY'
+reachable() {  # reachable postgres|mysql [python]
+  "${2:-$PY}" - "$1" <<'PY'
 import os, sys
 kind = sys.argv[1]
 try:
@@ -77,8 +79,10 @@ if reachable postgres; then cells+=("dj52-postgres"); else missing+=("dj52-postg
 if [ -x "$PY61" ]; then
   cells+=("dj61-sqlite")
   if reachable postgres; then cells+=("dj61-postgres"); else missing+=("dj61-postgres"); fi
+  # mysqlclient is installed in .venv-dj61 only (the mysql extra)
+  if reachable mysql "$PY61"; then cells+=("dj61-mysql"); else missing+=("dj61-mysql"); fi
 else
-  missing+=("dj61-sqlite" "dj61-postgres")
+  missing+=("dj61-sqlite" "dj61-postgres" "dj61-mysql")
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== cells that cannot run here: ${missing[*]}"

@@ -1,4 +1,4 @@
-"""Settings of the benchmark project: the database comes from BENCH_DB (postgres|sqlite)."""
+"""Settings of the benchmark project: the database comes from BENCH_DB (postgres|mysql|sqlite)."""
 
 import os
 
@@ -12,6 +12,18 @@ if BACKEND == "postgres":
             "PASSWORD": os.environ.get("BENCH_PG_PASSWORD", ""),
             "HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("BENCH_PG_PORT", "5432"),
+            "CONN_MAX_AGE": None,
+        }
+    }
+elif BACKEND == "mysql":  # MariaDB or MySQL 8: Django's defaults (READ COMMITTED, utf8mb4)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("BENCH_MYSQL_NAME", "conductor_bench"),
+            "USER": os.environ.get("BENCH_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("BENCH_MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("BENCH_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("BENCH_MYSQL_PORT", "3306"),
             "CONN_MAX_AGE": None,
         }
     }

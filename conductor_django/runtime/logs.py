@@ -196,8 +196,8 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
           trim: bool = True, holder: tuple[Any, int] | None = None) -> int:
     """Write the buffered lines and keep only the newest ``limit`` rows; never raises.
 
-    One INSERT, and with ``trim`` in the same transaction one DELETE of the rows older
-    than the newest ``limit`` (a subquery on the ``(execution, id)`` index). The first
+    One INSERT, and with ``trim`` in the same transaction a DELETE of the rows older
+    than the newest ``limit`` (found by a read of the ``(execution, id)`` index). The first
     run of an execution needs no trim: the buffer holds at most ``limit`` lines.
     ``holder``: ``(worker id, lease)`` of the attempt; nothing is written unless that
     worker still holds the execution under that lease.
@@ -218,8 +218,12 @@ def store(execution_id: str, attempt: int, buffer: LogBuffer, limit: int, using:
             ExecutionLog.objects.using(using).bulk_create(rows)
             if trim:
                 logs = ExecutionLog.objects.using(using).filter(execution_id=execution_id)
-                newest = logs.order_by("-id").values("id")[:limit]
-                logs.exclude(id__in=newest).delete()
+                # the newest row beyond the kept ones, then every row up to it (MariaDB
+                # has no LIMIT in an IN subquery): two reads of the (execution, id) index
+                drop = logs.order_by("-id").values_list("id", flat=True)[limit:limit + 1]
+                cutoff = next(iter(drop), None)
+                if cutoff is not None:
+                    logs.filter(id__lte=cutoff).delete()
     except Exception:  # noqa: BLE001 - losing log lines must not lose the outcome
         logger.warning("could not store the log lines of %s", execution_id, exc_info=True)
         return 0

@@ -13,7 +13,9 @@ The functions take the connection and the executions' table and return raw rows
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+import weakref
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -31,6 +33,13 @@ CLAIMED_COLUMNS = (
     " parent_id, lease"
 )
 
+#: MySQL: what a claim picks of each row (``FOR UPDATE``), from which ``_update_picked``
+#: derives ``CLAIMED_COLUMNS`` after its ``UPDATE`` (``run_at`` last: the sort key).
+PICKED_COLUMNS = (
+    "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
+    " event_name, schedule_name, parent_id, lease, resume, run_at"
+)
+
 #: First key of the PostgreSQL advisory locks that serialize claims of a limited task
 #: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
 CLAIM_LOCK_CLASS = 0x43444A31
@@ -44,7 +53,7 @@ def runnable_sql(
 
     ``skip``: task names left out; ``exclude``: execution ids left out.
     """
-    sql = "status IN ('pending', 'suspended') AND run_at <= %s"
+    sql = f"{dialect(connection).runnable} AND run_at <= %s"
     params: list[Any] = [now_param]
     if queues:
         sql += f" AND queue IN ({', '.join(['%s'] * len(queues))})"
@@ -53,9 +62,9 @@ def runnable_sql(
         sql += f" AND task_name NOT IN ({', '.join(['%s'] * len(skip))})"
         params.extend(skip)
     if exclude:
-        fragment, value = dialect(connection).not_among(connection, exclude)
+        fragment, values = dialect(connection).not_among(connection, exclude)
         sql += f" AND {fragment}"
-        params.append(value)
+        params.extend(values)
     return sql, params
 
 
@@ -80,18 +89,46 @@ def lock_rows(
 ) -> list[tuple]:
     """Mark the rows selected by ``inner`` (a ``SELECT id ...``) running for ``worker_id``."""
     vendor = dialect(connection)
+    update, head = _mark_running(connection, table, worker_id, now)
+    if not vendor.update_returning:
+        assert inner.startswith("SELECT id FROM ")
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            # locks the picked rows until the commit
+            cursor.execute(f"SELECT {PICKED_COLUMNS}{inner[len('SELECT id'):]}", params)
+            return _update_picked(cursor, table, update, head, list(cursor.fetchall()))
+    sql = f"{update} WHERE {vendor.picked(inner)} RETURNING {CLAIMED_COLUMNS}"
+    return list(execute_prepared(connection, sql, head + params, fetch=True))
+
+
+def _mark_running(connection: Any, table: str, worker_id: uuid.UUID,
+                  now: datetime) -> tuple[str, list[Any]]:
+    """The ``UPDATE ... SET`` of a claim (no ``WHERE``) and its parameters."""
+    vendor = dialect(connection)
     now_param = vendor.dt_param(connection, now)
-    sql = (
+    update = (
         f"UPDATE {table} SET status = 'running', locked_by = %s, locked_at = %s,"
         " started_at = COALESCE(started_at, %s),"
         " attempts = CASE WHEN resume THEN attempts ELSE attempts + 1 END,"
         " resume = %s, lease = lease + 1"
-        f" WHERE {vendor.picked(inner)}"
-        f" RETURNING {CLAIMED_COLUMNS}"
     )
-    head = [vendor.uuid_param(connection, worker_id), now_param, now_param,
-            vendor.bool_param(False)]
-    return list(execute_prepared(connection, sql, head + params, fetch=True))
+    return update, [vendor.uuid_param(connection, worker_id), now_param, now_param,
+                    vendor.bool_param(False)]
+
+
+def _update_picked(cursor: Any, table: str, update: str, head: list[Any],
+                   picked: list[tuple]) -> list[tuple]:
+    """MySQL: mark the ``picked`` rows (``PICKED_COLUMNS``, locked ``FOR UPDATE``) running.
+
+    No read back: the rows are locked, so what the ``UPDATE`` writes follows from what
+    was picked (``lock_rows`` sets exactly these columns)."""
+    if not picked:
+        return []
+    marks = ", ".join(["%s"] * len(picked))
+    cursor.execute(f"{update} WHERE id IN ({marks})", [*head, *(r[0] for r in picked)])
+    return [(eid, task, queue, payload, attempts if resume else attempts + 1, most, priority,
+             1 if fresh else 0, event, schedule, parent, lease + 1)
+            for (eid, task, queue, payload, attempts, most, priority, fresh, event, schedule,
+                 parent, lease, resume, _) in picked]
 
 
 def claim_limited(
@@ -118,9 +155,14 @@ def claim_limited(
       deadlocks: a task another worker is claiming right now is simply left out of this
       round, like a row under ``SKIP LOCKED``. Tasks without a limit take no lock.
 
+    * MySQL/MariaDB: ``claim_limited_named``, under named locks (``GET_LOCK``).
+
     Finishing executions only lower the count, so a stale count errs on the safe side.
     """
     vendor = dialect(connection)
+    if not vendor.update_returning:
+        return claim_limited_named(connection, table, worker_id, queues, limit, now, skip,
+                                   limits, exclude)
     now_param = vendor.dt_param(connection, now)
     lock = vendor.skip_locked
     locks = not vendor.single_writer  # SQLite: the write lock serializes already
@@ -178,6 +220,99 @@ def _lock_limited(
     with connection.cursor() as cursor:
         cursor.execute(sql, [list(limits), list(limits.values()), *params, CLAIM_LOCK_CLASS])
         return [row[0] for row in cursor.fetchall()]
+
+
+#: Named locks (MySQL ``GET_LOCK``) a connection still holds for a claim inside a
+#: transaction of its caller's, released after that transaction ends.
+_held_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def claim_limited_named(
+    connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
+    limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
+    exclude: Sequence[str] = (),
+) -> list[tuple]:
+    """``claim_limited`` on MySQL/MariaDB: no ``UPDATE ... RETURNING``, and ``LIMIT``
+    takes no expression, so the count of a limited task's running rows is read first.
+
+    The count and the claim are serialized per task by a named lock, taken with a
+    zero timeout (``GET_LOCK(name, 0)``: a try lock, as on PostgreSQL) before the
+    claim's transaction begins, and released after its commit. The transaction's reads
+    therefore see every claim of the lock's previous holder, under READ COMMITTED and
+    REPEATABLE READ alike (the snapshot is taken by the first read, after the lock).
+    Inside a caller's transaction the locks are kept until it commits (and released
+    by the next claim of the connection if it rolled back).
+    """
+    vendor = dialect(connection)
+    now_param = vendor.dt_param(connection, now)
+    outermost = not connection.in_atomic_block
+    if outermost:
+        _release_names(connection)
+    names = _lock_names(connection, table, limits, queues, now_param)
+    try:
+        update, head = _mark_running(connection, table, worker_id, now)
+        order = " ORDER BY priority DESC, run_at ASC LIMIT %s" + vendor.skip_locked
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            where, params = runnable_sql(connection, now_param, queues,
+                                         skip=[*skip, *limits], exclude=exclude)
+            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
+                           [*params, limit])
+            picks = list(cursor.fetchall())
+            for name in names:
+                cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE task_name = %s"
+                               " AND status = 'running'", [name])
+                free = min(limits[name] - cursor.fetchone()[0], limit)
+                if free <= 0:
+                    continue
+                where, params = runnable_sql(connection, now_param, queues, exclude=exclude)
+                cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table}"
+                               f" WHERE task_name = %s AND {where}{order}",
+                               [name, *params, free])
+                picks += cursor.fetchall()
+            picks.sort(key=lambda r: (-r[6], r[13]))  # priority DESC, run_at
+            return _update_picked(cursor, table, update, head, picks[:limit])
+    finally:
+        if outermost:
+            _release(connection, table, names)
+        else:
+            _held_names.setdefault(connection, {}).setdefault(table, []).extend(names)
+            transaction.on_commit(lambda: _release_names(connection), using=connection.alias)
+
+
+def _lock_key(table: str, name: str) -> str:
+    """The name of a task's claim lock (MySQL names have at most 64 characters)."""
+    return "cdj:" + hashlib.sha1(f"{table}:{name}".encode()).hexdigest()
+
+
+def _lock_names(connection: Any, table: str, limits: dict[str, int],
+                queues: Sequence[str] | None, now_param: Any) -> list[str]:
+    """Try-lock the limited tasks that have runnable rows and a free slot; the keys of
+    the locks taken."""
+    where, params = runnable_sql(connection, now_param, queues)
+    tasks = " UNION ALL ".join(["SELECT %s AS name, %s AS cap, %s AS k"] * len(limits))
+    sql = (
+        f"SELECT t.name, t.k, GET_LOCK(t.k, 0) FROM ({tasks}) AS t"
+        f" WHERE EXISTS (SELECT 1 FROM {table} WHERE task_name = t.name AND {where})"
+        f" AND (SELECT COUNT(*) FROM {table} WHERE task_name = t.name"
+        " AND status = 'running') < t.cap"
+    )
+    rows = [v for name, cap in limits.items() for v in (name, cap, _lock_key(table, name))]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*rows, *params])
+        return [name for name, _, locked in cursor.fetchall() if locked == 1]
+
+
+def _release(connection: Any, table: str, names: Sequence[str]) -> None:
+    if names:
+        keys = [_lock_key(table, name) for name in names]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(["RELEASE_LOCK(%s)"] * len(keys)), keys)
+
+
+def _release_names(connection: Any) -> None:
+    """Release the locks a claim inside a finished transaction of the caller's kept."""
+    for table, names in _held_names.pop(connection, {}).items():
+        _release(connection, table, names)
 
 
 def claim_batch(

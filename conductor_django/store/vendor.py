@@ -1,10 +1,9 @@
-"""The database dialects: every difference between SQLite and PostgreSQL, side by side.
+"""The database dialects: every difference between SQLite, PostgreSQL and MySQL/MariaDB.
 
 ``dialect(connection)`` is the one place that reads ``connection.vendor``; the store's
 statements ask their ``Dialect`` for the few fragments that differ (locking clauses,
-casts, ``GREATEST``), and the dialect runs the statements that exist on one database
-only (``pg_notify``, ``COPY``, the planner's estimates). Adding a database (MySQL) means
-one more subclass here, plus whatever the store's statements need from it.
+casts, ``GREATEST``, the runnable condition), and the dialect runs the statements that
+exist on one database only (``pg_notify``, ``COPY``, the planner's estimates).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from math import ceil
 from typing import Any
 
 
@@ -31,6 +31,13 @@ class Dialect:
     single_writer = True
     #: The payload placeholder of an ``INSERT`` (the payload arrives as JSON text).
     json_mark = "%s"
+    #: ``UPDATE ... RETURNING`` exists (else a claim selects, updates and reads back).
+    update_returning = True
+    #: The condition (unqualified columns) of a runnable status.
+    runnable = "status IN ('pending', 'suspended')"
+    #: Where Django builds no partial index or conditional unique constraint, conductor's
+    #: migrations build equivalents (Django's models.W036/W037 do not apply).
+    builds_partial_rules = False
 
     def picked(self, inner: str) -> str:
         """The ``WHERE`` of an ``UPDATE`` of the rows ``inner`` (a ``SELECT id``) picks.
@@ -45,15 +52,32 @@ class Dialect:
         """One row of the ``VALUES`` list of ``complete_many``."""
         return "(%s, %s, %s)"
 
+    def update_from_values(self, table: str, rows: int, set_sql: str, set_params: list[Any],
+                           values: list[Any], where: str, where_params: list[Any],
+                           ) -> tuple[str, list[Any]]:
+        """``UPDATE table`` joined with ``rows`` literal rows ``v(column1, column2, ...)``
+        (three columns): the statement and its parameters in order. ``where`` relates
+        ``v`` to ``table`` and filters it."""
+        rows_sql = ", ".join(self.values_row(n == 0) for n in range(rows))
+        return (f"UPDATE {table} SET {set_sql} FROM (VALUES {rows_sql}) AS v WHERE {where}",
+                [*set_params, *values, *where_params])
+
+    def insert_step(self, into: str, held: str, unique: str) -> str:
+        """``INSERT INTO into`` (execution id, name, JSON result, two times) ``SELECT`` of
+        five parameters when the ``held`` row (``FROM ... WHERE``) exists; nothing when
+        a row with the same ``unique`` columns exists."""
+        return (f"INSERT INTO {into} SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 {held})"
+                f" ON CONFLICT {unique} DO NOTHING")
+
     def uuid_param(self, connection: Any, value: uuid.UUID | str) -> Any:
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
         return value if connection.features.has_native_uuid_field else value.hex
 
-    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, Any]:
-        """``id`` is none of ``ids``: a condition and its one parameter, so the statement's
-        text does not change with the number of ids."""
+    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        """``id`` is none of ``ids``: a condition and its parameters (one, so that the
+        statement's text does not change with the number of ids, where it can)."""
         return ("id NOT IN (SELECT value FROM json_each(%s))",
-                json.dumps([self.uuid_param(connection, i) for i in ids]))
+                [json.dumps([self.uuid_param(connection, i) for i in ids])])
 
     def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
         """End a transaction this session leaves idle for longer than ``seconds`` (where the
@@ -117,8 +141,13 @@ class PostgreSQL(Dialect):
     def bool_param(self, value: bool) -> Any:
         return value
 
-    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, Any]:
-        return "NOT (id = ANY(%s::uuid[]))", [uuid.UUID(str(i)) for i in ids]
+    def insert_step(self, into: str, held: str, unique: str) -> str:
+        # the held row is locked FOR SHARE until the commit; typed for the prepared path
+        return (f"INSERT INTO {into} SELECT %s, %s, %s::jsonb, %s::timestamptz,"
+                f" %s::timestamptz {held}{self.share_lock} ON CONFLICT {unique} DO NOTHING")
+
+    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        return "NOT (id = ANY(%s::uuid[]))", [[uuid.UUID(str(i)) for i in ids]]
 
     def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
         milliseconds = max(1, int(seconds * 1000))
@@ -174,7 +203,82 @@ class PostgreSQL(Dialect):
         return int(plan[0]["Plan"]["Plan Rows"])
 
 
-_DIALECTS: dict[str, Dialect] = {"sqlite": Dialect(), "postgresql": PostgreSQL()}
+class MySQL(Dialect):
+    """MySQL 8 and MariaDB >= 10.6 (InnoDB).
+
+    No ``UPDATE ... RETURNING`` (MariaDB has it for ``DELETE`` and ``INSERT`` only) and
+    no ``LIMIT`` in an ``IN (subquery)``: a claim selects the ids ``FOR UPDATE SKIP
+    LOCKED`` in a transaction, updates them by id and reads them back. Migration
+    ``0010_mysql`` adds what Django cannot build here (partial indexes and conditional
+    unique constraints): the STORED generated column ``cdj_runnable`` (1 while the row
+    is runnable, else NULL) that the claim indexes lead with, and the unique indexes of
+    the dedupe key and of a schedule's fire time. No LISTEN/NOTIFY: workers poll.
+    """
+
+    vendor = "mysql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    share_lock = " LOCK IN SHARE MODE"  # MySQL 8 and every MariaDB accept this spelling
+    greatest = "GREATEST"
+    single_writer = False
+    update_returning = False
+    runnable = "cdj_runnable = 1"
+    builds_partial_rules = True  # migration 0010_mysql
+
+    def picked(self, inner: str) -> str:
+        raise NotImplementedError("MySQL claims select, update by id, then read back")
+
+    def insert_step(self, into: str, held: str, unique: str) -> str:
+        # the held row is read with a shared lock, kept until the commit; IGNORE: a
+        # duplicate of the unique key inserts nothing
+        return f"INSERT IGNORE INTO {into} SELECT %s, %s, %s, %s, %s {held}{self.share_lock}"
+
+    def uuid_param(self, connection: Any, value: uuid.UUID | str) -> Any:
+        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        # MariaDB >= 10.7 stores Django's UUIDField as UUID (which reads the dashed
+        # text); elsewhere it is char(32) hex
+        return str(value) if connection.features.has_native_uuid_field else value.hex
+
+    def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        # no prepared statements here, so the text may vary with the number of ids
+        return (f"id NOT IN ({', '.join(['%s'] * len(ids))})",
+                [self.uuid_param(connection, i) for i in ids])
+
+    def update_from_values(self, table: str, rows: int, set_sql: str, set_params: list[Any],
+                           values: list[Any], where: str, where_params: list[Any],
+                           ) -> tuple[str, list[Any]]:
+        first = "SELECT %s AS column1, %s AS column2, %s AS column3"
+        rows_sql = " UNION ALL ".join([first] + ["SELECT %s, %s, %s"] * (rows - 1))
+        return (f"UPDATE {table} JOIN ({rows_sql}) AS v ON {where} SET {set_sql}",
+                [*values, *where_params, *set_params])
+
+    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
+        # MariaDB ends (disconnects) a session idle inside a transaction for longer than
+        # idle_transaction_timeout; MySQL 8 has no such setting (docs/mysql.md).
+        if connection.mysql_is_mariadb:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET SESSION idle_transaction_timeout = {max(1, ceil(seconds))}")
+
+    def table_estimate(self, connection: Any, table: str) -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT table_rows FROM information_schema.tables"
+                           " WHERE table_schema = DATABASE() AND table_name = %s", [table])
+            row = cursor.fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
+    def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {sql}", params)
+            names = [c[0] for c in cursor.description]
+            rows = cursor.fetchall()
+        if not rows or "rows" not in names:
+            return None
+        # the first table's estimate (a filtered list is one table; joins add lookups)
+        value = rows[0][names.index("rows")]
+        return None if value is None else int(value)
+
+
+_DIALECTS: dict[str, Dialect] = {"sqlite": Dialect(), "postgresql": PostgreSQL(),
+                                 "mysql": MySQL()}
 
 
 def dialect(connection: Any) -> Dialect:

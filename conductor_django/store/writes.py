@@ -36,22 +36,20 @@ def complete_many(connection: Any, table: str, items: Sequence[tuple[str, int, A
     if not items:
         return 0
     vendor = dialect(connection)
-    values = ", ".join(vendor.values_row(n == 0) for n in range(len(items)))
-    params: list[Any] = []
+    values: list[Any] = []
     for eid, lease, result in items:
-        params += [vendor.uuid_param(connection, eid), lease,
+        values += [vendor.uuid_param(connection, eid), lease,
                    None if result is None else dumps(result)]
-    sql = (
-        f"UPDATE {table} SET"
-        " status = CASE WHEN cancelled THEN 'cancelled' ELSE 'completed' END,"
-        " result = v.column3, finished_at = %s, locked_by = NULL, locked_at = NULL"
-        f" FROM (VALUES {values}) AS v"
-        f" WHERE {table}.id = v.column1 AND {table}.lease = v.column2"
-        f" AND {table}.locked_by = %s AND {table}.status = 'running'"
-    )
+    sql, params = vendor.update_from_values(
+        table, len(items),
+        f"status = CASE WHEN {table}.cancelled THEN 'cancelled' ELSE 'completed' END,"
+        f" result = v.column3, finished_at = %s, locked_by = NULL, locked_at = NULL",
+        [vendor.dt_param(connection, now)], values,
+        f"{table}.id = v.column1 AND {table}.lease = v.column2"
+        f" AND {table}.locked_by = %s AND {table}.status = 'running'",
+        [vendor.uuid_param(connection, worker_id)])
     with connection.cursor() as cursor:
-        cursor.execute(sql, [vendor.dt_param(connection, now), *params,
-                             vendor.uuid_param(connection, worker_id)])
+        cursor.execute(sql, params)
         return cursor.rowcount
 
 
@@ -59,20 +57,13 @@ def insert_step(connection: Any, table: str, step_table: str, eid: str, name: st
                 text: str | None, started_at: datetime, now: datetime,
                 worker_id: uuid.UUID, lease: int) -> int:
     """``INSERT ... SELECT ... WHERE <the lease is held>``: 1 if stored, 0 if the name was
-    stored already or the lease is gone. On PostgreSQL the held row is locked ``FOR
-    SHARE`` until the step commits, so recovering the execution waits for the step's
-    commit or finds it."""
+    stored already or the lease is gone. On PostgreSQL and MySQL the held row is locked
+    (``FOR SHARE``, ``LOCK IN SHARE MODE``) until the step commits, so recovering the
+    execution waits for the step's commit or finds it."""
     vendor = dialect(connection)
     ident = vendor.uuid_param(connection, eid)
-    if vendor.share_lock:
-        select = (f"SELECT %s, %s, %s::jsonb, %s::timestamptz, %s::timestamptz"
-                  f" {_held(table)}{vendor.share_lock}")
-    else:
-        select = f"SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 {_held(table)})"
-    sql = (
-        f"INSERT INTO {step_table} (execution_id, name, result, started_at, created_at)"
-        f" {select} ON CONFLICT (execution_id, name) DO NOTHING"
-    )
+    columns = f"{step_table} (execution_id, name, result, started_at, created_at)"
+    sql = vendor.insert_step(columns, _held(table), "(execution_id, name)")
     return int(execute_prepared(connection, sql, [
         ident, name, text, vendor.dt_param(connection, started_at),
         vendor.dt_param(connection, now), ident, vendor.uuid_param(connection, worker_id),
@@ -81,7 +72,7 @@ def insert_step(connection: Any, table: str, step_table: str, eid: str, name: st
 
 def lock_held(connection: Any, table: str, eid: str, worker_id: uuid.UUID, lease: int) -> bool:
     """Whether this worker holds ``eid`` under ``lease``, kept so until the caller's
-    transaction ends (PostgreSQL: a ``FOR SHARE`` row lock, which recovering the
+    transaction ends (PostgreSQL, MySQL: a shared row lock, which recovering the
     execution waits for; SQLite: the caller's write transaction excludes every other
     writer)."""
     vendor = dialect(connection)

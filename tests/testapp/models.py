@@ -32,14 +32,15 @@ class Gauge(models.Model):
 
     @classmethod
     def enter(cls, key: str) -> None:
-        """One more running; both columns move in one statement (old values on the right)."""
+        """One more running; both columns move in one statement. ``peak`` comes first:
+        MySQL assigns left to right, each expression seeing the columns set before it."""
         cls.objects.get_or_create(key=key)
         cls.objects.filter(key=key).update(
-            current=models.F("current") + 1,
             peak=models.Case(
                 models.When(peak__gt=models.F("current"), then=models.F("peak")),
                 default=models.F("current") + 1,
             ),
+            current=models.F("current") + 1,
         )
 
     @classmethod
