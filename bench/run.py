@@ -81,7 +81,10 @@ def ensure_mysql_database(name: str) -> None:
 def purge() -> None:
     from django.db import connection
 
+    tables = set(connection.introspection.table_names())
     with connection.cursor() as cur:
+        if "conductor_django_attempt" in tables:  # the attempt history (since 0012)
+            cur.execute("DELETE FROM conductor_django_attempt")
         cur.execute("DELETE FROM conductor_django_step")
         cur.execute("DELETE FROM conductor_django_execution")
         cur.execute("DELETE FROM conductor_django_worker")

@@ -38,9 +38,11 @@ __all__ = [
     "TaskNotFound",
     "cancel",
     "emit",
+    "fork",
     "get",
     "invoke",
     "invoke_many",
+    "retry",
     "schedule",
     "task",
     "unschedule",
@@ -71,6 +73,22 @@ def cancel(execution_id: Any, reason: str | None = None) -> bool:
     from .models import Execution as _Execution
 
     return _Execution.objects.cancel(execution_id, reason)
+
+
+def retry(execution_id: Any, from_step: str | None = None) -> bool:
+    """Put a failed or cancelled execution back to pending (steps kept; with
+    ``from_step``, the steps from that one on discarded); ``True`` if it took effect."""
+    from .models import Execution as _Execution
+
+    return _Execution.objects.retry(execution_id, from_step=from_step)
+
+
+def fork(execution_id: Any, from_step: str) -> str:
+    """A new execution of the same task and payload with the steps before ``from_step``
+    copied; returns its id (the original is left as it is)."""
+    from .models import Execution as _Execution
+
+    return _Execution.objects.fork(execution_id, from_step)
 
 
 def emit(name: str, payload: Any = None, **options: Any) -> list[str]:

@@ -21,6 +21,7 @@ from .state import (
     FINAL,
     RUNNABLE,
     UNFINISHED,
+    AttemptQuerySet,
     ExecutionQuerySet,
     Status,
     StepQuerySet,
@@ -79,6 +80,10 @@ class Execution(models.Model):
         default=False,
         help_text="The next claim resumes the current attempt (after a sleep, a child or a "
         "release) instead of starting a new one.",
+    )
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
+        help_text="The execution this one was forked from (conductor.fork).",
     )
 
     objects = ExecutionQuerySet.as_manager()
@@ -187,11 +192,18 @@ class Execution(models.Model):
 
     # --- operator actions (see conductor_django.state.operator) -----------------------
 
-    def retry(self) -> bool:
-        """Put this failed or cancelled execution back to ``pending``, steps kept."""
-        done = Execution.objects.retry(self.pk, using=self._state.db)
+    def retry(self, from_step: str | None = None, *, by: str = "") -> bool:
+        """Put this failed or cancelled execution back to ``pending``, steps kept (with
+        ``from_step``: the steps recorded from that one on are discarded)."""
+        done = Execution.objects.retry(self.pk, from_step=from_step, by=by,
+                                       using=self._state.db)
         self.refresh_from_db()
         return done
+
+    def fork(self, from_step: str, *, by: str = "") -> Execution:
+        """A new execution of this task and payload with the steps before ``from_step``."""
+        new_id = Execution.objects.fork(self.pk, from_step, by=by, using=self._state.db)
+        return Execution.objects.using(self._state.db).get(pk=new_id)
 
     def run_again(self) -> Execution | None:
         """A new execution with this one's payload (no steps); ``None`` if not legal."""
@@ -338,3 +350,53 @@ class ExecutionLog(models.Model):
     @property
     def levelname(self) -> str:
         return logging.getLevelName(self.level)
+
+
+# --- attempt history (see state/attempts.py) -------------------------------------------
+
+
+class Attempt(models.Model):
+    """How one attempt of an execution ended (or an operator's retry of it).
+
+    Written in the transaction of the write that ends the attempt, fenced by its lease.
+    An attempt that *completed* without an earlier attempt or resume is not written
+    (the hot path): ``Execution.objects.attempt_history`` derives it from the execution.
+    """
+
+    class Ended(models.TextChoices):
+        COMPLETED = "completed", "completed"
+        FAILED = "failed", "failed"
+        RETRYING = "retrying", "failed, retried later"
+        TIMED_OUT = "timed_out", "timed out"
+        CANCELLED = "cancelled", "cancelled"
+        RECOVERED = "recovered", "recovered after a crash"
+        RELEASED = "released", "released at shutdown"
+        RETRIED = "retried", "retried by an operator"
+
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="attempt_rows", db_index=False
+    )
+    number = models.PositiveIntegerField()
+    worker = models.UUIDField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(default=timezone.now)
+    ended = models.CharField(max_length=10, choices=Ended.choices)
+    error = models.TextField(blank=True, default="")
+    retried_by = models.CharField(max_length=150, blank=True, default="",
+                          help_text="Who retried it (an operator's retry).")
+    from_step = models.CharField(max_length=255, blank=True, default="")
+
+    objects = AttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["execution", "id"], name="cdj_attempt_exec_idx")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} {self.ended}"
+
+    @property
+    def outcome(self) -> str:
+        return "completed" if self.ended == self.Ended.COMPLETED else (
+            "retried" if self.ended == self.Ended.RETRIED else
+            "cancelled" if self.ended == self.Ended.CANCELLED else "failed")

@@ -4,7 +4,8 @@ Needs ``chromium`` and ``chromium-driver`` (``scripts/test.sh`` installs them wi
 when missing and sets ``CONDUCTOR_REQUIRE_BROWSER=1``, which turns a missing browser
 into a failure instead of a skip). With ``CONDUCTOR_SCREENSHOTS_DIR`` set, the
 screenshots of the list, the execution page and the dashboard are copied there
-(``make screenshots`` writes docs/img/).
+(``make screenshots`` writes docs/img/); the operator flows' pages too (retry and fork
+from a step, the bulk "Retry from step…", a cancel that reaches descendants).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 import conductor_django as conductor
+from conductor_django.models import Execution
+from tests.testapp import operator_tasks  # noqa: F401  (registers the tasks)
+from tests.testapp.models import Mark
 
 from .conftest import poll
 
@@ -68,6 +72,25 @@ def row_of(driver, eid: str):
     return driver.find_element(By.XPATH, f"//input[@value='{eid}']/ancestor::tr")
 
 
+def log_in(driver, admin: str) -> None:
+    driver.get(f"{admin}{reverse('admin:login')}?next=/admin/")
+    driver.find_element(By.ID, "id_username").send_keys("ops")
+    driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(driver, 20).until(lambda d: "Site administration" in d.title)
+
+
+def keep_screenshots(tmp_path: Path, expected: list[str]) -> None:
+    """Check the screenshots taken, and copy them to ``CONDUCTOR_SCREENSHOTS_DIR``."""
+    shots = sorted(p.name for p in tmp_path.glob("admin-*.png"))
+    assert shots == sorted(expected)
+    target = os.environ.get("CONDUCTOR_SCREENSHOTS_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for name in shots:
+            shutil.copy(tmp_path / name, Path(target) / name)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cancel_running_executions_through_the_action_and_the_button(
     live_server, start_worker, browser, tmp_path
@@ -80,11 +103,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
          and conductor.get(by_button).status == "running", timeout=30, message="both running")
 
     admin = live_server.url
-    browser.get(f"{admin}{reverse('admin:login')}?next=/admin/")
-    browser.find_element(By.ID, "id_username").send_keys("ops")
-    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(browser, 20).until(lambda d: "Site administration" in d.title)
+    log_in(browser, admin)
 
     # 1. The action: tick the row, choose "Cancel selected", confirm with a reason.
     changelist = admin + reverse("admin:conductor_django_execution_changelist")
@@ -140,10 +159,136 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     assert len(failed_bars) == 1  # always-fails ended within the last minute or two
     browser.save_screenshot(str(tmp_path / "admin-dashboard.png"))
 
-    shots = sorted(p.name for p in tmp_path.glob("admin-*.png"))
-    assert shots == ["admin-dashboard.png", "admin-execution.png", "admin-executions.png"]
-    target = os.environ.get("CONDUCTOR_SCREENSHOTS_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        for name in shots:
-            shutil.copy(tmp_path / name, Path(target) / name)
+    keep_screenshots(tmp_path, ["admin-dashboard.png", "admin-execution.png",
+                                "admin-executions.png"])
+
+
+# --- the operator's second chance (SPEC §14.5) ----------------------------------------
+
+OPERATOR_TASKS = {"CONDUCTOR_TEST_TASK_MODULES": "tests.testapp.operator_tasks"}
+
+
+def status_of(eid: str) -> str:
+    return Execution.objects.get(pk=eid).status
+
+
+def step_link(driver, step: str, kind: str):
+    """The "Retry from here" (``retry``) or "Fork from here" (``fork``) link of a step row."""
+    return wait_for(driver, By.XPATH,
+                    f"//td[contains(@class, 'field-name')][normalize-space(.)='{step}']"
+                    f"/ancestor::tr//a[contains(@class, 'cdj-{kind}-from')]")
+
+
+def listed(driver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "ul.cdj-listed li")]
+
+
+def ran(key: str) -> list[int]:
+    """How many times each step of five-steps ran."""
+    return [Mark.count(f"{key}:s{n}") for n in range(1, 6)]
+
+
+def choose_action(driver, changelist: str, eids: list[str], action: str) -> None:
+    driver.get(changelist)
+    for eid in eids:
+        row_of(driver, eid).find_element(By.NAME, "_selected_action").click()
+    Select(driver.find_element(By.NAME, "action")).select_by_value(action)
+    driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
+    live_server, start_worker, browser, tmp_path
+):
+    User.objects.create_superuser("ops", "ops@example.com", PASSWORD)
+    eid = conductor.invoke("five-steps", {"key": "page"})
+    start_worker("--concurrency", "4", env=OPERATOR_TASKS)
+    poll(lambda: status_of(eid) == "failed", timeout=60, message="five-steps fails at s4")
+    assert ran("page") == [1, 1, 1, 1, 0]
+
+    admin = live_server.url
+    log_in(browser, admin)
+    page = admin + reverse("admin:conductor_django_execution_change", args=[eid])
+    changelist = admin + reverse("admin:conductor_django_execution_changelist")
+
+    # 1. "Retry from here" on s2: the confirmation lists s2 and s3 as discarded.
+    browser.get(page)
+    step_link(browser, "s2", "retry").click()
+    assert text(browser, "#content h1") == "Retry from step s2"
+    assert listed(browser) == ["s2", "s3"]
+    browser.save_screenshot(str(tmp_path / "admin-retry-from-step.png"))
+    assert status_of(eid) == "failed"  # the page changed nothing
+    Mark.add("page:fixed")  # the bug fix is deployed
+    browser.find_element(By.ID, "cdj-confirm").click()
+    assert text(browser, ".messagelist li").startswith("Execution retried from step 's2'")
+    poll(lambda: status_of(eid) == "completed", timeout=60, message="the retry completes")
+    assert ran("page") == [1, 2, 2, 2, 1]  # s1 never ran again
+    browser.get(page)
+    history = text(browser, "table.cdj-attempts")
+    assert "retried from step 's2' by ops" in history and "step 4 is broken" in history
+    browser.execute_script("arguments[0].scrollIntoView()",
+                           browser.find_element(By.CSS_SELECTOR, "table.cdj-attempts"))
+    browser.save_screenshot(str(tmp_path / "admin-attempt-history.png"))
+
+    # 2. "Fork from here" on s4 of the completed execution: a new one, linked both ways.
+    step_link(browser, "s4", "fork").click()
+    assert text(browser, "#content h1") == "Fork from step s4"
+    assert listed(browser) == ["s1", "s2", "s3"]
+    browser.save_screenshot(str(tmp_path / "admin-fork-from-step.png"))
+    browser.find_element(By.ID, "cdj-confirm").click()
+    assert text(browser, ".messagelist li").startswith("Forked as execution ")
+    fork = Execution.objects.get(forked_from_id=eid)
+    assert str(fork.pk) in browser.current_url
+    assert browser.find_element(By.LINK_TEXT, eid).get_attribute("href").endswith(
+        reverse("admin:conductor_django_execution_change", args=[eid]))
+    poll(lambda: status_of(str(fork.pk)) == "completed", timeout=60, message="the fork runs")
+    assert ran("page") == [1, 2, 2, 3, 2]  # the fork ran s4 and s5 only
+    browser.get(page)
+    assert browser.find_element(By.LINK_TEXT, str(fork.pk))
+    assert status_of(eid) == "completed"  # the original is left as it is
+
+    # 3. The bulk action "Retry from step…" on two failed executions and a completed one.
+    failed = [conductor.invoke("five-steps", {"key": k}) for k in ("bulk-a", "bulk-b")]
+    poll(lambda: all(status_of(e) == "failed" for e in failed), timeout=60,
+         message="both fail at s4")
+    choose_action(browser, changelist, [*failed, eid], "retry_from_step_selected")
+    wait_for(browser, By.ID, "id_step").send_keys("s3")
+    browser.find_element(By.ID, "cdj-show").click()
+    summary = text(browser, ".cdj-summary")
+    assert "Selected: 3." in summary and "will be retried from it: 2." in summary
+    assert sorted(listed(browser)) == sorted(f"five-steps {e}: discards s3" for e in failed)
+    browser.save_screenshot(str(tmp_path / "admin-bulk-retry-from-step.png"))
+    Mark.add("bulk-a:fixed")
+    Mark.add("bulk-b:fixed")
+    browser.find_element(By.ID, "cdj-confirm").click()
+    assert text(browser, ".messagelist li") == (
+        "2 executions retried from step 's3'; 1 skipped (not failed or cancelled, "
+        "or without that step).")
+    poll(lambda: all(status_of(e) == "completed" for e in failed), timeout=60,
+         message="the bulk retries complete")
+    assert ran("bulk-a") == ran("bulk-b") == [1, 1, 2, 2, 1]
+
+    # 4. Cancelling a grandparent: the confirmation counts its two running descendants.
+    root = conductor.invoke("tree-node", {"key": "tree", "depth": 2})
+    poll(lambda: Mark.count("tree:0:started"), timeout=60, message="the grandchild runs")
+    tree = [root, *map(str, Execution.objects.descendants(root))]
+    assert len(tree) == 3
+    browser.get(admin + reverse("admin:conductor_django_execution_change", args=[root]))
+    assert text(browser, "#cdj-descendants") == "also cancels 2 unfinished descendants"
+    choose_action(browser, changelist, [root], "cancel_selected")
+    assert text(browser, "#cdj-descendants") == (
+        "Unfinished descendants cancelled with them (same reason): 2.")
+    reason = wait_for(browser, By.ID, "id_reason")
+    reason.clear()
+    reason.send_keys("Stopped the whole tree")
+    browser.save_screenshot(str(tmp_path / "admin-cancel-descendants.png"))
+    browser.find_element(By.ID, "cdj-confirm").click()
+    assert text(browser, ".messagelist li") == "1 execution cancelled; 0 already finished."
+    # The running grandchild ends cancelled; its waiting ancestors fail at once.
+    poll(lambda: [status_of(e) for e in tree] == ["failed", "failed", "cancelled"],
+         timeout=60, message="the whole tree cancelled")
+    assert {Execution.objects.get(pk=e).last_error for e in tree} == {"Stopped the whole tree"}
+
+    keep_screenshots(tmp_path, ["admin-attempt-history.png", "admin-bulk-retry-from-step.png",
+                                "admin-cancel-descendants.png", "admin-fork-from-step.png",
+                                "admin-retry-from-step.png"])

@@ -44,6 +44,7 @@ from .display import (
     worker_rows,
 )
 from .logs import ExecutionLogInline
+from .operator import RETRY_FROM_STEP, OperatorAdminMixin
 from .pagination import EstimatedCountPaginator
 
 
@@ -116,19 +117,21 @@ OPERATIONS = {
     "cancel_selected": "cancel",
     "retry_selected": "retry",
     "run_again_selected": "rerun",
+    RETRY_FROM_STEP: "retry",
     "delete_finished": "delete",
 }
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(OperatorAdminMixin, admin.ModelAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
                     "run_at", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, "created_at")
     search_fields = ("id", "task_name", "dedupe_key")  # see get_search_results
     search_help_text = "Exact execution id, task name or dedupe key."
     ordering = ("-created_at",)
-    actions = ["cancel_selected", "retry_selected", "run_again_selected", "delete_finished"]
+    actions = ["cancel_selected", "retry_selected", RETRY_FROM_STEP, "run_again_selected",
+               "delete_finished"]
     inlines = [StepInline, ExecutionLogInline]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
@@ -387,6 +390,8 @@ class ExecutionAdmin(admin.ModelAdmin):
             "media": self.media,
         }
         context["skipped_count"] = context["selected_count"] - context["legal_count"]
+        if action == "cancel_selected":
+            context["descendant_count"] = self.descendant_count(will)
         return TemplateResponse(
             request, "admin/conductor_django/execution/action_confirmation.html", context
         )

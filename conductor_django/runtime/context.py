@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("conductor_django.task")
 
+#: The step name prefix under which ``ctx.patched`` memoizes its answers.
+PATCH_STEP = "conductor.patched:"
+
 
 class Signal:
     """Tells a running handler that it should stop.
@@ -142,6 +145,7 @@ class Context(BaseContext):
         self._runtime = runtime
         self._timer: threading.Timer | None = None
         self._steps: dict[str, Any] | None = None if steps_may_exist else {}
+        self._seen: set[str] = set()  # the step names this attempt reached (patched)
         self.logger = TaskLoggerAdapter(
             logger,
             {
@@ -203,6 +207,7 @@ class Context(BaseContext):
             raise ValueError(f"step name must be a non-empty str, got {name!r}")
         self.checkpoint()
         steps = self._load_steps()
+        self._seen.add(name)
         if name in steps:
             return steps[name]
         started = timezone.now()
@@ -246,6 +251,31 @@ class Context(BaseContext):
                 lambda: Step.objects.load(self.execution_id, db), db, "loading steps"
             )
         return self._steps
+
+    # --- versions: deploying changes to long-running executions -------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this execution takes the new code path of ``change_id``.
+
+        ``True`` when it reaches this call for the first time; ``False`` when it had
+        already passed this point under code without it (it has recorded steps that this
+        attempt has not reached yet). The answer is memoized as the step
+        ``conductor.patched:<change_id>``, so it stays the same on every replay.
+        """
+        if not isinstance(change_id, str) or not change_id:
+            raise ValueError(f"change_id must be a non-empty str, got {change_id!r}")
+        name = PATCH_STEP + change_id
+        self.checkpoint()
+        steps = self._load_steps()
+        self._seen.add(name)
+        if name not in steps:
+            answer = not (steps.keys() - self._seen)
+            db = self._runtime.using
+            started = timezone.now()
+            steps[name] = retry_write(
+                lambda: self._save_step(name, answer, started, json.dumps(answer)), db,
+                f"saving {name!r} of {self.execution_id}")
+        return bool(steps[name])
 
     # --- durable suspension (see durable.py) -----------------------------------------
 

@@ -43,6 +43,7 @@ def _check_name(name: Any, what: str) -> str:
 def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:
     """The memoized value of ``name``, checking it was stored by the same kind of call."""
     steps = ctx._load_steps()
+    ctx._seen.add(name)
     if name not in steps:
         return None
     value = steps[name]

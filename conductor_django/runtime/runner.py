@@ -123,11 +123,12 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
         return Outcome.CANCELLED
     except AttemptTimedOut:
-        return fail(claimed, runtime, task, timed_out(task.timeout))
+        return fail(claimed, runtime, task, timed_out(task.timeout), ended="timed_out")
     except Released as exc:
         run_at = exc.run_at or timezone.now()
+        shutdown = exc.why == "shutdown"
         final_write(lambda: Execution.objects.release(
-            eid, wid, lease, run_at, db, may_have_parent=has_parent), db, eid)
+            eid, wid, lease, run_at, db, may_have_parent=has_parent, shutdown=shutdown), db, eid)
         return Outcome.RELEASED
     except Suspended as exc:
         until, child_id = exc.run_at, exc.child_id
@@ -148,12 +149,16 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         return fail(claimed, runtime, task, error_message(exc))
     # Presumed dead while the handler returned: the result is still written if this
     # worker holds the execution under its lease (the write is fenced), else it is lost.
-    if claimed.parent_id is not None or claimed.schedule_name is not None:
+    # The first attempt completing in one go is the hot path: its attempt row is derived
+    # from the execution (state.attempts); any other completion is recorded with it.
+    record = not (claimed.fresh and claimed.attempts == 1)
+    if record or claimed.parent_id is not None or claimed.schedule_name is not None:
         # A child wakes its parent in the same transaction; a scheduled run is written
         # at once so that its next run can be queued right after it.
         written = final_write(
             lambda: Execution.objects.complete(eid, wid, lease, result, db,
-                                               may_have_parent=has_parent), db, eid)
+                                               may_have_parent=has_parent, record=record),
+            db, eid)
     else:  # batched by the threaded worker (completer.py)
         written = runtime.write_result(eid, lease, result)
     if not written:

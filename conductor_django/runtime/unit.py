@@ -75,7 +75,7 @@ def final_write(fn: Callable[[], int], using: str, eid: str) -> int:
 
 
 def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
-         retry: bool = True) -> str:
+         retry: bool = True, ended: str | None = None) -> str:
     """Record a failed attempt: ``retrying`` at the task's backoff, or ``failed``."""
     retry_at = None
     if retry and item.attempts < item.max_attempts:
@@ -85,7 +85,8 @@ def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
     db = runtime.using
     final_write(
         lambda: Execution.objects.fail(item.id, runtime.worker_id, item.lease, error,
-                                       retry_at, db, may_have_parent=item.parent_id is not None),
+                                       retry_at, db, may_have_parent=item.parent_id is not None,
+                                       ended=ended),
         db, item.id,
     )
     return Outcome.FAILED if retry_at is None else Outcome.RETRYING

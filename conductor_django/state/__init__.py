@@ -6,10 +6,11 @@ django-q2 dispatcher's transitions), ``StepQuerySet`` (``Step.objects``) and
 Nothing here names a model class: every method works on ``self.model``.
 """
 
+from .attempts import AttemptQuerySet
 from .claimed import Claimed
 from .execution import ExecutionQuerySet
 from .rows import StepQuerySet, WorkerQuerySet
 from .status import FINAL, RUNNABLE, UNFINISHED, Status
 
-__all__ = ["FINAL", "RUNNABLE", "UNFINISHED", "Claimed", "ExecutionQuerySet", "Status",
-           "StepQuerySet", "WorkerQuerySet"]
+__all__ = ["FINAL", "RUNNABLE", "UNFINISHED", "AttemptQuerySet", "Claimed",
+           "ExecutionQuerySet", "Status", "StepQuerySet", "WorkerQuerySet"]

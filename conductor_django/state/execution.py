@@ -45,6 +45,7 @@ from ..exceptions import DEFAULT_REASON
 from ..store import claim as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
+from . import attempts
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
@@ -169,10 +170,18 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
 
     def complete(
         self, eid: str, worker_id: uuid.UUID, lease: int, result: Any, using: str, *,
-        may_have_parent: bool = True,
+        may_have_parent: bool = True, record: bool = False,
     ) -> int:
-        """The handler returned: ``completed`` (``cancelled`` if a cancel was accepted)."""
+        """The handler returned: ``completed`` (``cancelled`` if a cancel was accepted).
+
+        ``record``: write the attempt's row too (``state.attempts``: not on the hot path).
+        """
         rows = self.held(eid, worker_id, lease, using)
+        if record:
+            with write_transaction(using):
+                attempts.record(rows, "completed", "", using)
+                with self._waking_parents(rows, using, may_have_parent):
+                    return self.complete_many([(eid, lease, result)], worker_id, using)
         with self._waking_parents(rows, using, may_have_parent):
             return self.complete_many([(eid, lease, result)], worker_id, using)
 
@@ -186,13 +195,18 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
     def fail(
         self, eid: str, worker_id: uuid.UUID, lease: int, error: str,
         retry_at: datetime | None, using: str, *, may_have_parent: bool = True,
+        ended: str | None = None,
     ) -> int:
-        """The attempt failed: back to ``pending`` at ``retry_at``, or ``failed`` for good."""
+        """The attempt failed: back to ``pending`` at ``retry_at``, or ``failed`` for good.
+
+        ``ended``: how, for the attempt history (default ``failed`` / ``retrying``)."""
         now = timezone.now()
         final = retry_at is None
         rows = self.held(eid, worker_id, lease, using)
-        with self._waking_parents(rows if final else rows.filter(cancelled=True), using,
-                                  may_have_parent):
+        waking = rows if final else rows.filter(cancelled=True)
+        with write_transaction(using), self._waking_parents(waking, using, may_have_parent):
+            attempts.record(rows, ended or ("failed" if final else "retrying"), error, using,
+                            now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(S.FAILED if final else S.PENDING)),
                 last_error=_keep_reason(error),
@@ -209,7 +223,8 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
     ) -> int:
         """``Cancelled`` reached the runner: the execution ends ``cancelled``, never retried."""
         rows = self.held(eid, worker_id, lease, using)
-        with self._waking_parents(rows, using, may_have_parent):
+        with write_transaction(using), self._waking_parents(rows, using, may_have_parent):
+            attempts.record(rows, "cancelled", reason, using)
             return rows.update(
                 status=S.CANCELLED,
                 last_error=_keep_reason(reason),
@@ -222,13 +237,14 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
     def release(
         self, eid: str, worker_id: uuid.UUID, lease: int, run_at: datetime | None,
         using: str, status: str = S.PENDING, *, waiting_for: str | None = None,
-        may_have_parent: bool = True,
+        may_have_parent: bool = True, shutdown: bool = False,
     ) -> int:
         """Give the execution back without ending its attempt (shutdown, window, sleep).
 
         ``waiting_for``: the child this execution suspends for. If that child finished
         (or woke this execution) while it was still running, it becomes runnable at once
         instead of at ``run_at``, so a wake-up just before the suspend is not lost.
+        ``shutdown``: the worker stops mid-attempt; the attempt history records it.
         """
         now = timezone.now()
         rows = self.held(eid, worker_id, lease, using)
@@ -240,7 +256,10 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
                 default=Value(run_at),
                 output_field=DateTimeField(),
             )
-        with self._waking_parents(rows.filter(cancelled=True), using, may_have_parent):
+        with write_transaction(using), self._waking_parents(rows.filter(cancelled=True), using,
+                                                            may_have_parent):
+            if shutdown:
+                attempts.record(rows, "released", "", using, now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(status)),
                 finished_at=_finished(Q(cancelled=True), now),
@@ -255,6 +274,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
         now = timezone.now()
         rows = self.using(using).filter(locked_by=worker_id, status=S.RUNNING)
         with self._waking_parents(rows.filter(cancelled=True), using):
+            attempts.record(rows, "released", "", using, now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(S.PENDING)),
                 finished_at=_finished(Q(cancelled=True), now),
@@ -352,6 +372,8 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
         )
         out_of_attempts = Q(attempts__gte=F("max_attempts"))
         with self._waking_parents(orphans.filter(Q(cancelled=True) | out_of_attempts), using):
+            attempts.record(orphans, "recovered",
+                            f"Worker lost (no heartbeat for {dead_after:g} s)", using, now=now)
             return orphans.update(
                 status=Case(
                     _CANCELLED, When(out_of_attempts, then=Value(S.FAILED)),

@@ -6,11 +6,13 @@ operator) changing the row at the same moment, and returns what it did instead o
 raising when the action is not legal now.
 
 **Cancel** (``cancel``): a pending or suspended execution is marked ``failed`` at once
-with the reason as ``last_error`` (``cancelled`` stays False) and never runs; its
-waiting children are cancelled too. A running execution gets ``cancelled=True`` and the
-reason in ``last_error`` in the same statement, and on PostgreSQL a ``NOTIFY
-conductor_cancel`` carrying the id and the reason (``store.vendor``), so that its
-worker hears of it at once (the rest of the path: ``runtime.cancellation``).
+with the reason as ``last_error`` (``cancelled`` stays False) and never runs. A running
+execution gets ``cancelled=True`` and the reason in ``last_error`` in the same
+statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and the
+reason (``store.vendor``), so that its worker hears of it at once (the rest of the
+path: ``runtime.cancellation``). Then every unfinished descendant (children, their
+children, ...) is cancelled the same way with the same reason, parents before
+children (``descendants``); the return value is about the execution itself.
 
 **Retry** (``retry``): a ``failed`` or ``cancelled`` execution becomes ``pending``
 again, runnable at once, *the same row*: its finished steps are kept, so it resumes
@@ -20,7 +22,17 @@ becomes ``attempts`` + the task's ``max_attempts`` (the row's old budget when th
 task is not registered in this process). ``cancelled`` is reset, ``finished_at``
 cleared, ``last_error`` keeps the previous error until the next attempt ends.
 Not legal (returns ``False``) for unfinished or completed executions, nor when an
-unfinished execution of the same task holds the same ``dedupe_key``.
+unfinished execution of the same task holds the same ``dedupe_key``. With
+``from_step``, the steps recorded from that step on (in the order they were recorded)
+are deleted in the same transaction, so the execution runs again from there; an
+unknown step name raises ``ValueError`` before anything is written. Each retry that
+took effect adds a ``retried`` row (by whom, from which step) to the attempt history.
+
+**Fork** (``fork``): a new ``pending`` execution of the same task with the same
+payload, queue, priority and event name (no dedupe key, no parent), ``forked_from`` the
+original, with copies of the steps recorded before ``from_step``; the original is not
+touched, whatever its state. A fork with copied steps keeps the original's
+``started_at`` (its steps started then), so its first claim loads them.
 
 **Run again** (``run_again``): a new ``pending`` execution of the same task with the
 same payload, queue, priority, event name and ``dedupe_key``, no steps, no parent and
@@ -43,6 +55,7 @@ from ..definitions.values import as_uuid
 from ..exceptions import DEFAULT_REASON
 from ..store.transactions import retry_locked, write_transaction
 from ..store.vendor import dialect
+from . import attempts
 from .status import FINAL, RUNNABLE, UNFINISHED, Status
 
 S = Status
@@ -75,6 +88,29 @@ class OperatorTransitions:
             return False
         reason = reason or DEFAULT_REASON
         db = self._write_db(using)
+        done = self._cancel_one(eid, reason, db)
+        for descendant in self.descendants(eid, using=db):
+            self._cancel_one(descendant, reason, db)
+        return done
+
+    def descendants(self, execution_id: Any, *, using: str | None = None) -> list[uuid.UUID]:
+        """The ids of the unfinished descendants of an execution, parents first (a
+        finished child's unfinished children count too)."""
+        eid = as_uuid(execution_id)
+        if eid is None:
+            return []
+        rows = self.model._default_manager.using(self._write_db(using))
+        found: list[uuid.UUID] = []
+        seen = {eid}
+        level = [eid]
+        while level:
+            children = list(rows.filter(parent_id__in=level).values_list("pk", "status"))
+            level = [pk for pk, _ in children if pk not in seen]
+            seen.update(level)
+            found += [pk for pk, status in children if status in UNFINISHED]
+        return found
+
+    def _cancel_one(self, eid: uuid.UUID, reason: str, db: str) -> bool:
         rows = self.model._default_manager.using(db).filter(pk=eid)
         # A status may change between the two updates (pending -> running -> pending on
         # a retry); a few rounds settle it, each update being atomic on its own.
@@ -104,7 +140,6 @@ class OperatorTransitions:
                 resume=False,
             )
             if stopped:
-                self._cancel_children(eid, reason, db)
                 return True
             if woken:
                 transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
@@ -117,18 +152,30 @@ class OperatorTransitions:
             connection, self.model._meta.db_table, eid, reason, CANCEL_CHANNEL,
             NOTIFY_REASON_BYTES)
 
-    def _cancel_children(self, parent_id: uuid.UUID, reason: str, db: str) -> None:
-        children = self.model._default_manager.using(db).filter(
-            parent_id=parent_id, status__in=UNFINISHED)
-        for child_id in children.values_list("pk", flat=True):
-            self.cancel(child_id, reason, using=db)
+    def _steps(self, db: str) -> Any:
+        model = self.model._meta.apps.get_model(self.model._meta.app_label, "Step")
+        return model._default_manager.using(db)
 
-    def retry(self, execution_id: Any, *, using: str | None = None) -> bool:
-        """Put a failed or cancelled execution back to ``pending``; ``True`` if it did."""
+    def _step_from(self, eid: uuid.UUID, from_step: str, db: str) -> int:
+        """The id of the step ``from_step`` of ``eid``; ``ValueError`` naming it if none."""
+        step_id = (self._steps(db).filter(execution_id=eid, name=from_step)
+                   .values_list("pk", flat=True).first())
+        if step_id is None:
+            raise ValueError(f"Execution {eid} has no recorded step named {from_step!r}")
+        return int(step_id)
+
+    def retry(self, execution_id: Any, *, from_step: str | None = None, by: str = "",
+              using: str | None = None) -> bool:
+        """Put a failed or cancelled execution back to ``pending``; ``True`` if it did.
+
+        ``from_step``: discard the steps recorded from that one on (``ValueError`` if the
+        execution has no such step); ``by``: who retried it, for the attempt history.
+        """
         eid = as_uuid(execution_id)
         if eid is None:
             return False
         db = self._write_db(using)
+        first_discarded = None if from_step is None else self._step_from(eid, from_step, db)
         rows = self.model._default_manager.using(db).filter(pk=eid, status__in=RETRYABLE)
         found = rows.values_list("task_name", "max_attempts").first()
         if found is None:
@@ -147,9 +194,46 @@ class OperatorTransitions:
                     locked_at=None,
                     max_attempts=F("attempts") + budget,
                 )
+                if updated:
+                    if first_discarded is not None:
+                        self._steps(db).filter(execution_id=eid, pk__gte=first_discarded).delete()
+                    again = self.model._default_manager.using(db).filter(pk=eid)
+                    attempts.record(again, "retried", "", db, retried_by=by,
+                                    from_step=from_step or "")
         except IntegrityError:
             return False  # an unfinished twin holds the dedupe key
         return bool(updated)
+
+    def fork(self, execution_id: Any, from_step: str, *, by: str = "",
+             using: str | None = None) -> str:
+        """A new execution of the same task and payload with copies of the steps recorded
+        before ``from_step``; its id. ``ValueError`` if there is no such execution or step."""
+        eid = as_uuid(execution_id)
+        db = self._write_db(using)
+        old = None if eid is None else self.model._default_manager.using(db).filter(
+            pk=eid).first()
+        if old is None:
+            raise ValueError(f"No execution {execution_id!r}")
+        first_left = self._step_from(old.pk, from_step, db)
+        new = self.model(
+            task_name=old.task_name, queue=old.queue, payload=old.payload,
+            priority=old.priority, event_name=old.event_name, forked_from_id=old.pk,
+            max_attempts=_budget(old.task_name, old.max_attempts),
+        )
+        steps = self._steps(db)
+        kept = list(steps.filter(execution_id=old.pk, pk__lt=first_left).order_by("pk"))
+        if kept:
+            # Its copied steps started with the original; a claim seeing ``started_at``
+            # set loads the steps (a fresh first attempt is assumed to have none).
+            new.started_at = old.started_at or kept[0].started_at or kept[0].created_at
+        with write_transaction(db):
+            new.save(using=db, force_insert=True)
+            steps.bulk_create([
+                steps.model(execution_id=new.pk, name=s.name, result=s.result,
+                            started_at=s.started_at, created_at=s.created_at)
+                for s in kept
+            ])
+        return str(new.pk)
 
     def run_again(self, execution_id: Any, *, using: str | None = None) -> str | None:
         """Start a new execution with the payload of a finished one; its id, or ``None``."""
