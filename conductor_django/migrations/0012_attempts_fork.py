@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("conductor_django", "0009_execution_lease"),
+        ("conductor_django", "0010_mysql"),
     ]
 
     operations = [
