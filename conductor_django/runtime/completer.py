@@ -19,6 +19,7 @@ from django.db import DatabaseError, InterfaceError, connections
 
 from ..models import Execution
 from .retry import Backoff
+from .sessions import enroll
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -26,10 +27,11 @@ MAX_BATCH = 500
 
 
 class Completer(threading.Thread):
-    def __init__(self, worker_id: uuid.UUID, using: str) -> None:
+    def __init__(self, worker_id: uuid.UUID, using: str, dead_after: float) -> None:
         super().__init__(name="conductor-completer", daemon=True)
         self.worker_id = worker_id
         self.using = using
+        self.dead_after = dead_after
         self._items: list[tuple[str, int, Any]] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -55,6 +57,7 @@ class Completer(threading.Thread):
         return self._idle.wait(timeout)
 
     def run(self) -> None:
+        enroll(self.using, self.dead_after)
         backoff = Backoff(0.05, 2.0)
         try:
             while True:

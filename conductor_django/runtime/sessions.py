@@ -31,11 +31,11 @@ def enroll(using: str, idle_seconds: float) -> None:
     _local.guard = (using, idle_seconds)
     connection = connections[using]
     if connection.connection is not None:
-        dialect(connection).limit_idle_transactions(connection, idle_seconds)
+        dialect(connection).guard_worker_session(connection, idle_seconds)
 
 
 @receiver(connection_created, dispatch_uid="conductor_django.runtime.sessions")
 def _guard_new_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
     guard = getattr(_local, "guard", None)
     if guard is not None and guard[0] == connection.alias:
-        dialect(connection).limit_idle_transactions(connection, guard[1])
+        dialect(connection).guard_worker_session(connection, guard[1])

@@ -178,7 +178,7 @@ class Worker:
         self._heartbeat.start()
         self._sync_schedules()
         if self.dispatcher is None:
-            self._completer = Completer(self.id, self.using)
+            self._completer = Completer(self.id, self.using, self.dead_after)
             self._completer.start()
             self.runtime.complete = self._completer.submit
         for n in range(self.concurrency if self.dispatcher is None else 0):

@@ -79,9 +79,21 @@ class Dialect:
         return ("id NOT IN (SELECT value FROM json_each(%s))",
                 [json.dumps([self.uuid_param(connection, i) for i in ids])])
 
-    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
-        """End a transaction this session leaves idle for longer than ``seconds`` (where the
-        database can): a frozen worker must not hold row locks that recovery waits for."""
+    def guard_worker_session(self, connection: Any, seconds: float) -> None:
+        """Set up a worker's session (``seconds``: ``WORKER_DEAD_AFTER``).
+
+        PostgreSQL and MariaDB end a transaction the session leaves idle for longer than
+        that: a frozen worker must not hold row locks that recovery waits for. SQLite
+        has one writer at a time, and a worker's writes must not give up while others
+        write (the default five seconds can pass under load): its sessions wait for the
+        write lock for at least that long.
+        """
+        milliseconds = int(seconds * 1000)
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            current = cursor.fetchone()[0]
+            if current < milliseconds:
+                cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
 
     def dt_param(self, connection: Any, value: datetime) -> Any:
         return connection.ops.adapt_datetimefield_value(value)
@@ -149,7 +161,7 @@ class PostgreSQL(Dialect):
     def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, list[Any]]:
         return "NOT (id = ANY(%s::uuid[]))", [[uuid.UUID(str(i)) for i in ids]]
 
-    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
+    def guard_worker_session(self, connection: Any, seconds: float) -> None:
         milliseconds = max(1, int(seconds * 1000))
         with connection.cursor() as cursor:
             cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
@@ -251,7 +263,7 @@ class MySQL(Dialect):
         return (f"UPDATE {table} JOIN ({rows_sql}) AS v ON {where} SET {set_sql}",
                 [*values, *where_params, *set_params])
 
-    def limit_idle_transactions(self, connection: Any, seconds: float) -> None:
+    def guard_worker_session(self, connection: Any, seconds: float) -> None:
         # MariaDB ends (disconnects) a session idle inside a transaction for longer than
         # idle_transaction_timeout; MySQL 8 has no such setting (docs/mysql.md).
         if connection.mysql_is_mariadb:
