@@ -1,5 +1,5 @@
 """The tables: executions, their memoized steps, cron schedules, live workers, flow-control
-slots and execution logs.
+slots, execution logs and signals.
 
 Every state change of an execution is a method of its manager (``Execution.objects``,
 the state machine in ``conductor_django.state``), shared by the worker, the module API
@@ -22,6 +22,7 @@ from .state import (
     RUNNABLE,
     UNFINISHED,
     ExecutionQuerySet,
+    SignalQuerySet,
     Status,
     StepQuerySet,
     WorkerQuerySet,
@@ -78,6 +79,15 @@ class Execution(models.Model):
         default=False,
         help_text="The next claim resumes the current attempt (after a sleep, a child or a "
         "release) instead of starting a new one.",
+    )
+    # --- signals and progress (see state/signals.py) ---
+    progress = models.JSONField(
+        null=True, blank=True,
+        help_text='The handler\'s last ctx.progress: {"done", "total", "message"}.',
+    )
+    waiting_for = models.JSONField(
+        null=True, blank=True,
+        help_text='The signal ctx.wait_for_signal waits for: {"signal", "until", "choices"}.',
     )
 
     objects = ExecutionQuerySet.as_manager()
@@ -149,6 +159,7 @@ class Execution(models.Model):
             ("cancel_execution", "Can cancel executions"),
             ("retry_execution", "Can retry executions"),
             ("rerun_execution", "Can run executions again"),
+            ("signal_execution", "Can send signals to executions"),
         ]
 
     def __str__(self) -> str:
@@ -325,3 +336,29 @@ class ExecutionLog(models.Model):
     @property
     def levelname(self) -> str:
         return logging.getLevelName(self.level)
+
+
+# --- signals (ctx.wait_for_signal, conductor.send_signal; see state/signals.py) -----------
+
+
+class Signal(models.Model):
+    """A signal sent to an execution; ``consumed_at`` is set when a wait returned it."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="signals",
+                                  db_index=False)
+    name = models.CharField(max_length=200)
+    payload = models.JSONField(null=True, blank=True)
+    sent_by = models.CharField(max_length=150, blank=True, default="",
+                               help_text="Who sent it (the admin user's username).")
+    sent_at = models.DateTimeField(default=timezone.now)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SignalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        indexes = [models.Index(fields=["execution", "name", "sent_at"],
+                                name="cdj_signal_exec_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.execution_id}"
