@@ -105,7 +105,7 @@ TEMPLATES = [
 CONDUCTOR = {
     "POLL_INTERVAL": 0.1,
     "CANCEL_POLL_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CANCEL_POLL", "0.2")),
-    "HEARTBEAT_INTERVAL": 0.5,
+    "HEARTBEAT_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_HEARTBEAT", "0.5")),
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
     "RETRY_BACKOFF": [0],
     "TASK_MODULES": ["tests.testapp.flow_tasks", "tests.testapp.event_tasks",
