@@ -437,3 +437,50 @@ def test_nothing_of_a_signal_or_progress_is_rendered_unescaped():
     for url in (page(eid), reverse("admin:conductor_django_execution_changelist")):
         assert xss not in client.get(url).content.decode()
     assert json.dumps(xss)  # the payload itself is stored as sent
+
+
+# --- the example project's approve-refund --------------------------------------------------
+
+
+@pytest.fixture
+def shop_tasks():
+    import importlib
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "example_project"))
+    try:
+        return importlib.import_module("shop.tasks")
+    finally:
+        sys.path.remove(str(ROOT / "example_project"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("decision, refunded", [("approve", True), ("reject", False)])
+def test_example_approve_refund(shop_tasks, decision, refunded):
+    eid = conductor.invoke("approve-refund", {"order": "A-7", "amount": "30.00"})
+    drain()
+    ex = row(eid)
+    assert ex.status == S.SUSPENDED
+    assert ex.waiting_for["choices"] == ["approve", "reject"]
+    until = datetime.fromisoformat(ex.waiting_for["until"])
+    assert timedelta(days=3) - timedelta(minutes=1) < until - timezone.now() <= timedelta(days=3)
+    assert ex.progress["done"] == 1 and ex.progress["message"].startswith("waiting for")
+    assert conductor.send_signal(eid, "approval", decision, sent_by="manager")
+    drain()
+    ex.refresh_from_db()
+    assert ex.status == S.COMPLETED and ex.result["refunded"] is refunded
+    assert ex.progress["done"] == 4
+    assert ("refund" in {s.name for s in ex.steps.all()}) is refunded
+
+
+@pytest.mark.django_db
+def test_example_approve_refund_expires_into_a_rejection(shop_tasks):
+    eid = conductor.invoke("approve-refund", {"order": "A-8", "amount": "5.00"})
+    drain()
+    past = (timezone.now() - timedelta(seconds=1)).isoformat()
+    Execution.objects.filter(pk=eid).update(run_at=timezone.now(),
+                                            waiting_for={**row(eid).waiting_for, "until": past})
+    drain()
+    assert row(eid).result == {"order": "A-8", "refunded": False, "decision": "expired"}
