@@ -16,6 +16,7 @@ from .exceptions import (
     ExecutionCancelled,
     ExecutionFailed,
     NonRetryableError,
+    SignalTimeout,
     TaskNotFound,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "ExecutionFailed",
     "NonRetryableError",
     "Retention",
+    "SignalTimeout",
     "Task",
     "TaskNotFound",
     "cancel",
@@ -44,6 +46,7 @@ __all__ = [
     "invoke_many",
     "retry",
     "schedule",
+    "send_signal",
     "task",
     "unschedule",
     "wait",
@@ -110,6 +113,15 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
     from .api import wait as _wait
 
     return _wait(execution_id, timeout)
+
+
+def send_signal(execution_id: Any, name: str, payload: Any = None, *,
+                sent_by: str | None = None) -> bool:
+    """Send a signal to an execution waiting in ``ctx.wait_for_signal``; ``True`` if stored,
+    ``False`` if the execution is finished or unknown."""
+    from .api import send_signal as _send_signal
+
+    return _send_signal(execution_id, name, payload, sent_by=sent_by)
 
 
 # --- scheduling (conductor_django.scheduler) ---------------------------------------------

@@ -1,5 +1,5 @@
-"""The module-level API: ``invoke``, ``invoke_many``, ``get``, ``wait`` (``cancel`` lives in
-``cancellation``).
+"""The module-level API: ``invoke``, ``invoke_many``, ``get``, ``wait``, ``send_signal``
+(``cancel`` lives in ``cancellation``).
 
 Everything a call writes is validated first: bad input raises before any row is
 written, so the caller's transaction stays usable.
@@ -21,7 +21,7 @@ from django.utils import timezone
 from .definitions.registry import Task, get_task
 from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
 from .exceptions import ExecutionCancelled, ExecutionFailed
-from .models import Execution, FlowSlot
+from .models import Execution, FlowSlot, Signal
 from .store import inserts
 from .store.transactions import retry_locked, write_transaction
 
@@ -262,6 +262,14 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
         remaining = None if deadline is None else deadline - time.monotonic()
         time.sleep(pause if remaining is None else max(0.0, min(pause, remaining)))
         pause = min(pause * 1.5, 0.25)
+
+
+def send_signal(execution_id: Any, name: str, payload: Any = None, *,
+                sent_by: str | None = None) -> bool:
+    """Send the signal ``name`` to an execution (``ctx.wait_for_signal``); see
+    ``SignalQuerySet.send``. ``True`` when stored, ``False`` when the execution is
+    finished or unknown; bad input raises before anything is written."""
+    return Signal.objects.send(execution_id, name, payload, sent_by=sent_by)
 
 
 # --- throttle and debounce (task flow control: FlowSlot rows) --------------------

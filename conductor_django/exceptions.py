@@ -47,6 +47,19 @@ class ChildExecutionFailed(NonRetryableError):
     """
 
 
+class SignalTimeout(NonRetryableError, TimeoutError):
+    """``ctx.wait_for_signal``: no signal of that name arrived before the timeout.
+
+    Memoized like the payload of a signal: a retried or resumed execution gets it again,
+    so it is not retried (uncaught, the execution fails at once).
+    """
+
+    def __init__(self, message: str, name: str = "", deadline: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.deadline = deadline
+
+
 class Cancelled(BaseException):  # noqa: N818 - the public name is part of the contract
     """Cancellation was requested; raised at the next step boundary.
 
@@ -85,15 +98,18 @@ class Released(_BoundarySignal):
 
 
 class Suspended(_BoundarySignal):
-    """The execution suspends (durable sleep or waiting for a child).
+    """The execution suspends (durable sleep, waiting for a child or for a signal).
 
-    ``run_at``: when to resume (None: only when woken); ``child_id``: the child waited on.
+    ``run_at``: when to resume (None: only when woken); ``child_id``: the child waited on;
+    ``signal``: the name of the signal waited for.
     """
 
-    def __init__(self, run_at=None, child_id: str | None = None) -> None:
+    def __init__(self, run_at=None, child_id: str | None = None,
+                 signal: str | None = None) -> None:
         super().__init__("suspended")
         self.run_at = run_at
         self.child_id = child_id
+        self.signal = signal
 
 
 def error_text(exc: BaseException) -> str:

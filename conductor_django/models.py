@@ -1,5 +1,5 @@
 """The tables: executions, their memoized steps, cron schedules, live workers, flow-control
-slots and execution logs.
+slots, execution logs and signals.
 
 Every state change of an execution is a method of its manager (``Execution.objects``,
 the state machine in ``conductor_django.state``), shared by the worker, the module API
@@ -23,6 +23,7 @@ from .state import (
     UNFINISHED,
     AttemptQuerySet,
     ExecutionQuerySet,
+    SignalQuerySet,
     Status,
     StepQuerySet,
     WorkerQuerySet,
@@ -84,6 +85,15 @@ class Execution(models.Model):
     forked_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
         help_text="The execution this one was forked from (conductor.fork).",
+    )
+    # --- signals and progress (see state/signals.py) ---
+    progress = models.JSONField(
+        null=True, blank=True,
+        help_text='The handler\'s last ctx.progress: {"done", "total", "message"}.',
+    )
+    waiting_for = models.JSONField(
+        null=True, blank=True,
+        help_text='The signal ctx.wait_for_signal waits for: {"signal", "until", "choices"}.',
     )
 
     objects = ExecutionQuerySet.as_manager()
@@ -155,6 +165,7 @@ class Execution(models.Model):
             ("cancel_execution", "Can cancel executions"),
             ("retry_execution", "Can retry executions"),
             ("rerun_execution", "Can run executions again"),
+            ("signal_execution", "Can send signals to executions"),
         ]
 
     def __str__(self) -> str:
@@ -400,3 +411,27 @@ class Attempt(models.Model):
         return "completed" if self.ended == self.Ended.COMPLETED else (
             "retried" if self.ended == self.Ended.RETRIED else
             "cancelled" if self.ended == self.Ended.CANCELLED else "failed")
+# --- signals (ctx.wait_for_signal, conductor.send_signal; see state/signals.py) -----------
+
+
+class Signal(models.Model):
+    """A signal sent to an execution; ``consumed_at`` is set when a wait returned it."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="signals",
+                                  db_index=False)
+    name = models.CharField(max_length=200)
+    payload = models.JSONField(null=True, blank=True)
+    sent_by = models.CharField(max_length=150, blank=True, default="",
+                               help_text="Who sent it (the admin user's username).")
+    sent_at = models.DateTimeField(default=timezone.now)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SignalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        indexes = [models.Index(fields=["execution", "name", "sent_at"],
+                                name="cdj_signal_exec_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.execution_id}"

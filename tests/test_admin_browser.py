@@ -292,3 +292,51 @@ def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
     keep_screenshots(tmp_path, ["admin-attempt-history.png", "admin-bulk-retry-from-step.png",
                                 "admin-cancel-descendants.png", "admin-fork-from-step.png",
                                 "admin-retry-from-step.png"])
+    shots = sorted(p.name for p in tmp_path.glob("admin-*.png"))
+    assert shots == ["admin-dashboard.png", "admin-execution.png", "admin-executions.png"]
+    target = os.environ.get("CONDUCTOR_SCREENSHOTS_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for name in shots:
+            shutil.copy(tmp_path / name, Path(target) / name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_approve_a_waiting_execution_from_its_page(live_server, start_worker, browser):
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create_user("approver", password=PASSWORD, is_staff=True)
+    for codename in ("view_execution", "signal_execution"):
+        user.user_permissions.add(Permission.objects.get(
+            codename=codename, content_type__app_label="conductor_django"))
+    eid = conductor.invoke("await-decision", {"key": "browser", "timeout": 3600,
+                                              "choices": ["approve", "reject"]})
+    start_worker("--concurrency", "1")
+    poll(lambda: conductor.get(eid).status == "suspended", timeout=30,
+         message="the execution to wait for its signal")
+
+    admin = live_server.url
+    browser.get(f"{admin}{reverse('admin:login')}?next=/admin/")
+    browser.find_element(By.ID, "id_username").send_keys("approver")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 20).until(lambda d: "Site administration" in d.title)
+
+    changelist = admin + reverse("admin:conductor_django_execution_changelist")
+    browser.get(changelist + "?waiting_for_signal=yes")
+    listed = wait_for(browser, By.XPATH, f"//code[@title='{eid}']/ancestor::tr")
+    assert "signal decision until" in listed.text
+    assert listed.find_element(By.CSS_SELECTOR, "progress.cdj-progress")
+    page = admin + reverse("admin:conductor_django_execution_change", args=[eid])
+    browser.get(page)
+    assert text(browser, "#cdj-waiting-name") == "decision"
+    assert browser.find_element(By.CSS_SELECTOR, "#cdj-progress progress")
+    browser.find_element(By.CSS_SELECTOR, "button[data-choice=approve]").click()
+    assert text(browser, ".messagelist li") == "Signal 'decision' sent: \"approve\""
+    poll(lambda: conductor.get(eid).status == "completed", timeout=30,
+         message="the approved execution to finish")
+    browser.get(page)
+    assert text(browser, "#cdj-current-status") == "Completed"
+    assert not browser.find_elements(By.ID, "cdj-signal-form")
+    assert "approver" in text(browser, "#signals-group")
+    assert conductor.get(eid).result == {"decision": "approve", "attempt": 1}

@@ -46,6 +46,7 @@ from .display import (
 from .logs import ExecutionLogInline
 from .operator import RETRY_FROM_STEP, OperatorAdminMixin
 from .pagination import EstimatedCountPaginator
+from .signals import ExecutionSignalsAdmin
 
 
 class IndexedValuesFilter(admin.SimpleListFilter):
@@ -123,7 +124,8 @@ OPERATIONS = {
 
 
 @admin.register(Execution)
-class ExecutionAdmin(OperatorAdminMixin, admin.ModelAdmin):
+# Operator actions: admin/operator.py; signals and progress: admin/signals.py.
+class ExecutionAdmin(OperatorAdminMixin, ExecutionSignalsAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
                     "run_at", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, "created_at")

@@ -76,3 +76,36 @@ def as_uuid(execution_id: Any) -> uuid.UUID | None:
         return uuid.UUID(str(execution_id))
     except (ValueError, TypeError, AttributeError):
         return None
+
+
+#: The longest signal name (``Signal.name``) and the longest entry of ``choices``.
+SIGNAL_NAME_LENGTH = 200
+CHOICE_LENGTH = 100
+MAX_CHOICES = 20
+
+
+def check_signal_name(name: Any) -> str:
+    """A signal's name: a non-empty str of at most ``SIGNAL_NAME_LENGTH`` characters."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"signal name must be a non-empty str, got {name!r}")
+    if len(name) > SIGNAL_NAME_LENGTH:
+        raise ValueError(f"signal name must be at most {SIGNAL_NAME_LENGTH} characters, "
+                         f"got {len(name)}")
+    return name
+
+
+def check_choices(choices: Any) -> list[str] | None:
+    """``None``, or a list of 1 to ``MAX_CHOICES`` distinct non-empty short strings."""
+    if choices is None:
+        return None
+    if not isinstance(choices, list | tuple) or not choices:
+        raise ValueError(f"choices must be a non-empty list of short strings, got {choices!r}")
+    if len(choices) > MAX_CHOICES:
+        raise ValueError(f"choices may have at most {MAX_CHOICES} entries, got {len(choices)}")
+    for choice in choices:
+        if not isinstance(choice, str) or not choice.strip() or len(choice) > CHOICE_LENGTH:
+            raise ValueError(f"every choice must be a non-empty str of at most {CHOICE_LENGTH} "
+                             f"characters, got {choice!r}")
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"choices must be distinct, got {list(choices)!r}")
+    return list(choices)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("conductor_django", "0010_mysql"),
+        ("conductor_django", "0011_signals_progress"),
     ]
 
     operations = [

@@ -21,6 +21,7 @@ from ..scheduler import schedule, unschedule
 from ..store.transactions import write_transaction
 from . import LOST, durable
 from .atomic import only_database
+from .progress import Progress
 from .retry import retry_write
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class Context(BaseContext):
         self._timer: threading.Timer | None = None
         self._steps: dict[str, Any] | None = None if steps_may_exist else {}
         self._seen: set[str] = set()  # the step names this attempt reached (patched)
+        self._progress = Progress(self._write_progress)
         self.logger = TaskLoggerAdapter(
             logger,
             {
@@ -210,6 +212,7 @@ class Context(BaseContext):
         self._seen.add(name)
         if name in steps:
             return steps[name]
+        self._progress.flush(due_only=True)
         started = timezone.now()
         if atomic:
             stored = self._atomic_step(name, fn, started)
@@ -296,6 +299,40 @@ class Context(BaseContext):
         ``TimeoutError`` when ``timeout`` passes first (the child keeps running).
         """
         return durable.invoke(self, step_name, task, payload, timeout)
+
+    def wait_for_signal(self, name: str, timeout: float | timedelta | None = None,
+                        choices: list[str] | None = None) -> Any:
+        """Wait, holding no worker, for the signal ``name`` (``conductor.send_signal``) and
+        return its payload; memoized like a step under ``name``.
+
+        ``timeout`` (seconds or timedelta, counted from the first wait) passing first
+        raises ``SignalTimeout``. ``choices``: the payloads accepted (the admin shows
+        one button each); a signal sent with another payload is refused.
+        """
+        return durable.wait_for_signal(self, name, timeout, choices)
+
+    # --- progress (see progress.py) ------------------------------------------------------
+
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Report progress (``Execution.progress``); throttled, the last value always kept."""
+        self._progress.report(done, total, message)
+
+    def flush_progress(self) -> None:
+        """The attempt ends: store the last progress report, if it is not yet (never raises)."""
+        try:
+            self._progress.flush()
+        except LeaseLost:
+            pass
+        except Exception:  # noqa: BLE001 - the attempt's outcome matters more
+            logger.warning("could not store the progress of %s", self.execution_id,
+                           exc_info=True)
+
+    def _write_progress(self, value: dict[str, Any]) -> None:
+        runtime = self._runtime
+        if not Execution.objects.record_progress(self.execution_id, runtime.worker_id,
+                                                 self.lease, value, runtime.using):
+            self.signal.abort(LOST, "the execution was recovered from this worker")
+            raise LeaseLost(self.execution_id)
 
     # --- scheduling (conductor_django.scheduler) -------------------------------------
 

@@ -1,6 +1,6 @@
-"""Durable suspension: ``ctx.sleep`` and ``ctx.invoke``.
+"""Durable suspension: ``ctx.sleep``, ``ctx.invoke`` and ``ctx.wait_for_signal``.
 
-Both are memoized like steps, under the name the handler gives them:
+All three are memoized like steps, under the name the handler gives them:
 
 * a sleep stores when it ends (``{"sleep_until": ISO}``); the execution is released
   ``suspended`` with ``run_at`` at that time and, resumed on any worker, replays its
@@ -9,7 +9,11 @@ Both are memoized like steps, under the name the handler gives them:
   ISO or None}``), written in one transaction with the child, so the child is created
   once however often the parent is resumed or retried. The parent is released
   ``suspended`` until the child finishes (``Execution.objects.wake_parents``) or the deadline
-  passes, then reads the child's outcome.
+  passes, then reads the child's outcome;
+* a wait for a signal records what it waits for and until when on the execution
+  (``waiting_for``), is released ``suspended`` until the deadline or a signal of that
+  name (``send_signal`` wakes it), then stores the signal's payload - or the timeout -
+  as its step (``state.signals`` walks through it).
 
 Being resumed is not a new attempt (the ``resume`` column). A wake-up is only a hint:
 a parent resumed early (an older child finished, a sleep not yet over) suspends again.
@@ -25,10 +29,11 @@ from django.utils import timezone
 
 from ..api import insert, prepare
 from ..definitions.registry import Task
-from ..definitions.values import to_seconds
-from ..exceptions import ChildExecutionFailed, Suspended
-from ..models import Execution
+from ..definitions.values import check_choices, check_signal_name, to_seconds
+from ..exceptions import ChildExecutionFailed, LeaseLost, SignalTimeout, Suspended
+from ..models import Execution, Signal
 from ..store.transactions import write_transaction
+from . import LOST
 
 if TYPE_CHECKING:
     from .context import Context
@@ -130,3 +135,35 @@ def _outcome(ctx: Context, stored: dict[str, Any], db: str) -> Any:
             f"deadline {until.isoformat()}"
         )
     raise Suspended(run_at=until, child_id=child_id)
+
+
+def wait_for_signal(ctx: Context, name: str, timeout: float | timedelta | None = None,
+                    choices: list[str] | None = None) -> Any:
+    """Suspend, freeing the worker, until a signal ``name`` arrives; return its payload.
+
+    Raises ``SignalTimeout`` when ``timeout`` (from the first time this wait ran) passes
+    first. Both outcomes are memoized in the step ``name``.
+    """
+    check_signal_name(name)
+    seconds = to_seconds(timeout, "timeout")
+    choices = check_choices(choices)
+    ctx.checkpoint()
+    stored = _stored(ctx, name, "signal")
+    if stored is None:
+        runtime = ctx._runtime
+        eid, wid, lease, db = ctx.execution_id, runtime.worker_id, ctx.lease, runtime.using
+        try:
+            spec = Execution.objects.await_signal(eid, wid, lease, name, seconds, choices, db)
+            stored = Signal.objects.consume(eid, wid, lease, spec, db)
+        except LeaseLost:
+            ctx.signal.abort(LOST, "the execution was recovered from this worker")
+            raise
+        if stored is None:
+            until = None if spec["until"] is None else datetime.fromisoformat(spec["until"])
+            ctx.logger.info("waiting for signal %r until %s", name, spec["until"] or "ever")
+            raise Suspended(run_at=until, signal=name)
+        ctx._load_steps()[name] = stored
+    if "timed_out" in stored:
+        raise SignalTimeout(f"No signal {name!r} arrived by {stored['timed_out']}", name,
+                            stored["timed_out"])
+    return stored["payload"]

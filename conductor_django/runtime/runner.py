@@ -108,7 +108,10 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         first = claimed.fresh and claimed.attempts == 1
         with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
             custom_context.apply(ctx)
-            result = task.func(event, ctx)
+            try:
+                result = task.func(event, ctx)
+            finally:
+                ctx.flush_progress()  # the last ctx.progress is kept, whatever the outcome
             check_json(result, f"result of task {task.name!r}")
     except LeaseLost:
         _give_up(claimed, runtime)
@@ -131,11 +134,12 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             eid, wid, lease, run_at, db, may_have_parent=has_parent, shutdown=shutdown), db, eid)
         return Outcome.RELEASED
     except Suspended as exc:
-        until, child_id = exc.run_at, exc.child_id
+        until, child_id, wakeable = exc.run_at, exc.child_id, exc.signal is not None
         final_write(
             lambda: Execution.objects.release(eid, wid, lease, until, db,
                                               status=Execution.Status.SUSPENDED,
-                                              waiting_for=child_id, may_have_parent=has_parent),
+                                              waiting_for=child_id, wakeable=wakeable,
+                                              may_have_parent=has_parent),
             db, eid,
         )
         return Outcome.SUSPENDED

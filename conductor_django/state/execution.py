@@ -49,6 +49,7 @@ from . import attempts
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
+from .signals import SignalTransitions
 from .status import FINAL, RUNNABLE, UNFINISHED, Status
 
 S = Status
@@ -80,7 +81,8 @@ def _finished(when: Q, now: datetime, otherwise: datetime | None = None) -> Case
 WOKEN_WHILE_RUNNING = timedelta(microseconds=1)
 
 
-class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySet):
+class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransitions,
+                        models.QuerySet):
     def unfinished(self) -> ExecutionQuerySet:
         return self.filter(status__in=UNFINISHED)
 
@@ -237,7 +239,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
     def release(
         self, eid: str, worker_id: uuid.UUID, lease: int, run_at: datetime | None,
         using: str, status: str = S.PENDING, *, waiting_for: str | None = None,
-        may_have_parent: bool = True, shutdown: bool = False,
+        wakeable: bool = False, may_have_parent: bool = True, shutdown: bool = False,
     ) -> int:
         """Give the execution back without ending its attempt (shutdown, window, sleep).
 
@@ -245,14 +247,17 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, models.QuerySe
         (or woke this execution) while it was still running, it becomes runnable at once
         instead of at ``run_at``, so a wake-up just before the suspend is not lost.
         ``shutdown``: the worker stops mid-attempt; the attempt history records it.
+        ``wakeable``: the same for a wake-up alone (a signal sent while it ran).
         """
         now = timezone.now()
         rows = self.held(eid, worker_id, lease, using)
         when: Any = run_at
-        if waiting_for is not None:
-            finished_child = self.using(using).filter(pk=waiting_for, status__in=FINAL)
+        if waiting_for is not None or wakeable:
+            woken = Q(run_at__gt=F("locked_at"))
+            if waiting_for is not None:
+                woken |= Q(Exists(self.using(using).filter(pk=waiting_for, status__in=FINAL)))
             when = Case(
-                When(Q(run_at__gt=F("locked_at")) | Exists(finished_child), then=Value(now)),
+                When(woken, then=Value(now)),
                 default=Value(run_at),
                 output_field=DateTimeField(),
             )

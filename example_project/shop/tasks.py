@@ -1,6 +1,8 @@
 """The example project's tasks (the README's quickstart runs these)."""
 
-from conductor_django import Batch, Cron, task
+from datetime import timedelta
+
+from conductor_django import Batch, Cron, SignalTimeout, task
 
 from . import mailer
 
@@ -144,3 +146,33 @@ def start_trial(event, ctx):
 def end_trial(event, ctx):
     """Removes it again; its queued reminder is cancelled."""
     return {"removed": ctx.unschedule("trial-reminder", f"trial-{event.payload['user']}")}
+
+
+# --- human in the loop: an approval in the admin (docs/signals.md) ------------------------
+
+
+@task(name="approve-refund", max_attempts=3)
+def approve_refund(event, ctx):
+    """A refund waits for a person: an admin user with the "Can send signals to
+    executions" permission clicks approve or reject on the execution page (or, from the
+    shell, ``conductor.send_signal(eid, "approval", "approve", sent_by="me")``). No
+    answer within 3 days rejects it. While it waits the execution is ``suspended`` and
+    holds no worker; a restart or a crash of the workers changes nothing.
+    """
+    order, amount = event.payload["order"], event.payload["amount"]
+    ctx.progress(1, 4, f"waiting for approval: refund {amount} of order {order}")
+    try:
+        decision = ctx.wait_for_signal("approval", timeout=timedelta(days=3),
+                                       choices=["approve", "reject"])
+    except SignalTimeout:
+        decision = "expired"
+    if decision != "approve":
+        ctx.step("tell-customer", lambda: ctx.logger.info("refund of %s: %s", order, decision))
+        ctx.progress(4, 4, f"not refunded ({decision})")
+        return {"order": order, "refunded": False, "decision": decision}
+    ctx.progress(2, 4, "refunding")
+    refund_id = ctx.step("refund", lambda: f"re_{order}")  # the payment provider, once
+    ctx.progress(3, 4, "telling the customer")
+    ctx.step("tell-customer", lambda: ctx.logger.info("refunded %s: %s", order, refund_id))
+    ctx.progress(4, 4, "refunded")
+    return {"order": order, "refunded": True, "refund": refund_id}

@@ -1,0 +1,199 @@
+"""Signals and progress in the admin (``ctx.wait_for_signal``, ``ctx.progress``).
+
+``ExecutionSignalsAdmin`` is the base of ``ExecutionAdmin``: it adds, through the
+``get_*`` hooks so that the execution page keeps its own declarations,
+
+* a progress bar column and a "waiting for" column to the list, and the list filter
+  "waiting for a signal";
+* on the execution page, the progress bar and, while the execution waits for a signal,
+  its name and deadline and a form to send it: one button per entry of ``choices``, or
+  a JSON payload field. The form is a POST with CSRF to ``<id>/signal/``, needs the
+  ``conductor_django.signal_execution`` permission (403 without it) and records the
+  admin user as ``sent_by``;
+* the signals received (``SignalInline``), with who sent them and when they were
+  consumed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from ..models import Execution, Signal
+from .display import pretty_json
+
+SIGNAL_PERMISSION = "conductor_django.signal_execution"
+
+
+def waiting(obj: Execution) -> dict[str, Any] | None:
+    """What an unfinished execution waits for: ``{"name", "until", "choices"}``, or None."""
+    spec = obj.waiting_for
+    if obj.is_finished or not isinstance(spec, dict) or not spec.get("signal"):
+        return None
+    until = spec.get("until")
+    return {"name": spec["signal"], "choices": spec.get("choices") or [],
+            "until": datetime.fromisoformat(until) if until else None}
+
+
+def progress_bar(progress: Any) -> str:
+    """``<progress>`` with "done/total message"; indeterminate without a total."""
+    if not isinstance(progress, dict) or not isinstance(progress.get("done"), int | float):
+        return "-"
+    done, total = progress["done"], progress.get("total")
+    message = progress.get("message") or ""
+    if isinstance(total, int | float) and total > 0:
+        label = f"{done:g}/{total:g}"
+        bar = format_html('<progress class="cdj-progress" value="{}" max="{}">{}</progress>',
+                          min(done, total), total, label)
+    else:
+        label = f"{done:g}"
+        bar = format_html('<progress class="cdj-progress">{}</progress>', label)
+    return format_html('<span class="cdj-progress-cell" title="{}">{} {} {}</span>', message,
+                       bar, label, message)
+
+
+class SignalInline(admin.TabularInline):
+    model = Signal
+    extra = 0
+    can_delete = False
+    fields = ("name", "payload_display", "sent_by", "sent_at", "consumed_at")
+    readonly_fields = fields
+    verbose_name = "signal received"
+    verbose_name_plural = "signals received"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Signals are part of their execution: who may view it sees them.
+        return request.user.has_perm("conductor_django.view_execution")
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: Signal) -> str:
+        return pretty_json(obj.payload)
+
+
+class WaitingForSignalFilter(admin.SimpleListFilter):
+    title = "waiting for a signal"
+    parameter_name = "waiting_for_signal"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Waiting for a signal")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status__in=Execution.UNFINISHED, waiting_for__isnull=False)
+        return queryset
+
+
+class ExecutionSignalsAdmin(admin.ModelAdmin):
+    """What signals and progress add to ``ExecutionAdmin`` (its base class)."""
+
+    signal_fields = ("progress_display", "waiting_display")
+
+    def has_signal_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(SIGNAL_PERMISSION)
+
+    # --- list --------------------------------------------------------------------------
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = list(super().get_list_display(request))
+        at = columns.index("status_display") + 1 if "status_display" in columns else 1
+        return [*columns[:at], *self.signal_fields, *columns[at:]]
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return [*super().get_list_filter(request), WaitingForSignalFilter]
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: Execution) -> str:
+        return progress_bar(obj.progress)
+
+    @admin.display(description="waiting for")
+    def waiting_display(self, obj: Execution) -> str:
+        wait = waiting(obj)
+        if wait is None:
+            return "-"
+        if wait["until"] is None:
+            return format_html('signal <code>{}</code>', wait["name"])
+        return format_html('signal <code>{}</code> until {}', wait["name"],
+                           wait["until"].isoformat(timespec="seconds"))
+
+    # --- execution page --------------------------------------------------------------
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return [*super().get_inlines(request, obj), SignalInline]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_fieldsets(request, obj),
+                ("Progress and signals", {"fields": self.signal_fields})]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_readonly_fields(request, obj), *self.signal_fields]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        extra: dict[str, Any] = {}
+        if obj is not None:
+            extra = {
+                "signal_wait": waiting(obj),
+                "can_signal": self.has_signal_permission(request),
+                "signal_url": reverse("admin:conductor_django_execution_signal",
+                                      args=[obj.pk]),
+                "progress_bar": progress_bar(obj.progress) if obj.progress else "",
+            }
+        return super().change_view(request, object_id, form_url,
+                                   {**extra, **(extra_context or {})})
+
+    def get_urls(self) -> list:
+        return [
+            path("<path:object_id>/signal/", self.admin_site.admin_view(self.signal_view),
+                 name="conductor_django_execution_signal"),
+            *super().get_urls(),
+        ]
+
+    def signal_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._send_signal)(request, object_id)
+
+    def _send_signal(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_signal_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404("No such execution")
+        back = HttpResponseRedirect(reverse("admin:conductor_django_execution_change",
+                                            args=[obj.pk]))
+        name = request.POST.get("name", "")
+        if "choice" in request.POST:
+            payload: Any = request.POST["choice"]
+        else:
+            try:
+                payload = json.loads(request.POST.get("payload") or "null")
+            except ValueError as exc:
+                self.message_user(request, f"Not sent: the payload is not JSON ({exc}).",
+                                  messages.WARNING)
+                return back
+        try:
+            sent = Signal.objects.send(obj.pk, name, payload,
+                                       sent_by=request.user.get_username())
+        except (TypeError, ValueError) as exc:
+            self.message_user(request, f"Not sent: {exc}", messages.WARNING)
+            return back
+        if sent:
+            self.message_user(request, f"Signal {name!r} sent: {json.dumps(payload)}",
+                              messages.SUCCESS)
+        else:
+            self.message_user(request, "Not sent: the execution has finished.",
+                              messages.WARNING)
+        return back
