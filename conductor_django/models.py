@@ -80,6 +80,13 @@ class Execution(models.Model):
         "release) instead of starting a new one.",
     )
 
+    # --- observability (tracing.py) ---
+    trace_context = models.JSONField(
+        null=True, blank=True, editable=False,
+        help_text="The trace context (W3C traceparent) of the invoke() caller, so the "
+        "execution's spans join the caller's trace.",
+    )
+
     objects = ExecutionQuerySet.as_manager()
 
     class Meta:
