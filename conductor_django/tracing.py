@@ -13,6 +13,7 @@ span is made (the attempt does not read the stored context either).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -30,6 +31,10 @@ provider: Any = None
 
 TRACER_NAME = "conductor_django"
 INSTALLED = trace is not None
+
+
+#: provider -> conductor's tracer of that provider (the global one is set once per process)
+_tracers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def enabled() -> bool:
@@ -50,7 +55,11 @@ def carrier() -> dict[str, str] | None:
 
 
 def _tracer() -> Any:
-    return trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+    current = provider if provider is not None else trace.get_tracer_provider()
+    tracer = _tracers.get(current)
+    if tracer is None:
+        tracer = _tracers[current] = current.get_tracer(TRACER_NAME)
+    return tracer
 
 
 class Attempt:
