@@ -92,8 +92,10 @@ def start_attempt(name: str, parent: Mapping[str, str] | None,
     current on this thread; ``None`` when tracing is off."""
     if not enabled():
         return None
-    links_to = propagate.extract(dict(parent)) if parent else None
-    span = _tracer().start_span(name, context=links_to, kind=SpanKind.CONSUMER,
+    # no stored context: a root span (not a child of whatever runs the worker loop)
+    under = (propagate.extract(dict(parent)) if isinstance(parent, Mapping) and parent
+             else otel_context.Context())
+    span = _tracer().start_span(name, context=under, kind=SpanKind.CONSUMER,
                                 attributes=dict(attributes))
     token = otel_context.attach(trace.set_span_in_context(span))
     return Attempt(span, token)

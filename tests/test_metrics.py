@@ -145,3 +145,28 @@ def test_the_numbers_move_as_a_real_worker_runs_executions(start_worker):
     assert value(own, "conductor_execution_duration_seconds_count", task="wait-for-signal") == 1
     assert value(own, "process_cpu_seconds_total") is not None  # the process's own metrics
     assert Worker.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_counts_each_item_in_the_process_that_ran_it():
+    from prometheus_client import REGISTRY
+
+    from conductor_django.testing import drain
+
+    def count(name, **labels):
+        return REGISTRY.get_sample_value(name, {"task": "batched", **labels}) or 0
+
+    started = count("conductor_executions_started_total", queue="default")
+    done = count("conductor_executions_finished_total", queue="default", outcome="completed")
+    runs = count("conductor_execution_duration_seconds_count")
+    for n in range(3):
+        conductor.invoke("batched", n)
+    drain()
+    assert count("conductor_executions_started_total", queue="default") == started + 3
+    assert count("conductor_executions_finished_total", queue="default",
+                 outcome="completed") == done + 3
+    assert count("conductor_execution_duration_seconds_count") == runs + 3
+    # the endpoint serves them too (the default registry of the serving process)
+    scraped = scrape(staff_client())
+    assert value(scraped, "conductor_executions_started_total", task="batched",
+                 queue="default") == started + 3

@@ -59,7 +59,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
     if isinstance(claimed, ClaimedBatch):
-        return run_batch(claimed, runtime)
+        return telemetry.batch(claimed, lambda: run_batch(claimed, runtime))
     assert isinstance(claimed, Claimed)
     started = time.monotonic()
     eid = claimed.id
