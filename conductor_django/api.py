@@ -18,6 +18,7 @@ from typing import Any
 from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
+from . import tracing
 from .definitions.registry import Task, get_task
 from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
 from .exceptions import ExecutionCancelled, ExecutionFailed
@@ -42,6 +43,7 @@ class NewExecution:
     throttle: float | None = None
     debounce: float | None = None
     payload_text: str | None = None  # the payload as JSON, once checked
+    trace_context: dict[str, str] | None = None  # the invoker's span (tracing.carrier)
 
     def payload_json(self) -> str:
         if self.payload_text is None:
@@ -57,6 +59,7 @@ class NewExecution:
             priority=self.priority,
             run_at=self.run_at,
             max_attempts=self.task.max_attempts,
+            trace_context=self.trace_context,
             **extra,
         )
 
@@ -109,6 +112,7 @@ def prepare(
         throttle=throttle_s,
         debounce=debounce_s,
         payload_text=payload_text,
+        trace_context=tracing.carrier(),
     )
 
 
@@ -172,7 +176,9 @@ def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str
         inserts.execution_row(
             connection, eid, new.task.name, new.queue,
             None if new.payload is None else new.payload_json(), new.task.max_attempts,
-            new.priority, new.run_at, now, **extra)
+            new.priority, new.run_at, now,
+            trace_context=None if new.trace_context is None else json.dumps(new.trace_context),
+            **extra)
         for eid, new in zip(ids, news, strict=True)
     ])
     return [str(eid) for eid in ids]

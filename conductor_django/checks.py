@@ -40,6 +40,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "LOG_LINES": (int,),
     "LOG_LEVEL": (str, int),
     "PREPARED_STATEMENTS": (bool,),
+    "METRICS_TOKEN": (str, type(None)),
 }
 
 ENGINES = ("database", "django_q")

@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     # PostgreSQL: prepare the hot statements (prepared.py)
     "PREPARED_STATEMENTS": True,
+    # observability: the bearer token of the metrics endpoint (views.py); None: staff only
+    "METRICS_TOKEN": None,
 }
 
 def user_settings() -> dict[str, Any]:

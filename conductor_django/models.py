@@ -96,6 +96,13 @@ class Execution(models.Model):
         help_text='The signal ctx.wait_for_signal waits for: {"signal", "until", "choices"}.',
     )
 
+    # --- observability (tracing.py) ---
+    trace_context = models.JSONField(
+        null=True, blank=True, editable=False,
+        help_text="The trace context (W3C traceparent) of the invoke() caller, so the "
+        "execution's spans join the caller's trace.",
+    )
+
     objects = ExecutionQuerySet.as_manager()
 
     class Meta:
@@ -130,6 +137,12 @@ class Execution(models.Model):
                 condition=Q(status="running"),
             ),
             models.Index(fields=["-created_at"], name="cdj_exec_created_idx"),
+            # The metrics' gauges (metrics.py): unfinished rows by queue, task and status,
+            # with run_at for the runnable count and the lag (an index-only scan, 0013).
+            models.Index(
+                fields=["queue", "task_name", "status", "run_at"], name="cdj_exec_open_idx",
+                condition=Q(status__in=["pending", "running", "suspended"]),
+            ),
             # The admin list (newest first) filtered by status, queue or task, the loose
             # index scans of its filter choices, and its search by dedupe key (0003).
             models.Index(fields=["status", "-created_at"], name="cdj_exec_status_created_idx"),

@@ -19,7 +19,7 @@ from ..exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, 
 from ..models import Execution, Step
 from ..scheduler import schedule, unschedule
 from ..store.transactions import write_transaction
-from . import LOST, durable
+from . import LOST, durable, telemetry
 from .atomic import only_database
 from .progress import Progress
 from .retry import retry_write
@@ -211,19 +211,23 @@ class Context(BaseContext):
         steps = self._load_steps()
         self._seen.add(name)
         if name in steps:
-            return steps[name]
+            with telemetry.step(self, name, memoized=True):
+                return steps[name]
         self._progress.flush(due_only=True)
-        started = timezone.now()
-        if atomic:
-            stored = self._atomic_step(name, fn, started)
-        else:
-            value, text = self._run_step(name, fn)
-            db = self._runtime.using
-            # fn ran: keep its result across a database fault
-            stored = retry_write(lambda: self._save_step(name, value, started, text), db,
-                                 f"saving step {name!r} of {self.execution_id}")
+        with telemetry.step(self, name, memoized=False):  # the step's span, if tracing
+            stored = self._run_and_save(name, fn, atomic)
         steps[name] = stored
         return stored
+
+    def _run_and_save(self, name: str, fn: Callable[[], Any], atomic: bool) -> Any:
+        started = timezone.now()
+        if atomic:
+            return self._atomic_step(name, fn, started)
+        value, text = self._run_step(name, fn)
+        db = self._runtime.using
+        # fn ran: keep its result across a database fault
+        return retry_write(lambda: self._save_step(name, value, started, text), db,
+                           f"saving step {name!r} of {self.execution_id}")
 
     def _run_step(self, name: str, fn: Callable[[], Any]) -> tuple[Any, str]:
         value = fn()

@@ -21,7 +21,7 @@ from ..exceptions import (
 )
 from ..models import Execution
 from ..state import Claimed
-from . import Runtime, custom_context, logs
+from . import Runtime, custom_context, logs, telemetry
 from .batch import ClaimedBatch, run_batch
 from .context import Context
 from .unit import ExecutionUnit, Outcome, error_message, fail, final_write
@@ -59,7 +59,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
     if isinstance(claimed, ClaimedBatch):
-        return run_batch(claimed, runtime)
+        return telemetry.batch(claimed, lambda: run_batch(claimed, runtime))
     assert isinstance(claimed, Claimed)
     started = time.monotonic()
     eid = claimed.id
@@ -75,6 +75,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
         claimed.max_attempts,
         extra={"execution_id": eid, "task_name": claimed.task_name},
     )
+    run_telemetry = telemetry.start(ctx, runtime.using)  # counters; the attempt's span
     try:
         if ctx.signal.reason == "lost":
             _give_up(claimed, runtime)  # given up between the claim and the start
@@ -90,12 +91,14 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
             ctx.start()
             outcome = _call(task, claimed, ctx, runtime)
     finally:
+        run_telemetry.detach()
         ctx.finish()
         if runtime.inflight.get(eid) is ctx:
             del runtime.inflight[eid]
     if ctx.signal.reason == "cancelled" and outcome in (
             Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRYING):
         outcome = Outcome.CANCELLED  # the final write kept the accepted cancel
+    run_telemetry.end(outcome)
     _log_finish(claimed, outcome, started)
     return outcome
 

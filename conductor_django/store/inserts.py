@@ -15,8 +15,10 @@ from .vendor import dialect
 INSERT_COLUMNS = (
     "id", "task_name", "queue", "status", "payload", "last_error", "cancelled", "attempts",
     "max_attempts", "priority", "run_at", "created_at", "dedupe_key", "parent_id",
-    "schedule_name", "event_name", "resume",
+    "schedule_name", "event_name", "resume", "trace_context",
 )
+#: JSON columns (typed by the dialect's ``json_mark``).
+JSON_COLUMNS = ("payload", "trace_context")
 #: Columns a caller may set beyond the invocation's own (keywords of ``execution_row``).
 EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
 COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
@@ -24,7 +26,7 @@ _COLUMNS = ", ".join(INSERT_COLUMNS)
 
 
 def insert_sql(table: str, json_mark: str = "%s") -> str:
-    marks = ", ".join(json_mark if c == "payload" else "%s" for c in INSERT_COLUMNS)
+    marks = ", ".join(json_mark if c in JSON_COLUMNS else "%s" for c in INSERT_COLUMNS)
     return f"INSERT INTO {table} ({_COLUMNS}) VALUES ({marks})"
 
 
@@ -57,6 +59,7 @@ def execution_row(
     parent_id: str | None = None,
     schedule_name: str | None = None,
     event_name: str = "conductor.invoke",
+    trace_context: str | None = None,
 ) -> tuple:
     """One row for ``insert_rows``, with values adapted for ``connection``."""
     vendor = dialect(connection)
@@ -65,4 +68,4 @@ def execution_row(
     return (vendor.uuid_param(connection, eid), task_name, queue, "pending", payload_json, "",
             false, 0, max_attempts, priority, vendor.dt_param(connection, run_at),
             vendor.dt_param(connection, created_at), dedupe_key, parent, schedule_name,
-            event_name, false)
+            event_name, false, trace_context)

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
 
+from conductor_django import metrics
 from conductor_django.models import Execution
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
@@ -26,9 +27,12 @@ class Command(BaseCommand):
                             help="Exit when nothing is runnable now.")
         parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                             help="Seconds to wait for running handlers on SIGTERM (default 30).")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve this process's Prometheus metrics on this port "
+                                 "(needs prometheus_client: the [metrics] extra).")
 
     def handle(self, *args, queues, concurrency, poll_interval, batch_size, drain,
-               shutdown_timeout, verbosity, **options):
+               shutdown_timeout, verbosity, metrics_port=None, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         if batch_size is not None and batch_size < 1:
@@ -37,8 +41,13 @@ class Command(BaseCommand):
             raise CommandError("--poll-interval must be positive")
         if shutdown_timeout < 0:
             raise CommandError("--shutdown-timeout must not be negative")
+        if metrics_port is not None and not metrics.INSTALLED:
+            raise CommandError("--metrics-port needs prometheus_client: "
+                               "pip install 'conductor-django[metrics]'")
         self._check_migrated()
         self._setup_logging(verbosity)
+        if metrics_port is not None:
+            metrics.serve(metrics_port)
         Worker(
             queues=queues,
             concurrency=concurrency,

@@ -1,0 +1,197 @@
+"""Prometheus metrics (extra ``[metrics]``): the only module that imports ``prometheus_client``.
+
+Two sources (docs/observability.md lists every metric):
+
+* **What the database knows**, read at scrape time by ``DatabaseCollector`` (served by
+  ``conductor_django.urls``): unfinished executions by task, queue and status, runnable,
+  running and suspended executions and the queue lag per queue, the executions finished
+  in the last ``RECENT_SECONDS``, live workers. Each query reads the unfinished rows or
+  the recently finished ones through a partial index, never the whole history, so a
+  scrape costs the same with 1,000,000 finished rows as with none.
+* **What a worker process did**, counted in that process (``started``/``finished``):
+  runs started and finished by task, queue and outcome, cancels, retries and a
+  duration histogram per task, in ``prometheus_client``'s default registry, served by
+  ``conductor_worker --metrics-port N`` (and by the endpoint, for the process serving it).
+
+Without ``prometheus_client`` installed, the counting functions return at once and
+``INSTALLED`` is false (the endpoint then answers 501).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.db import router
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from . import conf
+from .models import Execution, Worker
+
+try:
+    import prometheus_client
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError:  # pragma: no cover - the [metrics] extra is not installed
+    prometheus_client = None  # type: ignore[assignment]
+    Collector = object  # type: ignore[assignment,misc]
+
+INSTALLED = prometheus_client is not None
+S = Execution.Status
+#: ``conductor_executions_recently_finished`` counts executions finished this recently.
+RECENT_SECONDS = 300
+#: Buckets of ``conductor_execution_duration_seconds`` (seconds).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+                    900, 3600)
+
+# --- the worker's own counters ---------------------------------------------------------
+
+if INSTALLED:
+    STARTED = prometheus_client.Counter(
+        "conductor_executions_started", "Runs of executions started by this worker process "
+        "(a new attempt, or the resumption of one after a sleep, a child or a release).",
+        ["task", "queue"])
+    FINISHED = prometheus_client.Counter(
+        "conductor_executions_finished", "Runs of executions ended by this worker process, by "
+        "outcome: completed, failed, retrying, cancelled, released, suspended, lost.",
+        ["task", "queue", "outcome"])
+    CANCELS = prometheus_client.Counter(
+        "conductor_cancels", "Executions this worker process stopped for a cancel request.",
+        ["task", "queue"])
+    RETRIES = prometheus_client.Counter(
+        "conductor_retries", "Failed attempts this worker process scheduled for a retry.",
+        ["task", "queue"])
+    DURATION = prometheus_client.Histogram(
+        "conductor_execution_duration_seconds", "Seconds of one run of an execution, from the "
+        "handler's start to its outcome, in this worker process.", ["task"],
+        buckets=DURATION_BUCKETS)
+
+
+def started(task: str, queue: str) -> None:
+    if INSTALLED:
+        STARTED.labels(task, queue).inc()
+
+
+def finished(task: str, queue: str, outcome: str, seconds: float) -> None:
+    if not INSTALLED:
+        return
+    FINISHED.labels(task, queue, outcome).inc()
+    DURATION.labels(task).observe(seconds)
+    if outcome == "cancelled":
+        CANCELS.labels(task, queue).inc()
+    elif outcome == "retrying":
+        RETRIES.labels(task, queue).inc()
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> Any:
+    """Serve this process's default registry on ``port`` (prometheus_client's own HTTP
+    server, on a daemon thread); returns the server."""
+    if not INSTALLED:
+        raise RuntimeError("--metrics-port needs prometheus_client: "
+                           "pip install 'conductor-django[metrics]'")
+    server, _thread = prometheus_client.start_http_server(port, addr)
+    return server
+
+
+# --- what the database knows -------------------------------------------------------------
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the executions and workers tables at each scrape."""
+
+    def __init__(self, using: str | None = None) -> None:
+        self.using = using
+
+    def collect(self) -> Iterator[Any]:
+        db = self.using or router.db_for_read(Execution)
+        now = timezone.now()
+        yield from self._unfinished(db, now)
+        yield self._recent(db, now)
+        yield self._workers(db, now)
+
+    def _unfinished(self, db: str, now: Any) -> Iterator[Any]:
+        executions = GaugeMetricFamily(
+            "conductor_executions", "Unfinished executions by task, queue and status.",
+            labels=["task", "queue", "status"])
+        runnable = GaugeMetricFamily(
+            "conductor_queue_runnable", "Executions runnable now (pending or suspended, due), "
+            "per queue.", labels=["queue"])
+        running = GaugeMetricFamily("conductor_queue_running",
+                                    "Running executions per queue.", labels=["queue"])
+        waiting = GaugeMetricFamily(
+            "conductor_queue_suspended", "Suspended executions not due yet (sleeping, or "
+            "waiting for a child or a signal), per queue.", labels=["queue"])
+        lag = GaugeMetricFamily(
+            "conductor_queue_lag_seconds", "Age of the oldest runnable execution (now minus "
+            "its run_at), per queue; 0 when none is runnable.", labels=["queue"])
+        # Every column read is in cdj_exec_open_idx: an index-only scan of the unfinished
+        # rows (migration 0013), however many finished rows the table holds.
+        due = Q(status__in=Execution.RUNNABLE, run_at__lte=now)
+        rows = (
+            Execution.objects.using(db).order_by()
+            .filter(status__in=Execution.UNFINISHED)
+            .values_list("queue", "task_name", "status")
+            .annotate(n=Count("*"), due=Count("run_at", filter=due),
+                      oldest=Min("run_at", filter=due))
+        )
+        queues: dict[str, list[Any]] = {}
+        for queue, task, status, n, n_due, oldest in rows:
+            executions.add_metric([task, queue, status], n)
+            q = queues.setdefault(queue, [0, 0, 0, None])
+            q[0] += n_due
+            if status == S.RUNNING:
+                q[1] += n
+            elif status == S.SUSPENDED:
+                q[2] += n - n_due
+            if oldest is not None and (q[3] is None or oldest < q[3]):
+                q[3] = oldest
+        for queue, (n_due, n_running, n_waiting, oldest) in sorted(queues.items()):
+            runnable.add_metric([queue], n_due)
+            running.add_metric([queue], n_running)
+            waiting.add_metric([queue], n_waiting)
+            lag.add_metric([queue], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        yield from (executions, runnable, running, waiting, lag)
+
+    def _recent(self, db: str, now: Any) -> Any:
+        family = GaugeMetricFamily(
+            "conductor_executions_recently_finished",
+            f"Executions finished in the last {RECENT_SECONDS} s by task, queue and status.",
+            labels=["task", "queue", "status"])
+        since = now - timedelta(seconds=RECENT_SECONDS)
+        # One range of the (status, finished_at) index per status: with status IN (...),
+        # PostgreSQL drops the status condition (the partial index implies it) and reads
+        # the whole index for the finished_at range.
+        first, *others = (
+            Execution.objects.using(db).order_by()
+            .filter(status=status, finished_at__gte=since)
+            .values_list("task_name", "queue", "status").annotate(n=Count("*"))
+            for status in Execution.FINAL
+        )
+        for task, queue, status, n in first.union(*others, all=True):
+            family.add_metric([task, queue, status], n)
+        return family
+
+    def _workers(self, db: str, now: Any) -> Any:
+        family = GaugeMetricFamily(
+            "conductor_workers", "Live workers (heartbeat within WORKER_DEAD_AFTER) by role.",
+            labels=["role"])
+        alive = now - timedelta(seconds=float(conf.get("WORKER_DEAD_AFTER")))
+        counts = dict(Worker.objects.using(db).order_by().filter(last_heartbeat__gte=alive)
+                      .values_list("role").annotate(n=Count("*")))
+        for role in Worker.Role.values:
+            family.add_metric([role], counts.get(role, 0))
+        return family
+
+
+def exposition(accept: str | None = None, using: str | None = None) -> tuple[bytes, str]:
+    """The endpoint's body and content type: the database's gauges, then this process's
+    default registry (its own counters, if it runs executions, and the process metrics)."""
+    if not INSTALLED:
+        raise RuntimeError("prometheus_client is not installed")
+    database = CollectorRegistry(auto_describe=False)
+    database.register(DatabaseCollector(using))
+    body = (prometheus_client.generate_latest(database)
+            + prometheus_client.generate_latest(prometheus_client.REGISTRY))
+    return body, prometheus_client.CONTENT_TYPE_LATEST
