@@ -30,10 +30,13 @@ SCALES: dict[str, dict[str, float]] = {
         "ATOMIC_ROUNDS": 1, "ATOMIC_EXECUTIONS": 2,
         "LOCK_CALLS": 60,
     },
+    # Full: 2 storm workers of 40 threads hold about 90 PostgreSQL sessions (a worker
+    # opens one per handler thread, plus its loop, heartbeat, completer and listener):
+    # under the server's default max_connections of 100.
     "full": {
         "KILLS": 100, "KILL_EXECUTIONS": 1500, "KILL_WORKERS": 3,
         "FREEZES": 20, "FREEZE_EXECUTIONS": 20,
-        "STORM": 2000, "STORM_WORKERS": 2, "STORM_CONCURRENCY": 50,
+        "STORM": 2000, "STORM_WORKERS": 2, "STORM_CONCURRENCY": 40,
         "SHARED_EXECUTIONS": 10000, "SHARED_WORKERS": 4,
         "TERMINATES": 30, "TERMINATE_EXECUTIONS": 400,
         "ATOMIC_ROUNDS": 5, "ATOMIC_EXECUTIONS": 4,
