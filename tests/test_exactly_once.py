@@ -357,3 +357,22 @@ def test_a_worker_presumed_dead_hands_back_what_nobody_recovered():
     ex = conductor.get(eid)
     assert (ex.status, ex.locked_by, ex.resume) == ("pending", None, False)
     assert ex.last_error.startswith("Worker lost")
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_sqlite_worker_sessions_wait_for_the_write_lock_unless_the_project_says_otherwise():
+    from conductor_django.store.vendor import dialect
+
+    other = connections["other"]  # SQLite with startproject's OPTIONS: none
+    dialect(other).guard_worker_session(other, 30)
+    with other.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == 30000
+    if connection.vendor == "sqlite":  # the test settings give a timeout: it is kept
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            before = cursor.fetchone()[0]
+        dialect(connection).guard_worker_session(connection, 300)
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == before

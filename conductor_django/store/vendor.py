@@ -85,9 +85,11 @@ class Dialect:
         PostgreSQL and MariaDB end a transaction the session leaves idle for longer than
         that: a frozen worker must not hold row locks that recovery waits for. SQLite
         has one writer at a time, and a worker's writes must not give up while others
-        write (the default five seconds can pass under load): its sessions wait for the
-        write lock for at least that long.
+        write (SQLite's default five seconds can pass under load): unless the settings
+        give a ``timeout`` of their own, its sessions wait for the write lock that long.
         """
+        if "timeout" in (connection.settings_dict.get("OPTIONS") or {}):
+            return  # the project chose how long to wait
         milliseconds = int(seconds * 1000)
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA busy_timeout")
