@@ -366,8 +366,10 @@ def test_window_closing_releases_at_the_next_step_and_resumes_when_open(start_wo
     # The window opens (this worker has none): it resumes, skipping finished steps.
     Execution.objects.filter(pk=eid).update(
         run_at=timezone.now(), payload={"key": "w", "steps": steps, "pause": 0})
-    start_worker()
-    assert conductor.wait(eid, timeout=60) == "all steps"
+    resumer = start_worker()
+    poll(lambda: Worker.objects.filter(pid=resumer.pid).exists(), 60,
+         message="the second worker is up")
+    assert conductor.wait(eid, timeout=90) == "all steps"
     row = Execution.objects.get(pk=eid)
     assert row.attempts == 1
     marks = list(Mark.objects.filter(key="w:step").values_list("value", flat=True))
