@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("chromium/chromium-driver not installed", allow_module_level=True)
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -59,6 +61,19 @@ def browser():
     driver.quit()
 
 
+def visit(driver, url: str, timeout: float = 120) -> None:
+    """``driver.get(url)``, asked again when Chromium's renderer does not answer in time
+    (it happens on a loaded machine), until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            driver.get(url)
+            return
+        except TimeoutException:
+            if time.monotonic() >= deadline:
+                raise
+
+
 def wait_for(driver, by: str, value: str):
     """The element once the page that has it is loaded (a click navigates asynchronously)."""
     return WebDriverWait(driver, 20).until(lambda d: d.find_element(by, value))
@@ -73,7 +88,7 @@ def row_of(driver, eid: str):
 
 
 def log_in(driver, admin: str) -> None:
-    driver.get(f"{admin}{reverse('admin:login')}?next=/admin/")
+    visit(driver, f"{admin}{reverse('admin:login')}?next=/admin/")
     driver.find_element(By.ID, "id_username").send_keys("ops")
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
@@ -107,7 +122,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
 
     # 1. The action: tick the row, choose "Cancel selected", confirm with a reason.
     changelist = admin + reverse("admin:conductor_django_execution_changelist")
-    browser.get(changelist)
+    visit(browser, changelist)
     row_of(browser, by_action).find_element(By.NAME, "_selected_action").click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("cancel_selected")
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
@@ -119,13 +134,13 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     assert text(browser, ".messagelist li") == "1 execution cancelled; 0 already finished."
     poll(lambda: conductor.get(by_action).status == "cancelled", timeout=30,
          message="cancelled by the action")
-    browser.get(changelist)
+    visit(browser, changelist)
     cells = row_of(browser, by_action).text
     assert "Cancelled" in cells and "Stopped from the list" in cells
 
     # 2. The button on the execution page, with its own reason.
     page = admin + reverse("admin:conductor_django_execution_change", args=[by_button])
-    browser.get(page)
+    visit(browser, page)
     assert text(browser, "#cdj-current-status") == "Running"
     field = browser.find_element(By.ID, "id_cancel_reason")
     field.clear()
@@ -134,7 +149,7 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     assert text(browser, ".messagelist li") == "Execution cancelled: Stopped from its page"
     poll(lambda: conductor.get(by_button).status == "cancelled", timeout=30,
          message="cancelled by the button")
-    browser.get(page)
+    visit(browser, page)
     assert text(browser, "#cdj-current-status") == "Cancelled"
     assert text(browser, "pre.cdj-error") == "Stopped from its page"
     assert not browser.find_elements(By.ID, "cdj-cancel-button")
@@ -148,9 +163,9 @@ def test_cancel_running_executions_through_the_action_and_the_button(
     done.append(conductor.invoke("always-fails"))
     poll(lambda: all(conductor.get(e).is_finished for e in done), timeout=30,
          message="the other executions finished")
-    browser.get(changelist)
+    visit(browser, changelist)
     browser.save_screenshot(str(tmp_path / "admin-executions.png"))
-    browser.get(admin + reverse("admin:app_list", args=["conductor_django"]))
+    visit(browser, admin + reverse("admin:app_list", args=["conductor_django"]))
     browser.find_element(By.LINK_TEXT, "Dashboard").click()
     assert wait_for(browser, By.ID, "cdj-throughput").tag_name == "svg"
     counts = browser.find_element(By.ID, "cdj-counts").text
@@ -189,7 +204,7 @@ def ran(key: str) -> list[int]:
 
 
 def choose_action(driver, changelist: str, eids: list[str], action: str) -> None:
-    driver.get(changelist)
+    visit(driver, changelist)
     for eid in eids:
         row_of(driver, eid).find_element(By.NAME, "_selected_action").click()
     Select(driver.find_element(By.NAME, "action")).select_by_value(action)
@@ -212,7 +227,7 @@ def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
     changelist = admin + reverse("admin:conductor_django_execution_changelist")
 
     # 1. "Retry from here" on s2: the confirmation lists s2 and s3 as discarded.
-    browser.get(page)
+    visit(browser, page)
     step_link(browser, "s2", "retry").click()
     assert text(browser, "#content h1") == "Retry from step s2"
     assert listed(browser) == ["s2", "s3"]
@@ -223,7 +238,7 @@ def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
     assert text(browser, ".messagelist li").startswith("Execution retried from step 's2'")
     poll(lambda: status_of(eid) == "completed", timeout=60, message="the retry completes")
     assert ran("page") == [1, 2, 2, 2, 1]  # s1 never ran again
-    browser.get(page)
+    visit(browser, page)
     history = text(browser, "table.cdj-attempts")
     assert "retried from step 's2' by ops" in history and "step 4 is broken" in history
     browser.execute_script("arguments[0].scrollIntoView()",
@@ -243,7 +258,7 @@ def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
         reverse("admin:conductor_django_execution_change", args=[eid]))
     poll(lambda: status_of(str(fork.pk)) == "completed", timeout=60, message="the fork runs")
     assert ran("page") == [1, 2, 2, 3, 2]  # the fork ran s4 and s5 only
-    browser.get(page)
+    visit(browser, page)
     assert browser.find_element(By.LINK_TEXT, str(fork.pk))
     assert status_of(eid) == "completed"  # the original is left as it is
 
@@ -273,7 +288,7 @@ def test_retry_and_fork_from_a_step_the_bulk_retry_and_cancelling_a_tree(
     poll(lambda: Mark.count("tree:0:started"), timeout=60, message="the grandchild runs")
     tree = [root, *map(str, Execution.objects.descendants(root))]
     assert len(tree) == 3
-    browser.get(admin + reverse("admin:conductor_django_execution_change", args=[root]))
+    visit(browser, admin + reverse("admin:conductor_django_execution_change", args=[root]))
     assert text(browser, "#cdj-descendants") == "also cancels 2 unfinished descendants"
     choose_action(browser, changelist, [root], "cancel_selected")
     assert text(browser, "#cdj-descendants") == (

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from conductor_django.models import Attempt, Execution, Step
@@ -100,3 +102,14 @@ def test_cancel_confirmation_counts_the_descendants_and_cancels_the_tree():
     assert statuses[root.pk] == statuses[child.pk] == "failed"
     grandchild = Execution.objects.get(parent=child, status="running")
     assert grandchild.cancelled and grandchild.last_error == "Tree cut"
+
+
+@pytest.mark.django_db
+def test_the_re_drive_column_costs_no_query_per_step(django_assert_max_num_queries):
+    few, many = with_steps(names=("s1", "s2")), with_steps(names=[f"s{n}" for n in range(60)])
+    client = staff("retry_execution", "rerun_execution")
+    client.get(change_url(few.pk))  # the session, the permissions
+    with CaptureQueriesContext(connection) as small:
+        assert client.get(change_url(few.pk)).content.decode().count("Retry from here") == 2
+    with django_assert_max_num_queries(len(small.captured_queries)):
+        assert client.get(change_url(many.pk)).content.decode().count("Retry from here") == 60

@@ -19,7 +19,7 @@ from conductor_django import Batch
 from conductor_django.definitions.registry import build_task
 from conductor_django.definitions.window import Window
 from conductor_django.exceptions import ExecutionFailed
-from conductor_django.models import Execution, FlowSlot
+from conductor_django.models import Execution, FlowSlot, Worker
 from conductor_django.testing import drain
 from tests.conftest import poll
 from tests.testapp.models import Gauge, Mark
@@ -327,34 +327,53 @@ def test_window_across_midnight_runs_after_midnight(start_worker):
     assert conductor.wait(night, timeout=30) == "ran at night"
 
 
+def start_in_a_window(start_worker, seconds: float):
+    """A worker whose tasks' window opens now and closes ``seconds`` later, returned once
+    it is up with at least half of its window left. A loaded machine can take longer
+    than that to start a worker: it is then stopped and started again with a window
+    twice as long. Returns the worker, the opening and the window's length."""
+    for _ in range(4):
+        opens = timezone.now().astimezone(UTC)
+        closes = opens + timedelta(seconds=seconds)
+        worker = start_worker(env={"CONDUCTOR_TEST_WINDOW": f"{opens:%H:%M:%S}-{closes:%H:%M:%S}"})
+        poll(lambda w=worker: Worker.objects.filter(pid=w.pid).exists(), 60,
+             message="the windowed worker is up")
+        if timezone.now() + timedelta(seconds=seconds / 2) < closes:
+            return worker, opens, seconds
+        worker.signal(15)
+        worker.wait(15)
+        seconds *= 2
+    raise AssertionError("no worker came up with half of its window left")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_window_closing_releases_at_the_next_step_and_resumes_when_open(start_worker):
-    now = timezone.now().astimezone(UTC)
-    closes = now + timedelta(seconds=5)
-    spec = f"{now:%H:%M:%S}-{closes:%H:%M:%S}"
-    eid = conductor.invoke("windowed-steps", {"key": "w", "steps": 300, "pause": 0.03})
-    worker = start_worker(env={"CONDUCTOR_TEST_WINDOW": spec})
+    worker, now, seconds = start_in_a_window(start_worker, 5)
+    steps = max(300, int(2 * seconds / 0.03))  # more work than the window has time for
+    eid = conductor.invoke("windowed-steps", {"key": "w", "steps": steps, "pause": 0.03})
     def released():  # one read: status and started_at of the same moment
         row = Execution.objects.get(pk=eid)
         return row if row.status == S.PENDING and row.started_at else None
 
-    row = poll(released, 30, message="released when the window closed")
+    row = poll(released, seconds + 30, message="released when the window closed")
     assert row.resume is True and row.attempts == 1 and row.locked_by is None
     assert row.run_at.astimezone(UTC).strftime("%H:%M:%S") == f"{now:%H:%M:%S}"
     assert row.run_at > timezone.now()  # tomorrow's opening
     done_steps = row.steps.count()
-    assert 0 < done_steps < 300
+    assert 0 < done_steps < steps
     worker.signal(15)
     worker.wait(15)
     # The window opens (this worker has none): it resumes, skipping finished steps.
     Execution.objects.filter(pk=eid).update(
-        run_at=timezone.now(), payload={"key": "w", "steps": 300, "pause": 0})
-    start_worker()
-    assert conductor.wait(eid, timeout=60) == "all steps"
+        run_at=timezone.now(), payload={"key": "w", "steps": steps, "pause": 0})
+    resumer = start_worker()
+    poll(lambda: Worker.objects.filter(pid=resumer.pid).exists(), 60,
+         message="the second worker is up")
+    assert conductor.wait(eid, timeout=90) == "all steps"
     row = Execution.objects.get(pk=eid)
     assert row.attempts == 1
     marks = list(Mark.objects.filter(key="w:step").values_list("value", flat=True))
-    assert len(marks) == len(set(marks)) == 300  # no step ran twice
+    assert len(marks) == len(set(marks)) == steps  # no step ran twice
 
 
 @pytest.mark.django_db(transaction=True)

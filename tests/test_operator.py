@@ -50,6 +50,18 @@ def test_retry_from_step_4_runs_steps_4_and_5_only(start_worker):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_plain_retry_after_the_fix_runs_steps_4_and_5_only(start_worker):
+    eid = conductor.invoke("five-steps", {"key": "p"})
+    start_worker(env=TASKS)
+    poll(status_is(eid, "failed"), message="fails at step 4")
+    Mark.add("p:fixed")
+    assert conductor.retry(eid) is True  # s4 never finished: it resumes there
+    poll(status_is(eid, "completed"), message="completes after the retry")
+    assert ran("p") == [1, 1, 1, 2, 1]  # steps 1-3 never re-ran
+    assert conductor.get(eid).result == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_retry_from_step_4_model_method_and_fork(start_worker):
     eid = conductor.invoke("five-steps", {"key": "f"})
     worker = start_worker(env=TASKS)

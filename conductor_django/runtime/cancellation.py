@@ -2,11 +2,12 @@
 
 1. **Request** (``Execution.objects.cancel``, in ``state/operator.py``): a pending or
    suspended execution is marked ``failed`` at once with the reason as ``last_error``
-   (``cancelled`` stays False) and never runs; its waiting children are cancelled too.
-   A running execution gets ``cancelled=True`` and the reason in ``last_error`` in the
-   same statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and
-   the reason (``store/vendor.py``, ``request_cancel``), so that its worker hears of it
-   at once and the handler's ``Cancelled`` says exactly why.
+   (``cancelled`` stays False) and never runs. A running execution gets
+   ``cancelled=True`` and the reason in ``last_error`` in the same statement, and on
+   PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and the reason
+   (``store/vendor.py``, ``request_cancel``), so that its worker hears of it at once
+   and the handler's ``Cancelled`` says exactly why. Then every unfinished descendant
+   is cancelled the same way, with the same reason (``descendants``).
 2. **Delivery** (here: ``poll_cancellations``, and ``listener.Listener``): the worker
    sets ``ctx.signal`` of the running handler, from the NOTIFY on PostgreSQL or from a
    poll every ``CANCEL_POLL_INTERVAL`` seconds elsewhere (and while shutting down).
