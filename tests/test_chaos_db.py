@@ -1,4 +1,5 @@
-"""Chaos: several workers on one queue, ``pg_terminate_backend`` during a drain, and
+"""Chaos: several workers on one queue, their database sessions terminated during a
+drain (``pg_terminate_backend``, MySQL's ``KILL CONNECTION``), and
 atomic steps whose worker is killed mid-step (SPEC §9, §14.1, §14.2).
 
 Same recording and checks as tests/test_chaos.py; scale in tests/chaos_support.py.
@@ -10,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from conductor_django.models import Execution
 from tests.chaos_support import (
@@ -32,6 +32,7 @@ from tests.chaos_support import (
     stop_all,
     summarize,
     tails,
+    terminate_other_sessions,
     unfinished,
     vendor,
 )
@@ -80,24 +81,14 @@ def test_several_workers_share_one_queue(start_worker, tmp_path: Path) -> None:
     assert not problems, problems + tails(workers)
 
 
-# --- 5. pg_terminate_backend during a drain --------------------------------------------------
+# --- 5. the workers' sessions terminated during a drain -----------------------------------
 
 
-def _terminate_other_backends() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
-
-
-@pytest.mark.postgres_only
-def test_pg_terminate_backend_during_a_drain(start_worker, tmp_path: Path, is_postgres) -> None:
+def test_sessions_terminated_during_a_drain(start_worker, tmp_path: Path) -> None:
     """The workers' connections are terminated again and again while they drain: every
     execution finishes, no committed step runs again, nothing completes twice."""
-    if not is_postgres:
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    if vendor() == "sqlite":
+        pytest.skip("SQLite is a file: there is no server session to terminate")
     log = tmp_path / "runs.jsonl"
     n, terminations, steps = scale("TERMINATE_EXECUTIONS"), scale("TERMINATES"), 4
     invoke_payloads("chaos-steps", [{"log": str(log), "steps": steps, "pause": 0.05}] * n)
@@ -109,7 +100,7 @@ def test_pg_terminate_backend_during_a_drain(start_worker, tmp_path: Path, is_po
     began = time.monotonic()
     killed_backends, done = 0, 0
     while done < terminations and unfinished("chaos-steps"):
-        killed_backends += _terminate_other_backends()
+        killed_backends += terminate_other_sessions()
         done += 1
         ends = record.count("end")
         try:  # the next termination after some progress
@@ -132,7 +123,7 @@ def test_pg_terminate_backend_during_a_drain(start_worker, tmp_path: Path, is_po
     doubles = double_completions(rows)
     again = sum(k - 1 for k in reruns_per_step(runs).values())
     exits = [w.proc.returncode for w in workers]
-    summarize("pg-terminate", vendor(), (
+    summarize("terminate", vendor(), (
         f"{done} terminations ({killed_backends} backends) in {time.monotonic() - began:.0f} s, "
         f"{n} executions, {len(after_commit)} committed-step re-runs, {again} step re-runs, "
         f"{len(concurrent)} concurrent runs, {len(lost)} lost, "

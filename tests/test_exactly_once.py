@@ -23,6 +23,7 @@ from conductor_django.runtime import Runtime, logs
 from conductor_django.runtime.context import Context
 from conductor_django.state import Claimed
 from conductor_django.store.transactions import write_transaction
+from conductor_django.store.vendor import dialect
 from conductor_django.testing import drain
 from tests.conftest import poll
 from tests.testapp.models import Mark
@@ -319,19 +320,19 @@ def test_worker_sessions_end_transactions_left_idle_past_dead_after():
 
 @pytest.mark.django_db(transaction=True)
 def test_recovery_skips_a_row_locked_by_a_frozen_transaction_instead_of_waiting():
-    if connection.vendor != "postgresql":
+    if connection.vendor == "sqlite":
         pytest.skip("row locks: SQLite has one writer")
-    import psycopg
-
     held, free = conductor.invoke("echo"), conductor.invoke("echo")
     dead = _worker_row()
     assert {c.id for c in Execution.objects.claim(dead.pk, None, 2, "default")} == {held, free}
-    settings = connection.settings_dict
-    frozen = psycopg.connect(host=settings["HOST"], port=settings["PORT"],
-                             user=settings["USER"], dbname=settings["NAME"])
+    frozen = connections.create_connection("default")  # a second session, same database
+    frozen.set_autocommit(False)
     try:  # a frozen worker's open transaction (e.g. storing log lines) holds the row
-        frozen.execute(f"SELECT 1 FROM {Execution._meta.db_table} WHERE id = %s FOR SHARE",
-                       [uuid.UUID(held)])
+        sql = dialect(frozen)
+        with frozen.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {Execution._meta.db_table} WHERE id = %s"
+                           f"{sql.share_lock}", [sql.uuid_param(frozen, held)])
+            assert cursor.fetchone() == (1,)
         WorkerRow.objects.filter(pk=dead.pk).update(
             last_heartbeat=timezone.now() - timezone.timedelta(seconds=120))
         began = time.monotonic()

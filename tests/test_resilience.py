@@ -15,6 +15,7 @@ from conductor_django.models import Worker as WorkerRow
 from conductor_django.runtime import retry
 from conductor_django.state import ExecutionQuerySet
 from conductor_django.testing import drain
+from tests.chaos_support import terminate_other_sessions
 from tests.conftest import poll
 from tests.testapp.models import Mark
 
@@ -157,22 +158,6 @@ def test_a_batch_outcome_survives_a_database_fault(monkeypatch):
     assert [Execution.objects.get(pk=eid).result for eid in ids] == [0, 2, 4]
 
 
-def _terminate_other_backends() -> int:
-    with connection.cursor() as cursor:
-        if connection.vendor == "mysql":  # the sessions on this test's own database
-            cursor.execute("SELECT id FROM information_schema.processlist"
-                           " WHERE db = DATABASE() AND id <> CONNECTION_ID()")
-            ids = [row[0] for row in cursor.fetchall()]
-            for session in ids:
-                cursor.execute(f"KILL CONNECTION {int(session)}")
-            return len(ids)
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
-
-
 def _hold_sqlite_lock(seconds: float) -> None:
     """Hold the write lock of the SQLite file far longer than the worker waits for it."""
     db = sqlite3.connect(connection.settings_dict["NAME"], timeout=30, isolation_level=None)
@@ -190,7 +175,7 @@ def test_worker_survives_database_faults(start_worker):
     poll(lambda: Mark.count("db:step-2"), message="step 2 to start")
     for round_ in range(2):
         if connection.vendor != "sqlite":
-            assert _terminate_other_backends() >= 2  # the main loop and the handler
+            assert terminate_other_sessions() >= 2  # the main loop and the handler
             time.sleep(0.5)
         else:
             _hold_sqlite_lock(1.5)

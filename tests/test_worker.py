@@ -3,6 +3,8 @@
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -78,6 +80,34 @@ def test_signal_stops_an_idle_worker_with_exit_code_zero(start_worker, sig):
     poll(lambda: Worker.objects.exists(), message="worker registered")
     worker.signal(sig)
     assert worker.wait(timeout=20) == 0
+    assert not Worker.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_in_progress_at_shutdown_does_not_register_the_worker_again(monkeypatch):
+    """A stopping worker waits for its heartbeat thread before it removes its row: a beat
+    that ran after the removal would find the row gone and register the worker again."""
+    from conductor_django.runtime.worker import Worker as WorkerLoop
+
+    beat = Worker.objects.heartbeat
+
+    def slow_beat(row, using):  # a slow database: the thread is almost always mid-beat
+        time.sleep(0.3)
+        return beat(row, using)
+
+    monkeypatch.setattr(Worker.objects, "heartbeat", slow_beat)
+    loop = WorkerLoop(concurrency=1, poll_interval=0.05, handle_signals=False)
+    loop.heartbeat_interval = 0.01
+    thread = threading.Thread(target=loop.run, name="heartbeat-race", daemon=True)
+    thread.start()
+    try:
+        poll(lambda: Worker.objects.exists(), message="worker registered")
+        time.sleep(0.5)  # a few beats
+    finally:
+        loop.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    time.sleep(0.5)  # what a stray beat would do, it has done by now
     assert not Worker.objects.exists()
 
 

@@ -40,6 +40,8 @@ logger = logging.getLogger("conductor_django.worker")
 
 DB_ERRORS = (DatabaseError, InterfaceError)
 CLEANUP_BUDGET = 2.0  # seconds of deleting per loop turn before claiming again
+#: How long a stopping worker waits for a heartbeat in progress (one short UPDATE).
+HEARTBEAT_JOIN_TIMEOUT = 5.0
 
 #: Default ``--batch-size``. Claims go beyond the free threads (prefetch) only while
 #: handlers are short, so that long tasks never sit claimed behind busy threads.
@@ -408,6 +410,9 @@ class Worker:
         if self._listener is not None:
             self._listener.stop()
         self._heartbeat.stop()  # last: a worker shutting down is not presumed dead
+        # ... and no beat may run once ``run`` removes the row: a beat that found its row
+        # gone would take the worker for presumed dead and register it again.
+        self._heartbeat.join(HEARTBEAT_JOIN_TIMEOUT)
 
     def _install_signals(self):
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

@@ -5,7 +5,9 @@ statement (``id IN (SELECT ...)`` on SQLite): on PostgreSQL the inner select tak
 ``FOR UPDATE SKIP LOCKED`` so concurrent workers on any number of machines never claim
 the same row and never wait for each other; on SQLite a single statement holds the
 database write lock, which makes it safe for several worker processes on one machine.
-Every claim takes a new fencing token (``lease = lease + 1``).
+MySQL/MariaDB have no ``UPDATE ... RETURNING``: there a claim is a ``SELECT ... FOR
+UPDATE SKIP LOCKED`` and an ``UPDATE`` by id in one transaction. Every claim takes a
+new fencing token (``lease = lease + 1``).
 
 The functions take the connection and the executions' table and return raw rows
 (``CLAIMED_COLUMNS``); ``state.execution`` turns them into ``Claimed``.

@@ -31,7 +31,7 @@ class Dialect:
     single_writer = True
     #: The payload placeholder of an ``INSERT`` (the payload arrives as JSON text).
     json_mark = "%s"
-    #: ``UPDATE ... RETURNING`` exists (else a claim selects, updates and reads back).
+    #: ``UPDATE ... RETURNING`` exists (else a claim selects ``FOR UPDATE``, then updates).
     update_returning = True
     #: The condition (unqualified columns) of a runnable status.
     runnable = "status IN ('pending', 'suspended')"
@@ -221,8 +221,9 @@ class MySQL(Dialect):
     """MySQL 8 and MariaDB >= 10.6 (InnoDB).
 
     No ``UPDATE ... RETURNING`` (MariaDB has it for ``DELETE`` and ``INSERT`` only) and
-    no ``LIMIT`` in an ``IN (subquery)``: a claim selects the ids ``FOR UPDATE SKIP
-    LOCKED`` in a transaction, updates them by id and reads them back. Migration
+    no ``LIMIT`` in an ``IN (subquery)``: a claim selects the rows ``FOR UPDATE SKIP
+    LOCKED`` in a transaction and updates them by id (no read back: they are locked,
+    so what the update writes follows from what was selected). Migration
     ``0010_mysql`` adds what Django cannot build here (partial indexes and conditional
     unique constraints): the STORED generated column ``cdj_runnable`` (1 while the row
     is runnable, else NULL) that the claim indexes lead with, and the unique indexes of
@@ -239,7 +240,7 @@ class MySQL(Dialect):
     builds_partial_rules = True  # migration 0010_mysql
 
     def picked(self, inner: str) -> str:
-        raise NotImplementedError("MySQL claims select, update by id, then read back")
+        raise NotImplementedError("MySQL claims select FOR UPDATE, then update by id")
 
     def insert_step(self, into: str, held: str, unique: str) -> str:
         # the held row is read with a shared lock, kept until the commit; IGNORE: a
