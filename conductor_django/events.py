@@ -37,6 +37,7 @@ from django.utils import timezone
 from .api import insert, prepare
 from .definitions import registry
 from .definitions.registry import Task, all_tasks
+from .definitions.values import check_text
 from .models import Execution
 from .store.transactions import retry_locked, write_transaction
 
@@ -63,6 +64,7 @@ def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ValueError(f"event name must be a non-empty str of at most 200 characters, "
                          f"got {name!r}")
+    check_text(name, "event name")
     unknown = sorted(set(options) - set(EMIT_OPTIONS))
     if unknown:
         raise TypeError(f"emit() got unknown options {unknown}; valid: {list(EMIT_OPTIONS)}")
