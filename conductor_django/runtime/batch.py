@@ -185,7 +185,7 @@ def run_batch(batch: ClaimedBatch, runtime: Runtime) -> str:
     logger.info("start %s batch of %d: %s", batch.task_name, batch.size, ", ".join(batch.ids),
                 extra={"task_name": batch.task_name})
     try:
-        task = get_task(batch.task_name)
+        task = get_task(batch.task_name, resolve=True)
     except LookupError:
         message = f"Task {batch.task_name!r} is not registered in this worker"
         outcome = _fail_all(batch, runtime, None, message)

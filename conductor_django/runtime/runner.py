@@ -38,7 +38,7 @@ def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
     if not isinstance(claimed, Claimed):
         return None
     try:
-        task = get_task(claimed.task_name)
+        task = get_task(claimed.task_name, resolve=True)
     except LookupError:
         return None
     ctx = Context(
@@ -69,7 +69,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
                         "in this worker")
         _log_finish(claimed, outcome, started)
         return outcome
-    task = get_task(claimed.task_name)
+    task = get_task(claimed.task_name, resolve=True)
     logger.info(
         "start %s %s attempt %d/%d", claimed.task_name, eid, claimed.attempts,
         claimed.max_attempts,
