@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from ..api import insert, prepare
 from ..definitions.registry import Task
-from ..definitions.values import to_seconds
+from ..definitions.values import STEP_NAME_LENGTH, check_text, to_seconds
 from ..exceptions import ChildExecutionFailed, Suspended
 from ..models import Execution
 from ..store.transactions import write_transaction
@@ -35,9 +35,7 @@ if TYPE_CHECKING:
 
 
 def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} name must be a non-empty str, got {name!r}")
-    return name
+    return check_text(name, f"{what} name", STEP_NAME_LENGTH)
 
 
 def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:
