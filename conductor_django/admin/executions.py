@@ -45,6 +45,7 @@ from .display import (
 )
 from .logs import ExecutionLogInline
 from .pagination import EstimatedCountPaginator
+from .safety import StorableLookups
 
 
 class IndexedValuesFilter(admin.SimpleListFilter):
@@ -121,7 +122,7 @@ OPERATIONS = {
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(StorableLookups, admin.ModelAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
                     "run_at", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, "created_at")
