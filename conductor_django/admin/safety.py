@@ -44,10 +44,15 @@ class PayloadField(forms.JSONField):
                                   code="invalid") from None
 
     def bound_data(self, data: Any, initial: Any) -> Any:
+        """What the form shows again: the text as typed when it is not a storable payload
+        (a lone surrogate decoded from ``\\ud800`` could not even be rendered)."""
         try:
-            return super().bound_data(data, initial)
-        except RecursionError:
+            value = super().bound_data(data, initial)
+            if not isinstance(value, InvalidJSONInput) and data is not None:
+                check_json(value)
+        except (RecursionError, TypeError, ValueError):
             return InvalidJSONInput(data)
+        return value
 
     def validate(self, value: Any) -> None:
         super().validate(value)
