@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
 from django.db import transaction
 
 import conductor_django as conductor
@@ -214,3 +215,14 @@ def test_worker_refuses_options_that_are_not_finite(args, message):
 def test_a_far_run_at_is_stored():
     far = datetime(9999, 12, 31, tzinfo=UTC)
     assert conductor.get(conductor.invoke("echo", run_at=far)).run_at == far
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("POLL_INTERVAL", math.nan), ("POLL_INTERVAL", math.inf),
+    ("CANCEL_POLL_INTERVAL", math.nan), ("RETRY_BACKOFF", [1, math.nan]),
+    ("RETRY_BACKOFF", [math.inf]),
+])
+def test_settings_that_are_not_finite_fail_the_system_checks(settings, key, value):
+    settings.CONDUCTOR = {**settings.CONDUCTOR, key: value}
+    with pytest.raises(SystemCheckError, match=f"CONDUCTOR\\['{key}'\\] must"):
+        call_command("check")
