@@ -49,6 +49,11 @@ EMIT_OPTIONS = ("dedupe_key", "priority", "run_at", "delay", "queue")
 # --- emit ------------------------------------------------------------------------------
 
 
+#: Stands in for a subscriber when an event has none: its payload and options are still
+#: checked.
+_UNSUBSCRIBED = Task(func=lambda event, ctx: None, name="conductor.emit")
+
+
 def subscribers(name: str) -> list[Task]:
     """The tasks subscribed to the event ``name``, by task name."""
     return [t for _, t in sorted(all_tasks().items()) if name in t.events]
@@ -69,10 +74,12 @@ def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
     if unknown:
         raise TypeError(f"emit() got unknown options {unknown}; valid: {list(EMIT_OPTIONS)}")
     tasks = subscribers(name)
+    now = timezone.now()
     if not tasks:
+        # bad input is refused alike with and without subscribers
+        prepare(_UNSUBSCRIBED, payload, direct=False, now=now, **options)
         logger.debug("event %s has no subscribers", name)
         return []
-    now = timezone.now()
     prepared = [prepare(t, payload, direct=False, now=now, **options) for t in tasks]
     using = router.db_for_write(Execution)
 

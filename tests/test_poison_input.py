@@ -226,3 +226,11 @@ def test_settings_that_are_not_finite_fail_the_system_checks(settings, key, valu
     settings.CONDUCTOR = {**settings.CONDUCTOR, key: value}
     with pytest.raises(SystemCheckError, match=f"CONDUCTOR\\['{key}'\\] must"):
         call_command("check")
+
+
+def test_emit_without_subscribers_checks_its_input_too():
+    assert conductor.emit("nobody.listens", {"x": 1}) == []
+    with pytest.raises(ValueError, match="priority must be between"):
+        conductor.emit("nobody.listens", priority=2**31)
+    with pytest.raises(ValueError, match="payload at \\[0\\] contains a NUL"):
+        conductor.emit("nobody.listens", ["\x00"])
