@@ -164,9 +164,10 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             extra={"execution_id": eid, "task_name": task.name},
         )
         return fail(claimed, runtime, task, error_message(exc))
-    except BaseException as exc:  # SystemExit, or a BaseException of the handler's own
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+    except BaseException as exc:  # sys.exit() in the handler, or a BaseException of its own
+        if isinstance(exc, KeyboardInterrupt) or (
+                isinstance(exc, SystemExit) and type(exc) is not SystemExit):
+            raise  # Ctrl-C; an engine's hard time limit (django-q2's TimeoutException)
         return fail(claimed, runtime, task, error_message(exc))
     # Presumed dead while the handler returned: the result is still written if this
     # worker holds the execution under its lease (the write is fenced), else it is lost.
