@@ -20,7 +20,16 @@ from django.utils import timezone
 
 from . import tracing
 from .definitions.registry import Task, get_task
-from .definitions.values import as_uuid, check_aware, check_json_text, to_seconds
+from .definitions.values import (
+    KEY_LENGTH,
+    QUEUE_LENGTH,
+    as_uuid,
+    check_aware,
+    check_int,
+    check_json_text,
+    check_text,
+    to_seconds,
+)
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution, FlowSlot, Signal
 from .store import inserts
@@ -83,14 +92,11 @@ def prepare(
     if direct and not t.invocable:
         raise ValueError(f"task {t.name!r} is not invocable (it was defined with invocable=False)")
     payload_text = check_json_text(payload)
-    if dedupe_key is not None and (not isinstance(dedupe_key, str) or not dedupe_key
-                                   or len(dedupe_key) > 255):
-        raise ValueError(f"dedupe_key must be a non-empty str of at most 255 characters, "
-                         f"got {dedupe_key!r}")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int, got {priority!r}")
-    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 100):
-        raise ValueError(f"queue must be a non-empty str of at most 100 characters, got {queue!r}")
+    if dedupe_key is not None:
+        check_text(dedupe_key, "dedupe_key", KEY_LENGTH)
+    check_int(priority, "priority")  # an ``integer`` column
+    if queue is not None:
+        check_text(queue, "queue", QUEUE_LENGTH)
     now = now or timezone.now()
     if run_at is not None and delay is not None:
         raise ValueError("pass run_at or delay, not both")
@@ -252,6 +258,7 @@ def get(execution_id: Any) -> Execution:
 
 def wait(execution_id: Any, timeout: float | None = 30) -> Any:
     """Wait for the execution to finish; return its result or raise why it did not."""
+    timeout = to_seconds(timeout, "timeout")
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 0.01
     while True:

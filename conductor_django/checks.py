@@ -15,6 +15,7 @@ from django.db import router
 from .conf import DEFAULTS
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
+from .definitions.values import MAX_SECONDS
 from .events import resolve_fields, resolve_model
 from .models import Execution
 from .runtime.custom_context import load_factory
@@ -75,8 +76,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                "CLEANUP_INTERVAL")
     for key in numbers:
         v = value.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool) and v <= 0:
-            errors.append(Error(f"CONDUCTOR[{key!r}] must be positive, got {v!r}.",
+        if isinstance(v, int | float) and not isinstance(v, bool) and not (
+                0 < v <= MAX_SECONDS):  # NaN, inf: an idle worker would spin or hang
+            errors.append(Error(f"CONDUCTOR[{key!r}] must be positive (and finite), got {v!r}.",
                                 id="conductor_django.E002"))
     if isinstance(value.get("ENGINE"), str) and value["ENGINE"] not in ENGINES:
         errors.append(Error(
@@ -122,7 +124,7 @@ def _check_backoff(backoff: Any) -> list[Error]:
             id="conductor_django.E002",
         )]
     bad = [v for v in backoff
-           if not isinstance(v, int | float) or isinstance(v, bool) or v < 0]
+           if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= MAX_SECONDS]
     if bad:
         return [Error(
             f"CONDUCTOR['RETRY_BACKOFF'] must hold numbers of seconds >= 0, got {bad[0]!r}.",

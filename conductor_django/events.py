@@ -37,6 +37,7 @@ from django.utils import timezone
 from .api import insert, prepare
 from .definitions import registry
 from .definitions.registry import Task, all_tasks
+from .definitions.values import check_text
 from .models import Execution
 from .store.transactions import retry_locked, write_transaction
 
@@ -46,6 +47,11 @@ EMIT_OPTIONS = ("dedupe_key", "priority", "run_at", "delay", "queue")
 
 
 # --- emit ------------------------------------------------------------------------------
+
+
+#: Stands in for a subscriber when an event has none: its payload and options are still
+#: checked.
+_UNSUBSCRIBED = Task(func=lambda event, ctx: None, name="conductor.emit")
 
 
 def subscribers(name: str) -> list[Task]:
@@ -63,14 +69,17 @@ def emit(name: str, payload: Any = None, **options: Any) -> list[str]:
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ValueError(f"event name must be a non-empty str of at most 200 characters, "
                          f"got {name!r}")
+    check_text(name, "event name")
     unknown = sorted(set(options) - set(EMIT_OPTIONS))
     if unknown:
         raise TypeError(f"emit() got unknown options {unknown}; valid: {list(EMIT_OPTIONS)}")
     tasks = subscribers(name)
+    now = timezone.now()
     if not tasks:
+        # bad input is refused alike with and without subscribers
+        prepare(_UNSUBSCRIBED, payload, direct=False, now=now, **options)
         logger.debug("event %s has no subscribers", name)
         return []
-    now = timezone.now()
     prepared = [prepare(t, payload, direct=False, now=now, **options) for t in tasks]
     using = router.db_for_write(Execution)
 

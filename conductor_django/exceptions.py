@@ -119,9 +119,15 @@ def error_text(exc: BaseException) -> str:
     so that a bare message such as ``'user'`` still says what went wrong. The message
     alone for conductor's own errors (``NonRetryableError`` and its subclasses: their
     message is written for people) and for a plain ``Exception("...")``. The type alone
-    when there is no message.
+    when there is no message. An exception whose ``__str__`` raises (or returns no str)
+    is named as unprintable; this never raises.
     """
-    message = str(exc)
+    try:
+        message = str(exc)
+    except BaseException as failed:  # noqa: BLE001 - any __str__ may fail in any way
+        message = f"<unprintable message: str() raised {type(failed).__name__}>"
+    if not isinstance(message, str):
+        message = "<unprintable message>"
     if not message:
         return type(exc).__name__
     if isinstance(exc, ConductorError) or type(exc) is Exception:

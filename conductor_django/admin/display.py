@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .. import conf
+from ..definitions.values import storable_text
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution, Worker
 
@@ -37,7 +38,9 @@ def excerpt(text: str, length: int = 80) -> str:
 
 
 def clean_reason(raw: str | None) -> str:
-    reason = " ".join((raw or "").split())[:REASON_MAX_LENGTH]
+    """The cancel reason typed in the admin: one line, storable (a NUL is dropped)."""
+    text = (raw or "").replace("\x00", " ")
+    reason = storable_text(" ".join(text.split())[:REASON_MAX_LENGTH])
     return reason or DEFAULT_REASON
 
 

@@ -46,6 +46,7 @@ from .display import (
 from .logs import ExecutionLogInline
 from .operator import RETRY_FROM_STEP, OperatorAdminMixin
 from .pagination import EstimatedCountPaginator
+from .safety import StorableLookups
 from .signals import ExecutionSignalsAdmin
 
 
@@ -125,7 +126,7 @@ OPERATIONS = {
 
 @admin.register(Execution)
 # Operator actions: admin/operator.py; signals and progress: admin/signals.py.
-class ExecutionAdmin(OperatorAdminMixin, ExecutionSignalsAdmin):
+class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
                     "run_at", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, "created_at")

@@ -14,6 +14,7 @@ from .. import scheduler
 from ..definitions.cron import check_timezone, next_fire_times, validate, zone
 from ..definitions.registry import all_tasks
 from ..models import Schedule
+from .safety import PayloadField, StorableLookups
 
 
 def fire_times_text(cron: str, timezone: str | None) -> str:
@@ -31,6 +32,7 @@ class ScheduleForm(forms.ModelForm):
     class Meta:
         model = Schedule
         fields = ("task_name", "name", "cron", "payload", "timezone", "enabled")
+        field_classes = {"payload": PayloadField}
         help_texts = {
             "cron": "croniter syntax: five fields (minute hour day month weekday), or "
                     "six with seconds last: \"0 9 * * 1-5\" is 09:00 on weekdays, "
@@ -78,7 +80,7 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
     """Cron schedules: list, enable/disable, run now; edits go through the scheduler."""
 
     form = ScheduleForm

@@ -12,10 +12,11 @@ from .display import (
     heartbeat_age,
     running_count,
 )
+from .safety import StorableLookups
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(StorableLookups, admin.ModelAdmin):
     list_display = ("id", "hostname", "pid", "queues_display", "concurrency",
                     "running_display", "heartbeat_age_display", "started_at")
     list_filter = ("hostname",)

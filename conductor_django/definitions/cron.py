@@ -23,14 +23,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from .values import check_json
+from .values import check_json, check_text, unstorable
 
 _MAX_CANDIDATES = 100_000
 
 
 def check_cron(expr: Any) -> str:
     """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it."""
-    if not isinstance(expr, str) or not expr.strip() or not croniter.is_valid(expr):
+    if (not isinstance(expr, str) or not expr.strip() or unstorable(expr)
+            or not croniter.is_valid(expr)):
         raise ValueError(f"invalid cron expression {expr!r}")
     return expr
 
@@ -74,6 +75,8 @@ def check_timezone(name: Any) -> str | None:
         return name
     if not isinstance(name, str):
         raise ValueError(f"timezone must be a str such as 'Europe/Paris', got {name!r}")
+    if unstorable(name):
+        raise ValueError(f"unknown timezone {name!r}")
     zone(name)
     if len(name) > 64:
         raise ValueError(f"timezone {name!r} is longer than 64 characters")
@@ -205,7 +208,7 @@ def check_schedule_name(name: Any, what: str = "schedule") -> str:
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ValueError(f"{what} name must be a non-empty str of at most 200 characters, "
                          f"got {name!r}")
-    return name
+    return check_text(name, f"{what} name")
 
 
 def check_schedule(name: Any, expr: Any, payload: Any = None, tz: Any = None, *,

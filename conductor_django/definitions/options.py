@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .values import to_seconds
+from .values import NAME_LENGTH, check_text, to_seconds
 from .window import Window
 
 
@@ -105,9 +105,10 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
         raise TypeError(f"{what} must be a list of str, not {type(value).__name__}")
     for item in value:
-        if not isinstance(item, str) or not item or len(item) > 200:
-            raise ValueError(f"{what} must hold non-empty str of at most 200 characters, "
-                             f"got {item!r}")
+        if not isinstance(item, str) or not item or len(item) > NAME_LENGTH:
+            raise ValueError(f"{what} must hold non-empty str of at most {NAME_LENGTH} "
+                             f"characters, got {item!r}")
+        check_text(item, what)
     return tuple(dict.fromkeys(value))
 
 

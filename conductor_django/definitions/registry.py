@@ -56,13 +56,21 @@ def unregister(name: str) -> None:
         _changed()
 
 
-def get_task(name_or_task: str | Task) -> Task:
+def get_task(name_or_task: str | Task, *, resolve: bool = False) -> Task:
+    """The registered task of this name; ``TaskNotFound`` if there is none.
+
+    Only registered names are looked up: a name from a caller (``invoke``, ``emit``,
+    ``schedule``, the admin) never imports anything - task modules are imported by
+    ``autodiscover`` only. ``resolve=True`` is the worker's: the task name of an
+    execution row it claimed may also be resolved (``add_resolver``), e.g. a Django
+    Tasks function enqueued through the backend, found by its module path.
+    """
     if isinstance(name_or_task, Task):
         return name_or_task
     try:
         return _registry[name_or_task]
     except (KeyError, TypeError):
-        found = _resolve(name_or_task)
+        found = _resolve(name_or_task) if resolve else None
         if found is not None:
             return found
         raise TaskNotFound(f"No task named {name_or_task!r} is registered") from None

@@ -22,8 +22,19 @@ from .options import (
     check_window,
 )
 from .protocols import Handler
-from .values import to_seconds
+from .values import (
+    INT32_MAX,
+    NAME_LENGTH,
+    QUEUE_LENGTH,
+    check_int,
+    check_text,
+    to_seconds,
+)
 from .window import Window
+
+#: Most attempts a task may declare: half the column's range, so that the fresh budget
+#: of a retry (attempts so far + ``max_attempts``) still fits.
+MAX_ATTEMPTS = INT32_MAX // 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,9 +79,13 @@ class Task:
         """Seconds to wait before retrying after failed attempt number ``attempt``."""
         backoff = self.backoff if self.backoff is not None else conf.get("RETRY_BACKOFF")
         if callable(backoff):
-            return float(backoff(attempt))
-        backoff = list(backoff) or [0]
-        return float(backoff[min(attempt, len(backoff)) - 1])
+            value = backoff(attempt)
+        else:
+            backoff = list(backoff) or [0]
+            value = backoff[min(attempt, len(backoff)) - 1]
+        # a callable (or the setting) may give anything: NaN, a str, 1e20...
+        seconds = to_seconds(value, f"backoff of task {self.name!r} for attempt {attempt}")
+        return seconds if seconds is not None else 0.0
 
 
 def _location(func: Callable[..., Any]) -> str:
@@ -98,15 +113,17 @@ def build_task(
     if not callable(func):
         raise TypeError(f"task() needs a function, got {func!r}")
     task_name = name if name is not None else _location(func)
-    if not isinstance(task_name, str) or not task_name:
-        raise ValueError(f"task name must be a non-empty str, got {task_name!r}")
-    if queue is not None and (not isinstance(queue, str) or not queue):
-        raise ValueError(f"queue of task {task_name!r} must be a non-empty str")
-    if not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts of task {task_name!r} must be an int >= 1")
+    check_text(task_name, "task name", NAME_LENGTH)
+    if queue is not None:
+        check_text(queue, f"queue of task {task_name!r}", QUEUE_LENGTH)
+    check_int(max_attempts, f"max_attempts of task {task_name!r}", 1, MAX_ATTEMPTS)
     if backoff is not None and not callable(backoff):
+        if isinstance(backoff, str | bytes) or not hasattr(backoff, "__iter__"):
+            raise TypeError(f"backoff of task {task_name!r} must be a list of seconds or a "
+                            f"callable, not {type(backoff).__name__}")
         # to_seconds gives None only for None, which the type of ``backoff`` leaves out
-        backoff = tuple(cast(float, to_seconds(b, "backoff")) for b in backoff)
+        backoff = tuple(cast(float, to_seconds(b, f"backoff of task {task_name!r}"))
+                        for b in backoff)
     # flow control
     concurrency = check_concurrency(concurrency, task_name)
     window = check_window(window, task_name)
@@ -117,7 +134,7 @@ def build_task(
         queue=queue,
         max_attempts=max_attempts,
         backoff=backoff,
-        timeout=to_seconds(timeout, "timeout"),
+        timeout=to_seconds(timeout, f"timeout of task {task_name!r}"),
         invocable=bool(invocable),
         concurrency=concurrency,
         window=window,

@@ -175,7 +175,7 @@ def run(execution_id: str) -> str:
 
 def _fail_hard(claimed: Claimed, runtime: Runtime, error: str) -> None:
     try:
-        task = get_task(claimed.task_name)
+        task = get_task(claimed.task_name, resolve=True)
     except LookupError:
         task = None
     for _ in range(2):  # the alarm may have broken the connection mid-query

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from ..definitions.protocols import Event
 from ..definitions.registry import Task, batch_tasks, get_task
-from ..definitions.values import check_json
+from ..definitions.values import check_json, safe_str
 from ..exceptions import (
     DEFAULT_REASON,
     AttemptTimedOut,
@@ -185,7 +185,7 @@ def run_batch(batch: ClaimedBatch, runtime: Runtime) -> str:
     logger.info("start %s batch of %d: %s", batch.task_name, batch.size, ", ".join(batch.ids),
                 extra={"task_name": batch.task_name})
     try:
-        task = get_task(batch.task_name)
+        task = get_task(batch.task_name, resolve=True)
     except LookupError:
         message = f"Task {batch.task_name!r} is not registered in this worker"
         outcome = _fail_all(batch, runtime, None, message)
@@ -217,7 +217,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
                                 runtime.dead_after, db), db, item.id)
         return Outcome.LOST
     except Cancelled as exc:
-        reason = exc.reason or DEFAULT_REASON
+        reason = safe_str(exc.reason) or DEFAULT_REASON
         for eid in batch.ids:
             final_write(partial(Execution.objects.finish_cancelled, eid, wid, leases[eid],
                                 reason, db), db, eid)
@@ -248,7 +248,7 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
             continue
         try:
             check_json(result, f"result of task {task.name!r} for execution {item.id}")
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             outcomes.append(fail(item, runtime, task, str(exc)))
             continue
         done = final_write(partial(Execution.objects.complete, item.id, wid, item.lease,

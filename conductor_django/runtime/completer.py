@@ -6,6 +6,11 @@ everything that finished since its last write in one ``UPDATE ... FROM (VALUES .
 way, the next batch gathers. A result still in the buffer when the worker dies is
 lost like any work of a crashed worker: the execution is still ``running`` under the
 dead worker's id and is recovered and run again.
+
+A write that fails for a reason other than the connection (a result the database
+refuses) is tried again row by row: the other results are written, and the row that
+cannot be written is failed with a clear ``last_error`` (``isolate``), so that one
+poison result never holds up the completions of other executions.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections
 
+from ..definitions.values import storable_text
+from ..exceptions import error_text
 from ..models import Execution
 from .retry import Backoff
 from .sessions import enroll
+from .unit import TRANSIENT
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -70,7 +78,7 @@ class Completer(threading.Thread):
                         return
                     batch = self._items[:MAX_BATCH]
                 try:
-                    written = Execution.objects.complete_many(batch, self.worker_id, self.using)
+                    written = self._write(batch)
                 except (DatabaseError, InterfaceError):
                     logger.warning("could not write %d results; retrying", len(batch),
                                    exc_info=True)
@@ -85,3 +93,31 @@ class Completer(threading.Thread):
                                    "taken from this worker", len(batch) - written, len(batch))
         finally:
             connections.close_all()
+
+    def _write(self, batch: list[tuple[str, int, Any]]) -> int:
+        try:
+            return Execution.objects.complete_many(batch, self.worker_id, self.using)
+        except TRANSIENT:
+            raise  # the connection: retried as a whole
+        except DatabaseError as exc:
+            if len(batch) == 1:
+                return self.isolate(batch[0], exc)
+            logger.warning("could not write %d results at once; writing them one by one",
+                           len(batch), exc_info=True)
+        written = 0
+        for item in batch:
+            try:
+                written += Execution.objects.complete_many([item], self.worker_id, self.using)
+            except TRANSIENT:
+                raise
+            except DatabaseError as exc:
+                written += self.isolate(item, exc)
+        return written
+
+    def isolate(self, item: tuple[str, int, Any], exc: BaseException) -> int:
+        """A result the database refuses: fail its execution for good, saying why."""
+        eid, lease, _ = item
+        message = storable_text(f"Could not store the result: {error_text(exc)}")
+        logger.error("execution %s: %s", eid, message)
+        return Execution.objects.fail(eid, self.worker_id, lease, message, None, self.using,
+                                      may_have_parent=False)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from ..definitions.registry import check_window_open
 from ..definitions.tasks import Task
-from ..definitions.values import check_json_text
+from ..definitions.values import STEP_NAME_LENGTH, check_json_text, check_text
 from ..exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
 from ..models import Execution, Step
 from ..scheduler import schedule, unschedule
@@ -205,8 +205,7 @@ class Context(BaseContext):
         worker's lease: ``fn``'s writes to that database and the record commit together
         or not at all, so they happen exactly once.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"step name must be a non-empty str, got {name!r}")
+        check_text(name, "step name", STEP_NAME_LENGTH)
         self.checkpoint()
         steps = self._load_steps()
         self._seen.add(name)

@@ -29,7 +29,13 @@ from django.utils import timezone
 
 from ..api import insert, prepare
 from ..definitions.registry import Task
-from ..definitions.values import check_choices, check_signal_name, to_seconds
+from ..definitions.values import (
+    STEP_NAME_LENGTH,
+    check_choices,
+    check_signal_name,
+    check_text,
+    to_seconds,
+)
 from ..exceptions import ChildExecutionFailed, LeaseLost, SignalTimeout, Suspended
 from ..models import Execution, Signal
 from ..store.transactions import write_transaction
@@ -40,9 +46,7 @@ if TYPE_CHECKING:
 
 
 def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} name must be a non-empty str, got {name!r}")
-    return name
+    return check_text(name, f"{what} name", STEP_NAME_LENGTH)
 
 
 def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import conf
+from ..definitions.values import storable_text
 from ..exceptions import AttemptTimedOut, Cancelled, LeaseLost, timed_out
 from ..models import Execution, ExecutionLog
 from ..store.transactions import write_transaction
@@ -74,7 +75,7 @@ class LogBuffer:
         with self._lock:
             if len(self.lines) == self.lines.maxlen:
                 self.dropped += 1
-            self.lines.append((when, level, name[:200], message))
+            self.lines.append((when, level, storable_text(name[:200]), storable_text(message)))
 
     def take(self) -> list[tuple[datetime, int, str, str]]:
         with self._lock:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, IntegrityError, connections
+from django.db import DatabaseError, DataError, IntegrityError, connections
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -53,7 +53,8 @@ def reset_connection(using: str) -> None:
 
 
 def retry_write(fn: Callable[[], T], using: str, what: str = "write") -> T:
-    """Call ``fn``; on a database error (not an integrity error) reconnect and try again.
+    """Call ``fn``; on a database error reconnect and try again - not on an integrity
+    error nor a ``DataError`` (a value the database refuses is refused again).
 
     ``fn`` must be safe to repeat. Inside a transaction nothing is retried: the
     transaction is lost with its connection, so the error goes to its owner.
@@ -61,7 +62,7 @@ def retry_write(fn: Callable[[], T], using: str, what: str = "write") -> T:
     for pause in (*PAUSES, None):
         try:
             return fn()
-        except IntegrityError:
+        except (IntegrityError, DataError):
             raise
         except DatabaseError:
             if pause is None or connections[using].in_atomic_block:

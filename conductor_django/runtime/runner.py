@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from ..definitions.protocols import Event
 from ..definitions.registry import Task, get_task
-from ..definitions.values import check_json
+from ..definitions.values import check_json, safe_str
 from ..exceptions import (
     AttemptTimedOut,
     Cancelled,
@@ -24,7 +24,15 @@ from ..state import Claimed
 from . import Runtime, custom_context, logs, telemetry
 from .batch import ClaimedBatch, run_batch
 from .context import Context
-from .unit import ExecutionUnit, Outcome, error_message, fail, final_write
+from .unit import (
+    TRANSIENT,
+    ExecutionUnit,
+    Outcome,
+    error_message,
+    fail,
+    final_write,
+    unrecordable,
+)
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -38,7 +46,7 @@ def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
     if not isinstance(claimed, Claimed):
         return None
     try:
-        task = get_task(claimed.task_name)
+        task = get_task(claimed.task_name, resolve=True)
     except LookupError:
         return None
     ctx = Context(
@@ -59,7 +67,12 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     """Run ``claimed`` to the end of this attempt; returns the outcome for the log."""
     # flow control: the executions of a batch task run as one handler call
     if isinstance(claimed, ClaimedBatch):
-        return telemetry.batch(claimed, lambda: run_batch(claimed, runtime))
+        try:
+            return telemetry.batch(claimed, lambda: run_batch(claimed, runtime))
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see unrecordable
+            return unrecordable(claimed.items, runtime, exc)
     assert isinstance(claimed, Claimed)
     started = time.monotonic()
     eid = claimed.id
@@ -69,7 +82,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
                         "in this worker")
         _log_finish(claimed, outcome, started)
         return outcome
-    task = get_task(claimed.task_name)
+    task = get_task(claimed.task_name, resolve=True)
     logger.info(
         "start %s %s attempt %d/%d", claimed.task_name, eid, claimed.attempts,
         claimed.max_attempts,
@@ -89,7 +102,12 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
             outcome = Outcome.CANCELLED
         else:
             ctx.start()
-            outcome = _call(task, claimed, ctx, runtime)
+            try:
+                outcome = _call(task, claimed, ctx, runtime)
+            except TRANSIENT:
+                raise  # the worker releases it; it runs again on a fresh connection
+            except Exception as exc:  # noqa: BLE001 - see unrecordable
+                outcome = unrecordable([claimed], runtime, exc)
     finally:
         run_telemetry.detach()
         ctx.finish()
@@ -124,7 +142,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         )
         return Outcome.LOST  # another worker holds it now: nothing of this attempt is written
     except Cancelled as exc:
-        reason = exc.reason
+        reason = safe_str(exc.reason)  # a handler may raise Cancelled(123)
         final_write(lambda: Execution.objects.finish_cancelled(
             eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
         return Outcome.CANCELLED
@@ -153,6 +171,11 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
             "%s %s failed on attempt %d", task.name, eid, claimed.attempts,
             extra={"execution_id": eid, "task_name": task.name},
         )
+        return fail(claimed, runtime, task, error_message(exc))
+    except BaseException as exc:  # sys.exit() in the handler, or a BaseException of its own
+        if isinstance(exc, KeyboardInterrupt) or (
+                isinstance(exc, SystemExit) and type(exc) is not SystemExit):
+            raise  # Ctrl-C; an engine's hard time limit (django-q2's TimeoutException)
         return fail(claimed, runtime, task, error_message(exc))
     # Presumed dead while the handler returned: the result is still written if this
     # worker holds the execution under its lease (the write is fenced), else it is lost.

@@ -12,9 +12,11 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from django.db import InterfaceError, InternalError, OperationalError
 from django.utils import timezone
 
 from ..definitions.tasks import Task
+from ..definitions.values import storable_text
 from ..exceptions import error_text
 from ..models import Execution
 from ..state import Claimed
@@ -65,8 +67,24 @@ UNKNOWN_TASK_RETRY = 60.0
 
 
 def error_message(exc: BaseException) -> str:
-    """The ``last_error`` of an attempt that raised ``exc`` (its type and message)."""
-    return error_text(exc)
+    """The ``last_error`` of an attempt that raised ``exc`` (its type and message), made
+    storable (``storable_text``: a NUL or a lone surrogate in the message is escaped)."""
+    return storable_text(error_text(exc))
+
+
+#: Database errors of the connection, not of the values written: the worker releases the
+#: execution and it runs again on a fresh connection. Any other error while recording an
+#: outcome (``DataError``: a value the database refused) fails the execution for good.
+TRANSIENT = (OperationalError, InterfaceError, InternalError)
+
+
+def unrecordable(items: list[Claimed], runtime: Runtime, exc: BaseException) -> str:
+    """The outcome of an attempt could not be recorded: fail its executions for good with
+    a clear ``last_error``. Left running, they would be released and run again at once,
+    over and over."""
+    message = f"Could not record the outcome of this attempt: {error_message(exc)}"
+    logger.error("%s: %s", ", ".join(item.id for item in items), message, exc_info=exc)
+    return ",".join(sorted({fail(item, runtime, None, message, retry=False) for item in items}))
 
 
 def final_write(fn: Callable[[], int], using: str, eid: str) -> int:
@@ -78,10 +96,16 @@ def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
          retry: bool = True, ended: str | None = None) -> str:
     """Record a failed attempt: ``retrying`` at the task's backoff, or ``failed``."""
     retry_at = None
+    error = storable_text(error)
     if retry and item.attempts < item.max_attempts:
-        delay = task.retry_delay(item.attempts) if task is not None else UNKNOWN_TASK_RETRY
-        retry_at = timezone.now() + timedelta(seconds=delay)
-        logger.info("%s %s retrying in %gs", item.task_name, item.id, delay)
+        try:
+            delay = task.retry_delay(item.attempts) if task is not None else UNKNOWN_TASK_RETRY
+        except Exception as exc:  # noqa: BLE001 - a backoff callable may raise anything
+            # No retry without a delay: a retry at once could loop hot.
+            error += f" (not retried: {error_message(exc)})"
+        else:
+            retry_at = timezone.now() + timedelta(seconds=delay)
+            logger.info("%s %s retrying in %gs", item.task_name, item.id, delay)
     db = runtime.using
     final_write(
         lambda: Execution.objects.fail(item.id, runtime.worker_id, item.lease, error,

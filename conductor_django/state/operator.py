@@ -51,7 +51,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..definitions.registry import all_tasks
-from ..definitions.values import as_uuid
+from ..definitions.values import as_uuid, check_text
 from ..exceptions import DEFAULT_REASON
 from ..store.transactions import retry_locked, write_transaction
 from ..store.vendor import dialect
@@ -83,6 +83,8 @@ class OperatorTransitions:
     def cancel(self, execution_id: Any, reason: str | None = None, *,
                using: str | None = None) -> bool:
         """Request cancellation; ``True`` if it took effect, ``False`` if already finished."""
+        if reason is not None:
+            check_text(reason, "cancel reason", allow_empty=True)  # before any write
         eid = as_uuid(execution_id)
         if eid is None:
             return False

@@ -31,7 +31,12 @@ from django.db import models, router, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 from django.utils import timezone
 
-from ..definitions.values import as_uuid, check_json_text, check_signal_name
+from ..definitions.values import (
+    as_uuid,
+    check_json_text,
+    check_signal_name,
+    check_text,
+)
 from ..exceptions import LeaseLost
 from ..store.transactions import retry_locked, write_transaction
 from .status import FINAL, Status
@@ -83,9 +88,11 @@ class SignalQuerySet(models.QuerySet):
         ``ValueError`` for a bad name, or a payload outside the ``choices`` of the wait
         in progress for that name; ``TypeError`` for a payload that is not JSON."""
         check_signal_name(name)
-        check_json_text(payload, "signal payload")
+        check_json_text(payload, "signal payload")  # JSON, storable, bounded in depth
         if sent_by is not None and not isinstance(sent_by, str):
             raise TypeError(f"sent_by must be a str (e.g. a username) or None, got {sent_by!r}")
+        if sent_by:
+            check_text(sent_by, "sent_by")
         eid = as_uuid(execution_id)
         if eid is None:
             return False

@@ -6,6 +6,7 @@ from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
 
 from conductor_django import metrics
+from conductor_django.definitions.values import to_seconds
 from conductor_django.models import Execution
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
@@ -37,10 +38,11 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1")
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        if poll_interval is not None and poll_interval <= 0:
-            raise CommandError("--poll-interval must be positive")
-        if shutdown_timeout < 0:
-            raise CommandError("--shutdown-timeout must not be negative")
+        if poll_interval is not None:
+            poll_interval = _seconds("--poll-interval", poll_interval)
+            if poll_interval <= 0:
+                raise CommandError("--poll-interval must be positive")
+        shutdown_timeout = _seconds("--shutdown-timeout", shutdown_timeout)
         if metrics_port is not None and not metrics.INSTALLED:
             raise CommandError("--metrics-port needs prometheus_client: "
                                "pip install 'conductor-django[metrics]'")
@@ -81,3 +83,12 @@ class Command(BaseCommand):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+
+
+def _seconds(option: str, value: float) -> float:
+    """A finite, non-negative number of seconds (NaN would make an idle worker spin)."""
+    try:
+        seconds = to_seconds(value, option)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    return float(seconds or 0.0)
