@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import admin
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -70,3 +72,22 @@ def worker_rows() -> list[tuple[Worker, str]]:
 
 
 # --- list filters: choices without scanning the table ---------------------------------
+
+
+class ExecutionPartInline(admin.TabularInline):
+    """A read-only inline of rows that belong to an execution (steps, signals, log lines):
+    whoever may see the execution sees them; nobody adds, changes or deletes them here."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return (request.user.has_perm("conductor_django.view_execution")
+                or request.user.has_perm("conductor_django.change_execution"))

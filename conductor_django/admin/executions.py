@@ -36,6 +36,7 @@ from .display import (
     CHILDREN_SHOWN,
     LIST_ON_CONFIRMATION,
     REASON_MAX_LENGTH,
+    ExecutionPartInline,
     S,
     clean_reason,
     excerpt,
@@ -86,24 +87,11 @@ class QueueFilter(IndexedValuesFilter):
 # --- executions ------------------------------------------------------------------------
 
 
-class StepInline(admin.TabularInline):
+class StepInline(ExecutionPartInline):
     model = Step
-    extra = 0
-    can_delete = False
     fields = ("name", "started_at", "created_at", "duration_display", "result_display")
     readonly_fields = fields
-    show_change_link = False
     verbose_name = "finished step"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        # Steps are part of their execution: who may view it sees them.
-        return request.user.has_perm("conductor_django.view_execution")
 
     @admin.display(description="duration")
     def duration_display(self, obj: Step) -> str:

@@ -28,7 +28,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from ..models import Execution, Signal
-from .display import pretty_json
+from .display import ExecutionPartInline, pretty_json
 
 SIGNAL_PERMISSION = "conductor_django.signal_execution"
 
@@ -60,24 +60,12 @@ def progress_bar(progress: Any) -> str:
                        bar, label, message)
 
 
-class SignalInline(admin.TabularInline):
+class SignalInline(ExecutionPartInline):
     model = Signal
-    extra = 0
-    can_delete = False
     fields = ("name", "payload_display", "sent_by", "sent_at", "consumed_at")
     readonly_fields = fields
     verbose_name = "signal received"
     verbose_name_plural = "signals received"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        # Signals are part of their execution: who may view it sees them.
-        return request.user.has_perm("conductor_django.view_execution")
 
     @admin.display(description="payload")
     def payload_display(self, obj: Signal) -> str:
