@@ -93,7 +93,7 @@ def test_a_result_the_database_refuses_is_isolated_from_its_batch(monkeypatch):
 
     monkeypatch.setattr(state_execution.writes, "complete_many", refusing)
     batch = [(c.id, c.lease, "refused" if c.id == ids[1] else {"n": c.id}) for c in claimed]
-    assert Completer(worker_id, "default")._write(batch) == 3
+    assert Completer(worker_id, "default", dead_after=30)._write(batch) == 3
     rows = {str(r.pk): r for r in Execution.objects.filter(pk__in=ids)}
     assert rows[ids[1]].status == "failed"
     assert rows[ids[1]].last_error == ("Could not store the result: DataError: invalid "
