@@ -222,11 +222,14 @@ def test_sleep_frees_the_slot_and_resumes_on_another_worker(start_worker):
 @pytest.mark.django_db(transaction=True)
 def test_parent_suspends_until_child_finishes(start_worker):
     eid = conductor.invoke("parent", {"key": "c", "child_task": "sleepy",
-                                      "child_payload": {"key": "kid", "seconds": 1}})
+                                      "child_payload": {"key": "kid", "seconds": 3}})
     start_worker("--concurrency", "2")
     poll(lambda: Mark.count("kid:started"), message="the child to start")
-    assert status(eid) == S.SUSPENDED
-    assert Execution.objects.get(pk=eid).locked_by is None
+    # The child can start before the parent's suspend is written: wait for it, while
+    # the child still runs.
+    poll(lambda: Execution.objects.filter(pk=eid, status=S.SUSPENDED, locked_by=None).exists(),
+         timeout=10, message="the parent to suspend, holding no worker")
+    assert Mark.count("kid:done") == 0  # observed while the child was running
     result = conductor.wait(eid, timeout=30)
     assert result == {"child": "slept", "attempt": 1}
     assert Execution.objects.filter(parent_id=eid).count() == 1
