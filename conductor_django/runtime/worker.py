@@ -32,7 +32,7 @@ from .cancellation import deliver
 from .completer import Completer
 from .dispatch import make_dispatcher
 from .housekeeper import Heartbeat, Housekeeper
-from .retry import Backoff, ensure_usable
+from .retry import Backoff, ensure_usable, retry_write
 from .sessions import enroll
 from .unit import FINISHED, ExecutionUnit
 
@@ -134,7 +134,8 @@ class Worker:
         restore = self._install_signals()
         try:
             began = time.monotonic()
-            WorkerRow.objects.register(self._row, self.using)
+            # A database fault at start (a restart, a killed session) is waited out.
+            retry_write(self._register, self.using, "registering the worker")
             self.runtime.confirmed = began  # the leases of its claims hold from here
         except BaseException:
             restore()
@@ -156,6 +157,11 @@ class Worker:
                 logger.warning("could not remove worker row %s", self.id, exc_info=True)
             logger.info("worker %s stopped after %d executions", self.id, self.processed)
         return self.processed
+
+    def _register(self) -> None:
+        """Insert this worker's row, unless a try that lost its connection already did."""
+        if not WorkerRow.objects.using(self.using).filter(pk=self.id).exists():
+            WorkerRow.objects.register(self._row, self.using)
 
     # --- inline (drain in the caller's thread) -----------------------------------------
 
