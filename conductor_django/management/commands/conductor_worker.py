@@ -8,6 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from conductor_django import metrics
 from conductor_django.definitions.values import to_seconds
 from conductor_django.models import Execution
+from conductor_django.runtime.retry import retry_write
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
 
@@ -62,10 +63,14 @@ class Command(BaseCommand):
     def _check_migrated(self) -> None:
         """A worker started before ``migrate`` says so in one line, not a traceback."""
         using = router.db_for_write(Execution)
-        try:
+
+        def unapplied() -> list:
             executor = MigrationExecutor(connections[using])
             leaves = [n for n in executor.loader.graph.leaf_nodes() if n[0] == "conductor_django"]
-            missing = executor.migration_plan(leaves)
+            return executor.migration_plan(leaves)
+
+        try:  # a session cut while the worker starts is waited out, like any other read
+            missing = retry_write(unapplied, using, "the migration check")
         except DatabaseError as exc:
             raise CommandError(f"cannot read the migrations of database {using!r}: {exc}") from exc
         if missing:
