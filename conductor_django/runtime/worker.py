@@ -181,7 +181,9 @@ class Worker:
     # --- threaded ----------------------------------------------------------------------
 
     def _run_threaded(self) -> None:
-        enroll(self.using, self.dead_after)
+        # the guard holds from the first call: a retry's new connection gets it on connect
+        retry_write(lambda: enroll(self.using, self.dead_after), self.using,
+                    "guarding the worker's session")
         self._heartbeat = Heartbeat(self.runtime, self._row, self.heartbeat_interval)
         self._heartbeat.start()
         self._sync_schedules()
