@@ -8,6 +8,8 @@ the test database itself.
 import os
 import tempfile
 
+import django
+
 BACKEND = os.environ.get("CONDUCTOR_TEST_DB", "sqlite")
 RUNNING_NAME = os.environ.get("CONDUCTOR_TEST_DB_NAME")
 
@@ -165,3 +167,8 @@ LOGGING = {
         }
     },
 }
+
+if django.VERSION >= (6, 1):
+    # Django 6.1 moves e-mail configuration to MAILERS (EMAIL_BACKEND is deprecated);
+    # the test runner's in-memory outbox replaces this backend either way.
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
