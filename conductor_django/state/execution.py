@@ -99,16 +99,17 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
 
         Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
         skipped here (batches are claimed by ``claim_batch``), and tasks with
-        ``concurrency=N`` go through ``store.claim.claim_limited``. ``exclude``:
+        ``concurrency=N``, ``key_concurrency=N`` or a ``rate_limit`` go through
+        ``store.claim.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
         executions not to claim (a stale handler of this worker may still run them).
         """
         connection = connections[using]
         table = self.model._meta.db_table
         now = timezone.now()
         rules = claim_rules(now)
-        if rules.limits:
+        if rules.limits or rules.keyed:
             rows = claim_sql.claim_limited(connection, table, worker_id, queues, limit, now,
-                                           rules.skip, rules.limits, exclude)
+                                           rules.skip, rules.limits, exclude, rules.keyed)
         else:
             rows = claim_sql.claim(connection, table, worker_id, queues, limit, now,
                                    rules.skip, exclude)

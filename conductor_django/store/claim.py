@@ -25,6 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
+from ..definitions.registry import KeyRule
 from .prepared import execute_prepared
 from .vendor import dialect
 
@@ -41,6 +42,9 @@ PICKED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
     " event_name, schedule_name, parent_id, lease, resume, run_at"
 )
+
+#: A limit that never binds (the int4 maximum), where a task has none.
+NO_LIMIT = 2**31 - 1
 
 #: First key of the PostgreSQL advisory locks that serialize claims of a limited task
 #: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
@@ -136,9 +140,16 @@ def _update_picked(cursor: Any, table: str, update: str, head: list[Any],
 def claim_limited(
     connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
     limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), keyed: dict[str, KeyRule] | None = None,
 ) -> list[tuple]:
-    """The claim when some tasks have ``concurrency=N``: one statement, several branches.
+    """The claim when some tasks have limits: one statement, several branches.
+
+    ``limits``: tasks with ``concurrency=N`` alone; ``keyed``: tasks claimed key by key
+    (``key_concurrency``, ``rate_limit``, with or without ``concurrency``), see
+    ``_keyed_branch``. Every branch numbers its rows within their key (``rn``, 1 for
+    the branches without keys), and the statement takes the best ``limit`` rows by
+    ``rn``, then priority and ``run_at``: the first rows of every key go before the
+    second rows of any key, which is the round-robin across keys.
 
     The statement unions the plain candidates (every task without a limit, as in the
     fast path) with, per limited task, its best runnable rows ``LIMIT N - <running
@@ -161,10 +172,11 @@ def claim_limited(
 
     Finishing executions only lower the count, so a stale count errs on the safe side.
     """
+    keyed = keyed or {}
     vendor = dialect(connection)
     if not vendor.update_returning:
         return claim_limited_named(connection, table, worker_id, queues, limit, now, skip,
-                                   limits, exclude)
+                                   limits, exclude, keyed)
     now_param = vendor.dt_param(connection, now)
     lock = vendor.skip_locked
     locks = not vendor.single_writer  # SQLite: the write lock serializes already
@@ -174,20 +186,27 @@ def claim_limited(
             if outermost and _isolation(connection) != "read committed":
                 with connection.cursor() as cursor:  # the snapshot must follow the lock
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            names = _lock_limited(connection, table, limits, queues, now_param)
+            names = _lock_limited(connection, table, {**limits, **_caps(keyed)}, queues,
+                                  now_param)
         else:
-            names = list(limits)
-        where, params = runnable_sql(connection, now_param, queues, skip=[*skip, *limits],
-                                     exclude=exclude)
+            names = [*limits, *keyed]
+        where, params = runnable_sql(connection, now_param, queues,
+                                     skip=[*skip, *limits, *keyed], exclude=exclude)
         branches = [
-            f"SELECT * FROM (SELECT id, priority, run_at FROM {table} WHERE {where}"
+            f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table} WHERE {where}"
             f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
         ]
         params.append(limit)
         for n, name in enumerate(names):
+            if name in keyed:
+                branch, branch_params = _keyed_branch(connection, table, name, keyed[name],
+                                                      limit, queues, now_param, exclude)
+                branches.append(f"SELECT * FROM ({branch}) AS b_{n}")
+                params += branch_params
+                continue
             where, branch_params = runnable_sql(connection, now_param, queues, exclude=exclude)
             branches.append(
-                f"SELECT * FROM (SELECT id, priority, run_at FROM {table}"
+                f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table}"
                 f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
                 f" LIMIT {vendor.greatest}(%s - (SELECT COUNT(*) FROM {table}"
                 f" WHERE task_name = %s AND status = 'running'), 0){lock}) AS b_{n}"
@@ -195,9 +214,133 @@ def claim_limited(
             params += [name, *branch_params, limits[name], name]
         inner = (
             f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
-            " ORDER BY priority DESC, run_at ASC LIMIT %s"
+            " ORDER BY rn, priority DESC, run_at ASC LIMIT %s"
         )
         return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+
+
+# --- keys: fair claims within per-key concurrency and rate limits -----------------------
+
+
+def _caps(keyed: dict[str, KeyRule]) -> dict[str, int]:
+    """The task-wide running caps of keyed tasks, for the claim locks."""
+    return {name: rule.concurrency or NO_LIMIT for name, rule in keyed.items()}
+
+
+def _task_terms(table: str, name: str, rule: KeyRule) -> tuple[list[str], list[Any]]:
+    """What bounds a keyed task as a whole: SQL terms (each ``cap - count``) and their
+    parameters, before and after the ``since`` time of the rate limit."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if rule.concurrency is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} WHERE task_name = %s"
+                     " AND status = 'running')")
+        params += [rule.concurrency, name]
+    if rule.task_starts is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} WHERE task_name = %s"
+                     " AND started_at >= %s)")
+        params += [rule.task_starts, name, None]  # None: the ``since`` parameter
+    return terms, params
+
+
+def _key_terms(table: str, name: str, rule: KeyRule, ref: str) -> tuple[list[str], list[Any]]:
+    """What bounds one key of a keyed task (``ref``: the SQL of the key): SQL terms,
+    each ``cap - count``, and their parameters (``None`` for ``since``)."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if rule.key_concurrency is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} AS r WHERE r.task_name = %s"
+                     f" AND r.flow_key = {ref} AND r.status = 'running')")
+        params += [rule.key_concurrency, name]
+    if rule.key_starts is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} AS r WHERE r.task_name = %s"
+                     f" AND r.flow_key = {ref} AND r.started_at >= %s)")
+        params += [rule.key_starts, name, None]
+    return terms, params
+
+
+def _since(params: list[Any], since: Any) -> list[Any]:
+    return [since if p is None else p for p in params]
+
+
+def _room(least: str, greatest: str, terms: list[str]) -> str:
+    """``GREATEST(LEAST(terms), 0)`` (a single term needs no ``LEAST``: SQLite's one
+    argument ``MIN`` is the aggregate)."""
+    inner = terms[0] if len(terms) == 1 else f"{least}({', '.join(terms)})"
+    return f"{greatest}({inner}, 0)"
+
+
+def _keyed_branch(
+    connection: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str],
+) -> tuple[str, list[Any]]:
+    """The candidates of one keyed task, ``(id, priority, run_at, rn)``, at most what
+    the task's limits allow, the first rows of every key first.
+
+    PostgreSQL walks the task's runnable keys through the claim index (a recursive
+    ``MIN(flow_key) > previous`` scan, one index probe per key) and reads each key's
+    best rows with a ``LATERAL`` subquery, ``LIMIT`` what the key's own limits leave,
+    ``FOR UPDATE SKIP LOCKED``: the cost grows with the number of runnable keys of the
+    task, not with its backlog. Elsewhere the task's runnable rows are numbered per key
+    with ``ROW_NUMBER()`` (``_keyed_window``). Executions without a key are one more
+    group, bound by the task's limits only.
+    """
+    vendor = dialect(connection)
+    since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+    task_terms, task_params = _task_terms(table, name, rule)
+    task_room = _room(vendor.least, vendor.greatest, ["%s", *task_terms])
+    room_params = [limit, *_since(task_params, since)]
+    if not vendor.lateral:
+        sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
+                                    exclude, task_room)
+        return sql, [*params, *room_params]
+    where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
+    key_terms, key_params = _key_terms(table, name, rule, "ks.k")
+    key_room = _room(vendor.least, vendor.greatest, ["%s", *key_terms])
+    lock = vendor.skip_locked
+    order = "ORDER BY priority DESC, run_at ASC"
+    sql = (
+        "SELECT id, priority, run_at, rn FROM (WITH RECURSIVE ks(k) AS ("
+        f"(SELECT flow_key FROM {table} WHERE task_name = %s AND flow_key IS NOT NULL"
+        f" AND {where} ORDER BY flow_key LIMIT 1)"
+        f" UNION ALL SELECT (SELECT flow_key FROM {table} WHERE task_name = %s"
+        f" AND flow_key > ks.k AND {where} ORDER BY flow_key LIMIT 1)"
+        " FROM ks WHERE ks.k IS NOT NULL)"
+        " SELECT c.id, c.priority, c.run_at, ROW_NUMBER() OVER (PARTITION BY ks.k"
+        " ORDER BY c.priority DESC, c.run_at ASC) AS rn FROM ks CROSS JOIN LATERAL"
+        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
+        f" AND flow_key = ks.k AND {where} {order} LIMIT {key_room}{lock}) AS c"
+        " WHERE ks.k IS NOT NULL"
+        f" UNION ALL SELECT id, priority, run_at, ROW_NUMBER() OVER ({order}) FROM"
+        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
+        f" AND flow_key IS NULL AND {where} {order} LIMIT %s{lock}) AS unkeyed"
+        f") AS k_all ORDER BY rn, priority DESC, run_at ASC LIMIT {task_room}"
+    )
+    params = [name, *wp, name, *wp, name, *wp, limit, *_since(key_params, since),
+              name, *wp, limit, *room_params]
+    return sql, params
+
+
+def _keyed_window(
+    connection: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str], room: str,
+) -> tuple[str, list[Any]]:
+    """``_keyed_branch`` without ``LATERAL`` (SQLite, MySQL): the task's runnable rows
+    numbered per key, kept while the number is within the key's limits; ``room``: the
+    SQL of the ``LIMIT`` (its parameters follow the returned ones)."""
+    vendor = dialect(connection)
+    since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+    where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
+    key_terms, key_params = _key_terms(table, name, rule, "w.flow_key")
+    within = " AND ".join(f"w.rn <= {term}" for term in key_terms)
+    sql = (
+        "SELECT id, priority, run_at, rn FROM (SELECT id, priority, run_at, flow_key,"
+        " ROW_NUMBER() OVER (PARTITION BY flow_key ORDER BY priority DESC, run_at ASC)"
+        f" AS rn FROM {table} WHERE task_name = %s AND {where}) AS w WHERE w.rn <= %s"
+        + (f" AND (w.flow_key IS NULL OR ({within}))" if within else "")
+        + f" ORDER BY rn, priority DESC, run_at ASC LIMIT {room}"
+    )
+    return sql, [name, *wp, limit, *_since(key_params, since)]
 
 
 def _isolation(connection: Any) -> str:
@@ -232,7 +375,7 @@ _held_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def claim_limited_named(
     connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
     limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), keyed: dict[str, KeyRule] | None = None,
 ) -> list[tuple]:
     """``claim_limited`` on MySQL/MariaDB: no ``UPDATE ... RETURNING``, and ``LIMIT``
     takes no expression, so the count of a limited task's running rows is read first.
@@ -245,22 +388,27 @@ def claim_limited_named(
     Inside a caller's transaction the locks are kept until it commits (and released
     by the next claim of the connection if it rolled back).
     """
+    keyed = keyed or {}
     vendor = dialect(connection)
     now_param = vendor.dt_param(connection, now)
     outermost = not connection.in_atomic_block
     if outermost:
         _release_names(connection)
-    names = _lock_names(connection, table, limits, queues, now_param)
+    names = _lock_names(connection, table, {**limits, **_caps(keyed)}, queues, now_param)
     try:
         update, head = _mark_running(connection, table, worker_id, now)
         order = " ORDER BY priority DESC, run_at ASC LIMIT %s" + vendor.skip_locked
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             where, params = runnable_sql(connection, now_param, queues,
-                                         skip=[*skip, *limits], exclude=exclude)
+                                         skip=[*skip, *limits, *keyed], exclude=exclude)
             cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
                            [*params, limit])
-            picks = list(cursor.fetchall())
+            ranked = [(1, row) for row in cursor.fetchall()]
             for name in names:
+                if name in keyed:
+                    ranked += _keyed_picks(connection, cursor, table, name, keyed[name],
+                                           limit, queues, now_param, exclude)
+                    continue
                 cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE task_name = %s"
                                " AND status = 'running'", [name])
                 free = min(limits[name] - cursor.fetchone()[0], limit)
@@ -270,15 +418,44 @@ def claim_limited_named(
                 cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table}"
                                f" WHERE task_name = %s AND {where}{order}",
                                [name, *params, free])
-                picks += cursor.fetchall()
-            picks.sort(key=lambda r: (-r[6], r[13]))  # priority DESC, run_at
-            return _update_picked(cursor, table, update, head, picks[:limit])
+                ranked += [(1, row) for row in cursor.fetchall()]
+            ranked.sort(key=lambda r: (r[0], -r[1][6], r[1][13]))  # rn, priority DESC, run_at
+            return _update_picked(cursor, table, update, head, [r for _, r in ranked[:limit]])
     finally:
         if outermost:
             _release(connection, table, names)
         else:
             _held_names.setdefault(connection, {}).setdefault(table, []).extend(names)
             transaction.on_commit(lambda: _release_names(connection), using=connection.alias)
+
+
+def _keyed_picks(
+    connection: Any, cursor: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str],
+) -> list[tuple[int, tuple]]:
+    """MySQL: the candidates of one keyed task (under its named lock), ``(rn, row)``
+    with ``PICKED_COLUMNS`` rows locked ``FOR UPDATE``: the task's room is read first
+    (``LIMIT`` takes no expression), then ``_keyed_window`` picks the ids."""
+    vendor = dialect(connection)
+    terms, params = _task_terms(table, name, rule)
+    room = limit
+    if terms:
+        since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+        cursor.execute("SELECT " + ", ".join(terms), _since(params, since))
+        room = min(room, *cursor.fetchone())
+    if room <= 0:
+        return []
+    sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
+                                exclude, "%s")
+    cursor.execute(sql, [*params, room])
+    ranks = {row[0]: row[3] for row in cursor.fetchall()}
+    if not ranks:
+        return []
+    where, where_params = runnable_sql(connection, now_param, queues, exclude=exclude)
+    marks = ", ".join(["%s"] * len(ranks))
+    cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE id IN ({marks}) AND {where}"
+                   + vendor.skip_locked, [*ranks, *where_params])
+    return [(ranks[row[0]], row) for row in cursor.fetchall()]
 
 
 def _lock_key(table: str, name: str) -> str:
