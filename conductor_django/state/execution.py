@@ -45,7 +45,7 @@ from ..exceptions import DEFAULT_REASON
 from ..store import claim as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
-from . import attempts
+from . import attempts, waiting
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
@@ -88,6 +88,10 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
 
     def finished(self) -> ExecutionQuerySet:
         return self.filter(status__in=FINAL)
+
+    def why_waiting(self, execution: Any, now: datetime | None = None) -> list[str]:
+        """Why the runnable ``execution`` is not starting (``state.waiting``)."""
+        return waiting.why_waiting(self, execution, now)
 
     # --- the claim -------------------------------------------------------------------
 

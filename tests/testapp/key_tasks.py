@@ -50,3 +50,9 @@ def rated_per_key(event, ctx):
 def fair(event, ctx):
     """Keyed (so claimed round-robin across keys) with a limit that never binds here."""
     hold(event, ctx)
+
+
+@task(name="rated-hourly", rate_limit=RateLimit(1, 3600))
+def rated_hourly(event, ctx):
+    """One start an hour (the admin's "rate limited until" test)."""
+    hold(event, ctx)
