@@ -158,11 +158,20 @@ def test_round_robin_takes_the_first_row_of_every_key_before_any_second_row():
     counts = defaultdict(int)
     for e in got:
         counts[e.key] += 1
-    # every key's first row, then second rows by run_at (A's backlog was queued first)
-    assert dict(counts) == {"A": 2, "B": 2, "C": 1, None: 1}
-    # within a key, priority then run_at, as everywhere
-    high = conductor.invoke("fair", {"n": "high"}, key="A", priority=9)
-    assert str(claim(1)[0].pk) == high
+    # every group's first row, then second rows of two groups (in the order of the round)
+    assert set(counts) == {"A", "B", "C", None}
+    assert sorted(counts.values()) == [1, 1, 2, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_of_one_at_a_time_take_turns_across_keys_and_priority_within_a_key():
+    conductor.invoke_many("fair", [{"payload": {"n": n}, "key": key}
+                                   for key in ("A", "B", "C") for n in range(3)])
+    high = conductor.invoke("fair", {"n": "high"}, key="B", priority=9)
+    served = [claim(1)[0] for _ in range(6)]
+    assert sorted(e.key for e in served[:3]) == ["A", "B", "C"]  # one turn each
+    assert sorted(e.key for e in served[3:]) == ["A", "B", "C"]  # then again
+    assert str(next(e for e in served if e.key == "B").pk) == high  # B's best first
 
 
 @pytest.mark.django_db(transaction=True)

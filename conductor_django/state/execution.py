@@ -145,6 +145,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
                 schedule_name=r[9],
                 parent_id=as_id_or_none(r[10]),
                 lease=r[11],
+                key=r[12],
             )
             for r in rows
         ]

@@ -33,14 +33,14 @@ from .vendor import dialect
 CLAIMED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority,"
     " CASE WHEN started_at = locked_at THEN 1 ELSE 0 END, event_name, schedule_name,"
-    " parent_id, lease"
+    " parent_id, lease, flow_key"
 )
 
 #: MySQL: what a claim picks of each row (``FOR UPDATE``), from which ``_update_picked``
 #: derives ``CLAIMED_COLUMNS`` after its ``UPDATE`` (``run_at`` last: the sort key).
 PICKED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
-    " event_name, schedule_name, parent_id, lease, resume, run_at"
+    " event_name, schedule_name, parent_id, lease, resume, run_at, flow_key"
 )
 
 #: A limit that never binds (the int4 maximum), where a task has none.
@@ -132,9 +132,9 @@ def _update_picked(cursor: Any, table: str, update: str, head: list[Any],
     marks = ", ".join(["%s"] * len(picked))
     cursor.execute(f"{update} WHERE id IN ({marks})", [*head, *(r[0] for r in picked)])
     return [(eid, task, queue, payload, attempts if resume else attempts + 1, most, priority,
-             1 if fresh else 0, event, schedule, parent, lease + 1)
+             1 if fresh else 0, event, schedule, parent, lease + 1, key)
             for (eid, task, queue, payload, attempts, most, priority, fresh, event, schedule,
-                 parent, lease, resume, _) in picked]
+                 parent, lease, resume, _, key) in picked]
 
 
 def claim_limited(
@@ -216,10 +216,43 @@ def claim_limited(
             f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
             " ORDER BY rn, priority DESC, run_at ASC LIMIT %s"
         )
-        return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+        rows = lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+        _take_turns(connection, table, keyed, rows)
+        return rows
 
 
 # --- keys: fair claims within per-key concurrency and rate limits -----------------------
+
+
+#: Where the next claim of a keyed task begins its round of the task's keys,
+#: per (database alias, table, task): after the last key the previous claim served.
+_turns: dict[tuple[str, str, str], str] = {}
+
+
+#: The order of a keyed task's groups within one round (``fk``: the key; its parameter
+#: is the turn): the keys after the turn, then the executions without a key, then the
+#: keys from the first up to the turn.
+ROTATION = "CASE WHEN fk IS NULL THEN 1 WHEN fk > %s THEN 0 ELSE 2 END, fk"
+
+
+def _turn(connection: Any, table: str, name: str) -> str:
+    return _turns.get((connection.alias, table, name), "")
+
+
+def _take_turns(connection: Any, table: str, keyed: dict[str, KeyRule],
+                rows: list[tuple]) -> None:
+    """Move each keyed task's round on past the keys this claim served (``rows``:
+    ``CLAIMED_COLUMNS``). The round visits the keys after the previous one first, then
+    wraps around to the first key: the last key served is the largest at or below the
+    previous turn when the round wrapped, else the largest."""
+    served: dict[str, list[str]] = {}
+    for row in rows:
+        if row[1] in keyed and row[12] is not None:
+            served.setdefault(row[1], []).append(row[12])
+    for name, keys in served.items():
+        previous = _turn(connection, table, name)
+        wrapped = [k for k in keys if k <= previous]
+        _turns[(connection.alias, table, name)] = max(wrapped or keys)
 
 
 def _caps(keyed: dict[str, KeyRule]) -> dict[str, int]:
@@ -277,13 +310,17 @@ def _keyed_branch(
     """The candidates of one keyed task, ``(id, priority, run_at, rn)``, at most what
     the task's limits allow, the first rows of every key first.
 
-    PostgreSQL walks the task's runnable keys through the claim index (a recursive
-    ``MIN(flow_key) > previous`` scan, one index probe per key) and reads each key's
-    best rows with a ``LATERAL`` subquery, ``LIMIT`` what the key's own limits leave,
-    ``FOR UPDATE SKIP LOCKED``: the cost grows with the number of runnable keys of the
-    task, not with its backlog. Elsewhere the task's runnable rows are numbered per key
-    with ``ROW_NUMBER()`` (``_keyed_window``). Executions without a key are one more
-    group, bound by the task's limits only.
+    PostgreSQL walks at most ``limit`` runnable keys of the task through the key index
+    (a recursive "next key after this one" scan, one index probe per key), beginning
+    after the last key the previous claim of this process served and wrapping around
+    (``_turns``), and reads each key's best rows with a ``LATERAL`` subquery, ``LIMIT``
+    what the key's own limits leave: the cost grows with the batch, not with the
+    backlog or the number of keys. Only the rows chosen are locked (``FOR UPDATE OF e
+    SKIP LOCKED``, rechecking that they are still runnable): the task's claims are
+    serialized by its claim lock, so nobody else claims the rows read but not chosen.
+    Elsewhere the task's runnable rows are numbered per key with ``ROW_NUMBER()``
+    (``_keyed_window``). Executions without a key are one more group, bound by the
+    task's limits only.
     """
     vendor = dialect(connection)
     since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
@@ -297,27 +334,42 @@ def _keyed_branch(
     where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
     key_terms, key_params = _key_terms(table, name, rule, "ks.k")
     key_room = _room(vendor.least, vendor.greatest, ["%s", *key_terms])
-    lock = vendor.skip_locked
+    lock_chosen = " FOR UPDATE OF e SKIP LOCKED" if vendor.skip_locked else ""
     order = "ORDER BY priority DESC, run_at ASC"
+    turn = _turn(connection, table, name)
+    FIRST = "''"  # every key is a non-empty str  # noqa: N806
+
+    def next_key(after: str, upto: str) -> str:
+        return (f"(SELECT flow_key FROM {table} WHERE task_name = %s AND flow_key > {after}"
+                f"{upto} AND {where} ORDER BY flow_key LIMIT 1)")
+
     sql = (
-        "SELECT id, priority, run_at, rn FROM (WITH RECURSIVE ks(k) AS ("
-        f"(SELECT flow_key FROM {table} WHERE task_name = %s AND flow_key IS NOT NULL"
-        f" AND {where} ORDER BY flow_key LIMIT 1)"
-        f" UNION ALL SELECT (SELECT flow_key FROM {table} WHERE task_name = %s"
-        f" AND flow_key > ks.k AND {where} ORDER BY flow_key LIMIT 1)"
-        " FROM ks WHERE ks.k IS NOT NULL)"
+        "SELECT e.id, e.priority, e.run_at, picks.rn FROM (SELECT id, rn FROM (WITH RECURSIVE"
+        f" after_turn(k) AS ({next_key('%s', '')}"
+        f" UNION ALL SELECT {next_key('after_turn.k', '')} FROM after_turn"
+        " WHERE after_turn.k IS NOT NULL),"
+        f" upto_turn(k) AS ({next_key(FIRST, ' AND flow_key <= %s')}"
+        f" UNION ALL SELECT {next_key('upto_turn.k', ' AND flow_key <= %s')} FROM upto_turn"
+        " WHERE upto_turn.k IS NOT NULL),"
+        " ks(k) AS (SELECT k FROM after_turn WHERE k IS NOT NULL UNION ALL"
+        " SELECT k FROM upto_turn WHERE k IS NOT NULL LIMIT %s)"
         " SELECT c.id, c.priority, c.run_at, ROW_NUMBER() OVER (PARTITION BY ks.k"
-        " ORDER BY c.priority DESC, c.run_at ASC) AS rn FROM ks CROSS JOIN LATERAL"
+        " ORDER BY c.priority DESC, c.run_at ASC) AS rn, ks.k AS fk FROM ks CROSS JOIN LATERAL"
         f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
-        f" AND flow_key = ks.k AND {where} {order} LIMIT {key_room}{lock}) AS c"
-        " WHERE ks.k IS NOT NULL"
-        f" UNION ALL SELECT id, priority, run_at, ROW_NUMBER() OVER ({order}) FROM"
+        f" AND flow_key = ks.k AND {where} {order} LIMIT {key_room}) AS c"
+        f" UNION ALL SELECT id, priority, run_at, ROW_NUMBER() OVER ({order}), NULL FROM"
         f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
-        f" AND flow_key IS NULL AND {where} {order} LIMIT %s{lock}) AS unkeyed"
-        f") AS k_all ORDER BY rn, priority DESC, run_at ASC LIMIT {task_room}"
+        f" AND flow_key IS NULL AND {where} {order} LIMIT %s) AS unkeyed"
+        f") AS k_all ORDER BY rn, {ROTATION}, priority DESC, run_at ASC LIMIT {task_room})"
+        " AS picks"
+        f" JOIN {table} AS e ON e.id = picks.id WHERE e.{vendor.runnable} AND e.run_at <= %s"
+        f"{lock_chosen}"
     )
-    params = [name, *wp, name, *wp, name, *wp, limit, *_since(key_params, since),
-              name, *wp, limit, *room_params]
+    params = [name, turn, *wp, name, *wp,  # after_turn
+              name, turn, *wp, name, turn, *wp,  # upto_turn
+              limit,  # ks: at most one key per execution claimed
+              name, *wp, limit, *_since(key_params, since),  # each key's rows
+              name, *wp, limit, turn, *room_params, now_param]
     return sql, params
 
 
@@ -338,9 +390,11 @@ def _keyed_window(
         " ROW_NUMBER() OVER (PARTITION BY flow_key ORDER BY priority DESC, run_at ASC)"
         f" AS rn FROM {table} WHERE task_name = %s AND {where}) AS w WHERE w.rn <= %s"
         + (f" AND (w.flow_key IS NULL OR ({within}))" if within else "")
-        + f" ORDER BY rn, priority DESC, run_at ASC LIMIT {room}"
+        + f" ORDER BY rn, {ROTATION.replace('fk', 'flow_key')}, priority DESC, run_at ASC"
+        f" LIMIT {room}"
     )
-    return sql, [name, *wp, limit, *_since(key_params, since)]
+    return sql, [name, *wp, limit, *_since(key_params, since),
+                 _turn(connection, table, name)]
 
 
 def _isolation(connection: Any) -> str:
@@ -355,16 +409,21 @@ def _lock_limited(
 ) -> list[str]:
     """PostgreSQL: try-lock the limited tasks that have runnable rows and a free slot."""
     where, params = runnable_sql(connection, now_param, queues)
+    # "Is there a runnable row of the task": a scalar subquery in the order of the
+    # (task_name, flow_key, ...) index of runnable rows, so that the task name - a
+    # value the planner cannot see here - is always looked up in that index. (As an
+    # EXISTS, whose ORDER BY is dropped, the planner may read the whole table instead.)
     sql = (
         "SELECT t.name FROM unnest(%s::text[], %s::int[]) AS t(name, cap) WHERE CASE"
-        f" WHEN EXISTS (SELECT 1 FROM {table} WHERE task_name = t.name AND {where})"
+        f" WHEN (SELECT 1 FROM {table} WHERE task_name = t.name AND {where}"
+        " ORDER BY task_name, flow_key, priority DESC, run_at LIMIT 1) IS NOT NULL"
         f" AND (SELECT COUNT(*) FROM {table} WHERE task_name = t.name"
         " AND status = 'running') < t.cap"
         " THEN pg_try_advisory_xact_lock(%s, hashtext(t.name)) ELSE false END"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(limits), list(limits.values()), *params, CLAIM_LOCK_CLASS])
-        return [row[0] for row in cursor.fetchall()]
+    rows = execute_prepared(connection, sql, [list(limits), list(limits.values()), *params,
+                                              CLAIM_LOCK_CLASS], fetch=True)
+    return [row[0] for row in rows]
 
 
 #: Named locks (MySQL ``GET_LOCK``) a connection still holds for a claim inside a
@@ -420,7 +479,9 @@ def claim_limited_named(
                                [name, *params, free])
                 ranked += [(1, row) for row in cursor.fetchall()]
             ranked.sort(key=lambda r: (r[0], -r[1][6], r[1][13]))  # rn, priority DESC, run_at
-            return _update_picked(cursor, table, update, head, [r for _, r in ranked[:limit]])
+            rows = _update_picked(cursor, table, update, head, [r for _, r in ranked[:limit]])
+            _take_turns(connection, table, keyed, rows)
+            return rows
     finally:
         if outermost:
             _release(connection, table, names)
