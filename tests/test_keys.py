@@ -18,7 +18,7 @@ from django.utils import timezone
 import conductor_django as conductor
 from conductor_django import RateLimit, task
 from conductor_django.definitions.registry import claim_rules, unregister
-from conductor_django.models import Execution
+from conductor_django.models import Execution, Step
 
 from .conftest import poll
 
@@ -133,6 +133,17 @@ def test_key_is_stored_by_invoke_invoke_many_and_every_insert_path():
     keys = dict(Execution.objects.values_list("pk", "key"))
     assert [keys[uuid.UUID(i)] for i in [one, deduped, throttled, *many]] == [
         "tenant-7", "tenant-8", "tenant-9", "a", None, "b"]
+
+
+@pytest.mark.django_db
+def test_run_again_and_fork_keep_the_key():
+    eid = conductor.invoke("fair", {"log": "/dev/null"}, key="tenant-7")
+    Execution.objects.filter(pk=eid).update(status=S.COMPLETED)
+    again = Execution.objects.run_again(eid)
+    Step.objects.create(execution_id=eid, name="a", result=1)
+    forked = conductor.fork(eid, "a")
+    assert Execution.objects.get(pk=again).key == Execution.objects.get(pk=forked).key \
+        == "tenant-7"
 
 
 # --- the claim, in process ---------------------------------------------------------------
