@@ -244,7 +244,12 @@ def _take_turns(connection: Any, table: str, keyed: dict[str, KeyRule],
     """Move each keyed task's round on past the keys this claim served (``rows``:
     ``CLAIMED_COLUMNS``). The round visits the keys after the previous one first, then
     wraps around to the first key: the last key served is the largest at or below the
-    previous turn when the round wrapped, else the largest."""
+    previous turn when the round wrapped, else the largest.
+
+    The largest by Python's order, which may differ from the database's collation (a
+    case-insensitive one, say): then the new turn is still one of the keys this claim
+    served, after the previous turn in the database's order, so the round still moves
+    on every claim and reaches every key; it may serve a key twice in one round."""
     served: dict[str, list[str]] = {}
     for row in rows:
         if row[1] in keyed and row[12] is not None:
