@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .definitions import Batch, Cron, Retention, Task, task
+from .definitions import Batch, Cron, RateLimit, Retention, Task, task
 from .exceptions import (
     Cancelled,
     ChildExecutionFailed,
@@ -34,6 +34,7 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionFailed",
     "NonRetryableError",
+    "RateLimit",
     "Retention",
     "SignalTimeout",
     "Task",

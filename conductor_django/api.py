@@ -21,6 +21,7 @@ from django.utils import timezone
 from . import tracing
 from .definitions.registry import Task, get_task
 from .definitions.values import (
+    FLOW_KEY_LENGTH,
     KEY_LENGTH,
     QUEUE_LENGTH,
     as_uuid,
@@ -35,7 +36,8 @@ from .models import Execution, FlowSlot, Signal
 from .store import inserts
 from .store.transactions import retry_locked, write_transaction
 
-OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce")
+OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce",
+           "key")
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class NewExecution:
     priority: int
     run_at: datetime
     queue: str
+    key: str | None = None  # the flow-control key (task key_concurrency, rate_limit)
     # flow control: seconds (see insert_throttled, insert_debounced)
     throttle: float | None = None
     debounce: float | None = None
@@ -65,6 +68,7 @@ class NewExecution:
             queue=self.queue,
             payload=self.payload,
             dedupe_key=self.dedupe_key,
+            key=self.key,
             priority=self.priority,
             run_at=self.run_at,
             max_attempts=self.task.max_attempts,
@@ -84,6 +88,7 @@ def prepare(
     queue: str | None = None,
     throttle: float | timedelta | None = None,
     debounce: float | timedelta | None = None,
+    key: str | None = None,
     now: datetime | None = None,
     direct: bool = True,
 ) -> NewExecution:
@@ -94,6 +99,8 @@ def prepare(
     payload_text = check_json_text(payload)
     if dedupe_key is not None:
         check_text(dedupe_key, "dedupe_key", KEY_LENGTH)
+    if key is not None:
+        check_text(key, "key", FLOW_KEY_LENGTH)
     check_int(priority, "priority")  # an ``integer`` column
     if queue is not None:
         check_text(queue, "queue", QUEUE_LENGTH)
@@ -115,6 +122,7 @@ def prepare(
         priority=priority,
         run_at=when,
         queue=queue or t.get_queue(),
+        key=key,
         throttle=throttle_s,
         debounce=debounce_s,
         payload_text=payload_text,
@@ -184,7 +192,7 @@ def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str
             None if new.payload is None else new.payload_json(), new.task.max_attempts,
             new.priority, new.run_at, now,
             trace_context=None if new.trace_context is None else json.dumps(new.trace_context),
-            **extra)
+            key=new.key, **extra)
         for eid, new in zip(ids, news, strict=True)
     ])
     return [str(eid) for eid in ids]
@@ -201,10 +209,14 @@ def invoke(
     queue: str | None = None,
     throttle: float | timedelta | None = None,
     debounce: float | timedelta | None = None,
+    key: str | None = None,
 ) -> str:
-    """Start an execution of ``task``; returns its id (a UUID string)."""
+    """Start an execution of ``task``; returns its id (a UUID string).
+
+    ``key``: the flow-control key (e.g. a tenant) that ``key_concurrency``, a per-key
+    ``rate_limit`` and the fair claim across keys go by."""
     new = prepare(task, payload, dedupe_key=dedupe_key, priority=priority, run_at=run_at,
-                  delay=delay, queue=queue, throttle=throttle, debounce=debounce)
+                  delay=delay, queue=queue, throttle=throttle, debounce=debounce, key=key)
     db = router.db_for_write(Execution)
     return retry_locked(lambda: insert_any(new, db), db)
 

@@ -68,6 +68,11 @@ class Execution(models.Model):
         "execution names it, so a worker that lost the execution can write nothing more.",
     )
     dedupe_key = models.CharField(max_length=255, null=True, blank=True)
+    key = models.CharField(
+        max_length=200, null=True, blank=True, db_column="flow_key",
+        help_text="The flow-control key (e.g. a tenant): key_concurrency, per-key rate limits "
+        "and fair claiming across keys.",
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
@@ -151,6 +156,30 @@ class Execution(models.Model):
             models.Index(
                 fields=["dedupe_key"], name="cdj_exec_dedupe_idx",
                 condition=Q(dedupe_key__isnull=False),
+            ),
+            # Keys (store/claim.py): the runnable keys of a task and each key's best rows;
+            # the running executions of a key; the recent starts of a task and of a key
+            # (rate limits); the admin's filter and search by key.
+            models.Index(
+                fields=["task_name", "key", "-priority", "run_at"],
+                name="cdj_exec_key_claim_idx",
+                condition=Q(status__in=["pending", "suspended"]),
+            ),
+            models.Index(
+                fields=["task_name", "key"], name="cdj_exec_key_running_idx",
+                condition=Q(status="running"),
+            ),
+            models.Index(
+                fields=["task_name", "started_at"], name="cdj_exec_started_idx",
+                condition=Q(started_at__isnull=False),
+            ),
+            models.Index(
+                fields=["task_name", "key", "started_at"], name="cdj_exec_key_started_idx",
+                condition=Q(key__isnull=False) & Q(started_at__isnull=False),
+            ),
+            models.Index(
+                fields=["key", "-created_at"], name="cdj_exec_key_idx",
+                condition=Q(key__isnull=False),
             ),
             # The scheduler: is a run of this schedule unfinished?
             models.Index(

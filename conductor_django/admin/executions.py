@@ -23,6 +23,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from .. import conf
@@ -84,6 +85,22 @@ class QueueFilter(IndexedValuesFilter):
         return [conf.get("DEFAULT_QUEUE"), *(t.get_queue() for t in all_tasks().values())]
 
 
+class KeyFilter(admin.SimpleListFilter):
+    """Executions of one flow-control key. The choices are the selected key only (a
+    project may have thousands): a key in the list links here, and the search finds any."""
+
+    title = "key"
+    parameter_name = "key"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        value = self.value()
+        return [] if value is None else [(value, value)]
+
+    def queryset(self, request: HttpRequest, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(key=value)
+
+
 # --- executions ------------------------------------------------------------------------
 
 
@@ -115,11 +132,11 @@ OPERATIONS = {
 @admin.register(Execution)
 # Operator actions: admin/operator.py; signals and progress: admin/signals.py.
 class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin):
-    list_display = ("short_id", "status_display", "task_name", "queue", "attempts_display",
-                    "run_at", "duration_display", "error_excerpt")
-    list_filter = ("status", TaskFilter, QueueFilter, "created_at")
-    search_fields = ("id", "task_name", "dedupe_key")  # see get_search_results
-    search_help_text = "Exact execution id, task name or dedupe key."
+    list_display = ("short_id", "status_display", "task_name", "queue", "key_link",
+                    "attempts_display", "run_at", "duration_display", "error_excerpt")
+    list_filter = ("status", TaskFilter, QueueFilter, KeyFilter, "created_at")
+    search_fields = ("id", "task_name", "dedupe_key", "key")  # see get_search_results
+    search_help_text = "Exact execution id, task name, dedupe key or key."
     ordering = ("-created_at",)
     actions = ["cancel_selected", "retry_selected", RETRY_FROM_STEP, "run_again_selected",
                "delete_finished"]
@@ -129,7 +146,8 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
     list_per_page = 50
     fieldsets = [
         (None, {"fields": ("id", "task_name", "status_display", "queue", "priority",
-                           "event_name", "schedule_name", "dedupe_key")}),
+                           "event_name", "schedule_name", "dedupe_key", "key",
+                           "why_waiting_display")}),
         ("Error", {"fields": ("last_error_display",)}),
         ("Payload and result", {"fields": ("payload_display", "result_display")}),
         ("Timing", {"fields": ("created_at", "run_at", "started_at", "finished_at",
@@ -140,7 +158,8 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
     ]
     readonly_fields = [
         "id", "task_name", "status_display", "queue", "priority", "event_name",
-        "schedule_name", "dedupe_key", "created_at", "run_at", "started_at", "finished_at",
+        "schedule_name", "dedupe_key", "key", "why_waiting_display", "created_at", "run_at",
+        "started_at", "finished_at",
         "duration_display", "attempts", "max_attempts", "cancelled", "resume", "locked_by",
         "locked_at", "last_error_display", "parent_link", "children_links", "payload_display",
         "result_display",
@@ -206,7 +225,7 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         try:
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
-            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term)), False
+            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | Q(key=term)), False
 
     @admin.display(description="id")
     def short_id(self, obj: Execution) -> str:
@@ -218,6 +237,14 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         if obj.cancelled and obj.status == S.RUNNING:
             return format_html('{} <span class="cdj-note">cancelling</span>', badge)
         return badge
+
+    @admin.display(description="key", ordering="key")
+    def key_link(self, obj: Execution) -> str:
+        if obj.key is None:
+            return "-"
+        url = reverse("admin:conductor_django_execution_changelist")
+        return format_html('<a href="{}?{}">{}</a>', url, urlencode({"key": obj.key}),
+                           excerpt(obj.key))
 
     @admin.display(description="attempts")
     def attempts_display(self, obj: Execution) -> str:
@@ -232,6 +259,12 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         return excerpt(obj.last_error)
 
     # --- execution page ------------------------------------------------------------
+
+    @admin.display(description="why waiting")
+    def why_waiting_display(self, obj: Execution) -> str:
+        """The flow-control limits that hold a runnable execution back right now."""
+        reasons = Execution.objects.using(obj._state.db).why_waiting(obj)
+        return "; ".join(reasons) if reasons else "-"
 
     @admin.display(description="last error")
     def last_error_display(self, obj: Execution) -> str:

@@ -1,6 +1,7 @@
 """Flow-control options of ``task(...)`` and what they mean for the claim.
 
-``concurrency``, ``window`` and ``batch`` are validated here when a task is defined,
+``concurrency``, ``key_concurrency``, ``rate_limit`` (``RateLimit``), ``window`` and
+``batch`` are validated here when a task is defined,
 with ``Retention`` and the checks of the events and model-trigger options.
 ``registry.claim_rules`` turns the registered tasks into what one claim needs (see
 ``store/claim.py`` for how the limits are enforced).
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .values import NAME_LENGTH, check_text, to_seconds
+from .values import INT32_MAX, NAME_LENGTH, check_text, to_seconds
 from .window import Window
 
 
@@ -50,11 +51,60 @@ def check_concurrency(value: Any, task_name: str) -> int | None:
     return value
 
 
+def check_key_concurrency(value: Any, task_name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT32_MAX:
+        raise ValueError(f"key_concurrency of task {task_name!r} must be an int >= 1 or None, "
+                         f"got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``task(rate_limit=RateLimit(count, per, per_key=False))``: at most ``count``
+    executions of the task start in any window of ``per`` seconds (or timedelta),
+    across all workers; with ``per_key=True``, at most ``count`` per key.
+
+    An execution *starts* when its first attempt is claimed; a retry or a resume after a
+    sleep, a child or a release is not a new start. Executions over the limit wait as
+    ``pending`` and start as soon as the window allows.
+    """
+
+    count: int
+    per: float | timedelta
+    per_key: bool = False
+
+    def __post_init__(self) -> None:
+        if (isinstance(self.count, bool) or not isinstance(self.count, int)
+                or not 1 <= self.count <= INT32_MAX):
+            raise ValueError(f"RateLimit count must be an int >= 1, got {self.count!r}")
+        seconds = to_seconds(self.per, "RateLimit per")
+        if seconds is None or seconds <= 0:
+            raise ValueError(f"RateLimit per must be a positive number of seconds, "
+                             f"got {self.per!r}")
+        object.__setattr__(self, "per", seconds)
+        if not isinstance(self.per_key, bool):
+            raise TypeError(f"RateLimit per_key must be a bool, got {self.per_key!r}")
+
+    @property
+    def seconds(self) -> float:
+        return float(self.per)  # type: ignore[arg-type]  # normalized in __post_init__
+
+
+def check_rate_limit(value: Any, task_name: str) -> RateLimit | None:
+    if value is not None and not isinstance(value, RateLimit):
+        raise TypeError(f"rate_limit of task {task_name!r} must be a RateLimit(count, per), "
+                        f"got {value!r}")
+    return value
+
+
 def check_window(value: Any, task_name: str) -> Window | None:
     return None if value is None else Window.parse(value, task_name)
 
 
-def check_batch(value: Any, task_name: str, concurrency: int | None) -> Batch | None:
+def check_batch(value: Any, task_name: str, concurrency: int | None,
+                keyed: bool = False) -> Batch | None:
     if value is None:
         return None
     if not isinstance(value, Batch):
@@ -63,6 +113,9 @@ def check_batch(value: Any, task_name: str, concurrency: int | None) -> Batch | 
     if concurrency is not None:
         raise ValueError(f"task {task_name!r}: concurrency cannot be combined with batch "
                          "(a batch already runs as one unit)")
+    if keyed:
+        raise ValueError(f"task {task_name!r}: key_concurrency and rate_limit cannot be "
+                         "combined with batch (a batch already runs as one unit)")
     return value
 
 

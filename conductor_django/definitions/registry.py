@@ -23,7 +23,7 @@ from django.utils.module_loading import module_has_submodule
 from .. import conf
 from ..exceptions import TaskNotFound
 from .cron import Cron
-from .options import Batch, Retention
+from .options import Batch, RateLimit, Retention
 from .protocols import Handler
 from .tasks import Task, _location, build_task
 from .window import Window
@@ -118,6 +118,8 @@ def task(
     timeout: float | timedelta | None = ...,
     invocable: bool = ...,
     concurrency: int | None = ...,
+    key_concurrency: int | None = ...,
+    rate_limit: RateLimit | None = ...,
     window: tuple[str, str] | Window | None = ...,
     batch: Batch | None = ...,
     events: Sequence[str] = ...,
@@ -186,21 +188,51 @@ class ClaimRules:
 
     skip: tuple[str, ...] = ()  # never claimed one by one: batch tasks, closed windows
     limits: dict[str, int] = field(default_factory=dict)  # task name -> max running
+    keyed: dict[str, KeyRule] = field(default_factory=dict)  # claimed key by key
 
     @property
     def plain(self) -> bool:
-        return not self.skip and not self.limits
+        return not self.skip and not self.limits and not self.keyed
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRule:
+    """The limits of a task claimed key by key (``Task.keyed``); ``None``: no limit.
+
+    ``task_starts``/``key_starts``: at most that many first starts of the task (of one
+    key) since ``since`` (``now`` minus the rate limit's window).
+    """
+
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    task_starts: int | None = None
+    key_starts: int | None = None
+    since: datetime | None = None
+
+
+def key_rule(t: Task, now: datetime) -> KeyRule:
+    rate = t.rate_limit
+    return KeyRule(
+        concurrency=t.concurrency,
+        key_concurrency=t.key_concurrency,
+        task_starts=rate.count if rate is not None and not rate.per_key else None,
+        key_starts=rate.count if rate is not None and rate.per_key else None,
+        since=now - timedelta(seconds=rate.seconds) if rate is not None else None,
+    )
 
 
 def claim_rules(now: datetime) -> ClaimRules:
     skip: list[str] = []
     limits: dict[str, int] = {}
+    keyed: dict[str, KeyRule] = {}
     for name, t in sorted(all_tasks().items()):
         if t.batch is not None or (t.window is not None and not t.window.is_open(now)):
             skip.append(name)
+        elif t.keyed:
+            keyed[name] = key_rule(t, now)
         elif t.concurrency is not None:
             limits[name] = t.concurrency
-    return ClaimRules(skip=tuple(skip), limits=limits)
+    return ClaimRules(skip=tuple(skip), limits=limits, keyed=keyed)
 
 
 def batch_tasks(now: datetime) -> dict[str, Batch]:

@@ -12,6 +12,7 @@ from .. import conf
 from .cron import Cron, as_crons
 from .options import (
     Batch,
+    RateLimit,
     Retention,
     _check_events,
     _check_fields,
@@ -19,6 +20,8 @@ from .options import (
     _check_retention,
     check_batch,
     check_concurrency,
+    check_key_concurrency,
+    check_rate_limit,
     check_window,
 )
 from .protocols import Handler
@@ -50,6 +53,8 @@ class Task:
     invocable: bool = True
     # flow control (see definitions.options)
     concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate_limit: RateLimit | None = None
     window: Window | None = None
     batch: Batch | None = None
     # events and model triggers (events.py), retention (retention.py)
@@ -71,6 +76,12 @@ class Task:
     @property
     def __name__(self) -> str:  # keeps the decorated function introspectable
         return self.func.__name__
+
+    @property
+    def keyed(self) -> bool:
+        """Whether claims of this task go key by key (``key_concurrency`` or
+        ``rate_limit``): round-robin across keys, within the limits."""
+        return self.key_concurrency is not None or self.rate_limit is not None
 
     def get_queue(self) -> str:
         return self.queue or conf.get("DEFAULT_QUEUE")
@@ -102,6 +113,8 @@ def build_task(
     timeout: float | timedelta | None = None,
     invocable: bool = True,
     concurrency: int | None = None,
+    key_concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
     window: tuple[str, str] | Window | None = None,
     batch: Batch | None = None,
     events: Sequence[str] = (),
@@ -126,8 +139,11 @@ def build_task(
                         for b in backoff)
     # flow control
     concurrency = check_concurrency(concurrency, task_name)
+    key_concurrency = check_key_concurrency(key_concurrency, task_name)
+    rate_limit = check_rate_limit(rate_limit, task_name)
     window = check_window(window, task_name)
-    batch = check_batch(batch, task_name, concurrency)
+    batch = check_batch(batch, task_name, concurrency,
+                        keyed=key_concurrency is not None or rate_limit is not None)
     return Task(
         func=func,
         name=task_name,
@@ -137,6 +153,8 @@ def build_task(
         timeout=to_seconds(timeout, f"timeout of task {task_name!r}"),
         invocable=bool(invocable),
         concurrency=concurrency,
+        key_concurrency=key_concurrency,
+        rate_limit=rate_limit,
         window=window,
         batch=batch,
         events=_check_events(task_name, events),

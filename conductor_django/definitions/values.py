@@ -42,6 +42,7 @@ MAX_JSON_DEPTH = 100
 NAME_LENGTH = 200  # task names, event names, schedule names
 QUEUE_LENGTH = 100
 KEY_LENGTH = 255  # dedupe keys
+FLOW_KEY_LENGTH = 200  # flow-control keys (invoke(key=...))
 STEP_NAME_LENGTH = 255
 
 #: A surrogate code point in a Python str is always "lone": UTF-8 cannot encode it.

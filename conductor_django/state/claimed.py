@@ -21,6 +21,7 @@ class Claimed:
     schedule_name: str | None
     parent_id: str | None
     lease: int = 0  # the fencing token of this claim: every later write names it
+    key: str | None = None  # the flow-control key (``invoke(key=...)``)
 
     # --- what a batch (``runtime.batch.ClaimedBatch``) has too: ``runtime.unit.ExecutionUnit``
 

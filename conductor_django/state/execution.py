@@ -45,7 +45,7 @@ from ..exceptions import DEFAULT_REASON
 from ..store import claim as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
-from . import attempts
+from . import attempts, waiting
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
@@ -89,6 +89,10 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
     def finished(self) -> ExecutionQuerySet:
         return self.filter(status__in=FINAL)
 
+    def why_waiting(self, execution: Any, now: datetime | None = None) -> list[str]:
+        """Why the runnable ``execution`` is not starting (``state.waiting``)."""
+        return waiting.why_waiting(self, execution, now)
+
     # --- the claim -------------------------------------------------------------------
 
     def claim(
@@ -99,16 +103,17 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
 
         Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
         skipped here (batches are claimed by ``claim_batch``), and tasks with
-        ``concurrency=N`` go through ``store.claim.claim_limited``. ``exclude``:
+        ``concurrency=N``, ``key_concurrency=N`` or a ``rate_limit`` go through
+        ``store.claim.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
         executions not to claim (a stale handler of this worker may still run them).
         """
         connection = connections[using]
         table = self.model._meta.db_table
         now = timezone.now()
         rules = claim_rules(now)
-        if rules.limits:
+        if rules.limits or rules.keyed:
             rows = claim_sql.claim_limited(connection, table, worker_id, queues, limit, now,
-                                           rules.skip, rules.limits, exclude)
+                                           rules.skip, rules.limits, exclude, rules.keyed)
         else:
             rows = claim_sql.claim(connection, table, worker_id, queues, limit, now,
                                    rules.skip, exclude)
@@ -140,6 +145,7 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
                 schedule_name=r[9],
                 parent_id=as_id_or_none(r[10]),
                 lease=r[11],
+                key=r[12],
             )
             for r in rows
         ]

@@ -35,7 +35,7 @@ touched, whatever its state. A fork with copied steps keeps the original's
 ``started_at`` (its steps started then), so its first claim loads them.
 
 **Run again** (``run_again``): a new ``pending`` execution of the same task with the
-same payload, queue, priority, event name and ``dedupe_key``, no steps, no parent and
+same payload, queue, priority, event name, ``dedupe_key`` and key, no steps, no parent and
 a fresh attempt budget. Legal for finished executions (``completed``, ``failed``,
 ``cancelled``); returns the new id, or ``None`` when not legal, or when an unfinished
 execution of the task holds the same ``dedupe_key`` (dedupe wins: nothing is created).
@@ -220,7 +220,7 @@ class OperatorTransitions:
         new = self.model(
             task_name=old.task_name, queue=old.queue, payload=old.payload,
             priority=old.priority, event_name=old.event_name, forked_from_id=old.pk,
-            max_attempts=_budget(old.task_name, old.max_attempts),
+            key=old.key, max_attempts=_budget(old.task_name, old.max_attempts),
         )
         steps = self._steps(db)
         kept = list(steps.filter(execution_id=old.pk, pk__lt=first_left).order_by("pk"))
@@ -253,6 +253,7 @@ class OperatorTransitions:
             payload=old.payload,
             priority=old.priority,
             dedupe_key=old.dedupe_key,
+            key=old.key,
             event_name=old.event_name,
             max_attempts=task.max_attempts if task is not None else old.max_attempts,
         )

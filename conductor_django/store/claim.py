@@ -25,6 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
+from ..definitions.registry import KeyRule
 from .prepared import execute_prepared
 from .vendor import dialect
 
@@ -32,15 +33,18 @@ from .vendor import dialect
 CLAIMED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority,"
     " CASE WHEN started_at = locked_at THEN 1 ELSE 0 END, event_name, schedule_name,"
-    " parent_id, lease"
+    " parent_id, lease, flow_key"
 )
 
 #: MySQL: what a claim picks of each row (``FOR UPDATE``), from which ``_update_picked``
 #: derives ``CLAIMED_COLUMNS`` after its ``UPDATE`` (``run_at`` last: the sort key).
 PICKED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
-    " event_name, schedule_name, parent_id, lease, resume, run_at"
+    " event_name, schedule_name, parent_id, lease, resume, run_at, flow_key"
 )
+
+#: A limit that never binds (the int4 maximum), where a task has none.
+NO_LIMIT = 2**31 - 1
 
 #: First key of the PostgreSQL advisory locks that serialize claims of a limited task
 #: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
@@ -128,17 +132,24 @@ def _update_picked(cursor: Any, table: str, update: str, head: list[Any],
     marks = ", ".join(["%s"] * len(picked))
     cursor.execute(f"{update} WHERE id IN ({marks})", [*head, *(r[0] for r in picked)])
     return [(eid, task, queue, payload, attempts if resume else attempts + 1, most, priority,
-             1 if fresh else 0, event, schedule, parent, lease + 1)
+             1 if fresh else 0, event, schedule, parent, lease + 1, key)
             for (eid, task, queue, payload, attempts, most, priority, fresh, event, schedule,
-                 parent, lease, resume, _) in picked]
+                 parent, lease, resume, _, key) in picked]
 
 
 def claim_limited(
     connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
     limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), keyed: dict[str, KeyRule] | None = None,
 ) -> list[tuple]:
-    """The claim when some tasks have ``concurrency=N``: one statement, several branches.
+    """The claim when some tasks have limits: one statement, several branches.
+
+    ``limits``: tasks with ``concurrency=N`` alone; ``keyed``: tasks claimed key by key
+    (``key_concurrency``, ``rate_limit``, with or without ``concurrency``), see
+    ``_keyed_branch``. Every branch numbers its rows within their key (``rn``, 1 for
+    the branches without keys), and the statement takes the best ``limit`` rows by
+    ``rn``, then priority and ``run_at``: the first rows of every key go before the
+    second rows of any key, which is the round-robin across keys.
 
     The statement unions the plain candidates (every task without a limit, as in the
     fast path) with, per limited task, its best runnable rows ``LIMIT N - <running
@@ -161,10 +172,11 @@ def claim_limited(
 
     Finishing executions only lower the count, so a stale count errs on the safe side.
     """
+    keyed = keyed or {}
     vendor = dialect(connection)
     if not vendor.update_returning:
         return claim_limited_named(connection, table, worker_id, queues, limit, now, skip,
-                                   limits, exclude)
+                                   limits, exclude, keyed)
     now_param = vendor.dt_param(connection, now)
     lock = vendor.skip_locked
     locks = not vendor.single_writer  # SQLite: the write lock serializes already
@@ -174,20 +186,27 @@ def claim_limited(
             if outermost and _isolation(connection) != "read committed":
                 with connection.cursor() as cursor:  # the snapshot must follow the lock
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            names = _lock_limited(connection, table, limits, queues, now_param)
+            names = _lock_limited(connection, table, {**limits, **_caps(keyed)}, queues,
+                                  now_param)
         else:
-            names = list(limits)
-        where, params = runnable_sql(connection, now_param, queues, skip=[*skip, *limits],
-                                     exclude=exclude)
+            names = [*limits, *keyed]
+        where, params = runnable_sql(connection, now_param, queues,
+                                     skip=[*skip, *limits, *keyed], exclude=exclude)
         branches = [
-            f"SELECT * FROM (SELECT id, priority, run_at FROM {table} WHERE {where}"
+            f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table} WHERE {where}"
             f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
         ]
         params.append(limit)
         for n, name in enumerate(names):
+            if name in keyed:
+                branch, branch_params = _keyed_branch(connection, table, name, keyed[name],
+                                                      limit, queues, now_param, exclude)
+                branches.append(f"SELECT * FROM ({branch}) AS b_{n}")
+                params += branch_params
+                continue
             where, branch_params = runnable_sql(connection, now_param, queues, exclude=exclude)
             branches.append(
-                f"SELECT * FROM (SELECT id, priority, run_at FROM {table}"
+                f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table}"
                 f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
                 f" LIMIT {vendor.greatest}(%s - (SELECT COUNT(*) FROM {table}"
                 f" WHERE task_name = %s AND status = 'running'), 0){lock}) AS b_{n}"
@@ -195,9 +214,192 @@ def claim_limited(
             params += [name, *branch_params, limits[name], name]
         inner = (
             f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
-            " ORDER BY priority DESC, run_at ASC LIMIT %s"
+            " ORDER BY rn, priority DESC, run_at ASC LIMIT %s"
         )
-        return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+        rows = lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+        _take_turns(connection, table, keyed, rows)
+        return rows
+
+
+# --- keys: fair claims within per-key concurrency and rate limits -----------------------
+
+
+#: Where the next claim of a keyed task begins its round of the task's keys,
+#: per (database alias, table, task): after the last key the previous claim served.
+_turns: dict[tuple[str, str, str], str] = {}
+
+
+#: The order of a keyed task's groups within one round (``fk``: the key; its parameter
+#: is the turn): the keys after the turn, then the executions without a key, then the
+#: keys from the first up to the turn.
+ROTATION = "CASE WHEN fk IS NULL THEN 1 WHEN fk > %s THEN 0 ELSE 2 END, fk"
+
+
+def _turn(connection: Any, table: str, name: str) -> str:
+    return _turns.get((connection.alias, table, name), "")
+
+
+def _take_turns(connection: Any, table: str, keyed: dict[str, KeyRule],
+                rows: list[tuple]) -> None:
+    """Move each keyed task's round on past the keys this claim served (``rows``:
+    ``CLAIMED_COLUMNS``). The round visits the keys after the previous one first, then
+    wraps around to the first key: the last key served is the largest at or below the
+    previous turn when the round wrapped, else the largest.
+
+    The largest by Python's order, which may differ from the database's collation (a
+    case-insensitive one, say): then the new turn is still one of the keys this claim
+    served, after the previous turn in the database's order, so the round still moves
+    on every claim and reaches every key; it may serve a key twice in one round."""
+    served: dict[str, list[str]] = {}
+    for row in rows:
+        if row[1] in keyed and row[12] is not None:
+            served.setdefault(row[1], []).append(row[12])
+    for name, keys in served.items():
+        previous = _turn(connection, table, name)
+        wrapped = [k for k in keys if k <= previous]
+        _turns[(connection.alias, table, name)] = max(wrapped or keys)
+
+
+def _caps(keyed: dict[str, KeyRule]) -> dict[str, int]:
+    """The task-wide running caps of keyed tasks, for the claim locks."""
+    return {name: rule.concurrency or NO_LIMIT for name, rule in keyed.items()}
+
+
+def _task_terms(table: str, name: str, rule: KeyRule) -> tuple[list[str], list[Any]]:
+    """What bounds a keyed task as a whole: SQL terms (each ``cap - count``) and their
+    parameters, before and after the ``since`` time of the rate limit."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if rule.concurrency is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} WHERE task_name = %s"
+                     " AND status = 'running')")
+        params += [rule.concurrency, name]
+    if rule.task_starts is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} WHERE task_name = %s"
+                     " AND started_at >= %s)")
+        params += [rule.task_starts, name, None]  # None: the ``since`` parameter
+    return terms, params
+
+
+def _key_terms(table: str, name: str, rule: KeyRule, ref: str) -> tuple[list[str], list[Any]]:
+    """What bounds one key of a keyed task (``ref``: the SQL of the key): SQL terms,
+    each ``cap - count``, and their parameters (``None`` for ``since``)."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if rule.key_concurrency is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} AS r WHERE r.task_name = %s"
+                     f" AND r.flow_key = {ref} AND r.status = 'running')")
+        params += [rule.key_concurrency, name]
+    if rule.key_starts is not None:
+        terms.append(f"%s - (SELECT COUNT(*) FROM {table} AS r WHERE r.task_name = %s"
+                     f" AND r.flow_key = {ref} AND r.started_at >= %s)")
+        params += [rule.key_starts, name, None]
+    return terms, params
+
+
+def _since(params: list[Any], since: Any) -> list[Any]:
+    return [since if p is None else p for p in params]
+
+
+def _room(least: str, greatest: str, terms: list[str]) -> str:
+    """``GREATEST(LEAST(terms), 0)`` (a single term needs no ``LEAST``: SQLite's one
+    argument ``MIN`` is the aggregate)."""
+    inner = terms[0] if len(terms) == 1 else f"{least}({', '.join(terms)})"
+    return f"{greatest}({inner}, 0)"
+
+
+def _keyed_branch(
+    connection: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str],
+) -> tuple[str, list[Any]]:
+    """The candidates of one keyed task, ``(id, priority, run_at, rn)``, at most what
+    the task's limits allow, the first rows of every key first.
+
+    PostgreSQL walks at most ``limit`` runnable keys of the task through the key index
+    (a recursive "next key after this one" scan, one index probe per key), beginning
+    after the last key the previous claim of this process served and wrapping around
+    (``_turns``), and reads each key's best rows with a ``LATERAL`` subquery, ``LIMIT``
+    what the key's own limits leave: the cost grows with the batch, not with the
+    backlog or the number of keys. Only the rows chosen are locked (``FOR UPDATE OF e
+    SKIP LOCKED``, rechecking that they are still runnable): the task's claims are
+    serialized by its claim lock, so nobody else claims the rows read but not chosen.
+    Elsewhere the task's runnable rows are numbered per key with ``ROW_NUMBER()``
+    (``_keyed_window``). Executions without a key are one more group, bound by the
+    task's limits only.
+    """
+    vendor = dialect(connection)
+    since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+    task_terms, task_params = _task_terms(table, name, rule)
+    task_room = _room(vendor.least, vendor.greatest, ["%s", *task_terms])
+    room_params = [limit, *_since(task_params, since)]
+    if not vendor.lateral:
+        sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
+                                    exclude, task_room)
+        return sql, [*params, *room_params]
+    where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
+    key_terms, key_params = _key_terms(table, name, rule, "ks.k")
+    key_room = _room(vendor.least, vendor.greatest, ["%s", *key_terms])
+    lock_chosen = " FOR UPDATE OF e SKIP LOCKED" if vendor.skip_locked else ""
+    order = "ORDER BY priority DESC, run_at ASC"
+    turn = _turn(connection, table, name)
+    FIRST = "''"  # every key is a non-empty str  # noqa: N806
+
+    def next_key(after: str, upto: str) -> str:
+        return (f"(SELECT flow_key FROM {table} WHERE task_name = %s AND flow_key > {after}"
+                f"{upto} AND {where} ORDER BY flow_key LIMIT 1)")
+
+    sql = (
+        "SELECT e.id, e.priority, e.run_at, picks.rn FROM (SELECT id, rn FROM (WITH RECURSIVE"
+        f" after_turn(k) AS ({next_key('%s', '')}"
+        f" UNION ALL SELECT {next_key('after_turn.k', '')} FROM after_turn"
+        " WHERE after_turn.k IS NOT NULL),"
+        f" upto_turn(k) AS ({next_key(FIRST, ' AND flow_key <= %s')}"
+        f" UNION ALL SELECT {next_key('upto_turn.k', ' AND flow_key <= %s')} FROM upto_turn"
+        " WHERE upto_turn.k IS NOT NULL),"
+        " ks(k) AS (SELECT k FROM after_turn WHERE k IS NOT NULL UNION ALL"
+        " SELECT k FROM upto_turn WHERE k IS NOT NULL LIMIT %s)"
+        " SELECT c.id, c.priority, c.run_at, ROW_NUMBER() OVER (PARTITION BY ks.k"
+        " ORDER BY c.priority DESC, c.run_at ASC) AS rn, ks.k AS fk FROM ks CROSS JOIN LATERAL"
+        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
+        f" AND flow_key = ks.k AND {where} {order} LIMIT {key_room}) AS c"
+        f" UNION ALL SELECT id, priority, run_at, ROW_NUMBER() OVER ({order}), NULL FROM"
+        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
+        f" AND flow_key IS NULL AND {where} {order} LIMIT %s) AS unkeyed"
+        f") AS k_all ORDER BY rn, {ROTATION}, priority DESC, run_at ASC LIMIT {task_room})"
+        " AS picks"
+        f" JOIN {table} AS e ON e.id = picks.id WHERE e.{vendor.runnable} AND e.run_at <= %s"
+        f"{lock_chosen}"
+    )
+    params = [name, turn, *wp, name, *wp,  # after_turn
+              name, turn, *wp, name, turn, *wp,  # upto_turn
+              limit,  # ks: at most one key per execution claimed
+              name, *wp, limit, *_since(key_params, since),  # each key's rows
+              name, *wp, limit, turn, *room_params, now_param]
+    return sql, params
+
+
+def _keyed_window(
+    connection: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str], room: str,
+) -> tuple[str, list[Any]]:
+    """``_keyed_branch`` without ``LATERAL`` (SQLite, MySQL): the task's runnable rows
+    numbered per key, kept while the number is within the key's limits; ``room``: the
+    SQL of the ``LIMIT`` (its parameters follow the returned ones)."""
+    vendor = dialect(connection)
+    since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+    where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
+    key_terms, key_params = _key_terms(table, name, rule, "w.flow_key")
+    within = " AND ".join(f"w.rn <= {term}" for term in key_terms)
+    sql = (
+        "SELECT id, priority, run_at, rn FROM (SELECT id, priority, run_at, flow_key,"
+        " ROW_NUMBER() OVER (PARTITION BY flow_key ORDER BY priority DESC, run_at ASC)"
+        f" AS rn FROM {table} WHERE task_name = %s AND {where}) AS w WHERE w.rn <= %s"
+        + (f" AND (w.flow_key IS NULL OR ({within}))" if within else "")
+        + f" ORDER BY rn, {ROTATION.replace('fk', 'flow_key')}, priority DESC, run_at ASC"
+        f" LIMIT {room}"
+    )
+    return sql, [name, *wp, limit, *_since(key_params, since),
+                 _turn(connection, table, name)]
 
 
 def _isolation(connection: Any) -> str:
@@ -212,16 +414,21 @@ def _lock_limited(
 ) -> list[str]:
     """PostgreSQL: try-lock the limited tasks that have runnable rows and a free slot."""
     where, params = runnable_sql(connection, now_param, queues)
+    # "Is there a runnable row of the task": a scalar subquery in the order of the
+    # (task_name, flow_key, ...) index of runnable rows, so that the task name - a
+    # value the planner cannot see here - is always looked up in that index. (As an
+    # EXISTS, whose ORDER BY is dropped, the planner may read the whole table instead.)
     sql = (
         "SELECT t.name FROM unnest(%s::text[], %s::int[]) AS t(name, cap) WHERE CASE"
-        f" WHEN EXISTS (SELECT 1 FROM {table} WHERE task_name = t.name AND {where})"
+        f" WHEN (SELECT 1 FROM {table} WHERE task_name = t.name AND {where}"
+        " ORDER BY task_name, flow_key, priority DESC, run_at LIMIT 1) IS NOT NULL"
         f" AND (SELECT COUNT(*) FROM {table} WHERE task_name = t.name"
         " AND status = 'running') < t.cap"
         " THEN pg_try_advisory_xact_lock(%s, hashtext(t.name)) ELSE false END"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(limits), list(limits.values()), *params, CLAIM_LOCK_CLASS])
-        return [row[0] for row in cursor.fetchall()]
+    rows = execute_prepared(connection, sql, [list(limits), list(limits.values()), *params,
+                                              CLAIM_LOCK_CLASS], fetch=True)
+    return [row[0] for row in rows]
 
 
 #: Named locks (MySQL ``GET_LOCK``) a connection still holds for a claim inside a
@@ -232,7 +439,7 @@ _held_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def claim_limited_named(
     connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
     limit: int, now: datetime, skip: Sequence[str], limits: dict[str, int],
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), keyed: dict[str, KeyRule] | None = None,
 ) -> list[tuple]:
     """``claim_limited`` on MySQL/MariaDB: no ``UPDATE ... RETURNING``, and ``LIMIT``
     takes no expression, so the count of a limited task's running rows is read first.
@@ -245,22 +452,27 @@ def claim_limited_named(
     Inside a caller's transaction the locks are kept until it commits (and released
     by the next claim of the connection if it rolled back).
     """
+    keyed = keyed or {}
     vendor = dialect(connection)
     now_param = vendor.dt_param(connection, now)
     outermost = not connection.in_atomic_block
     if outermost:
         _release_names(connection)
-    names = _lock_names(connection, table, limits, queues, now_param)
+    names = _lock_names(connection, table, {**limits, **_caps(keyed)}, queues, now_param)
     try:
         update, head = _mark_running(connection, table, worker_id, now)
         order = " ORDER BY priority DESC, run_at ASC LIMIT %s" + vendor.skip_locked
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             where, params = runnable_sql(connection, now_param, queues,
-                                         skip=[*skip, *limits], exclude=exclude)
+                                         skip=[*skip, *limits, *keyed], exclude=exclude)
             cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
                            [*params, limit])
-            picks = list(cursor.fetchall())
+            ranked = [(1, row) for row in cursor.fetchall()]
             for name in names:
+                if name in keyed:
+                    ranked += _keyed_picks(connection, cursor, table, name, keyed[name],
+                                           limit, queues, now_param, exclude)
+                    continue
                 cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE task_name = %s"
                                " AND status = 'running'", [name])
                 free = min(limits[name] - cursor.fetchone()[0], limit)
@@ -270,15 +482,46 @@ def claim_limited_named(
                 cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table}"
                                f" WHERE task_name = %s AND {where}{order}",
                                [name, *params, free])
-                picks += cursor.fetchall()
-            picks.sort(key=lambda r: (-r[6], r[13]))  # priority DESC, run_at
-            return _update_picked(cursor, table, update, head, picks[:limit])
+                ranked += [(1, row) for row in cursor.fetchall()]
+            ranked.sort(key=lambda r: (r[0], -r[1][6], r[1][13]))  # rn, priority DESC, run_at
+            rows = _update_picked(cursor, table, update, head, [r for _, r in ranked[:limit]])
+            _take_turns(connection, table, keyed, rows)
+            return rows
     finally:
         if outermost:
             _release(connection, table, names)
         else:
             _held_names.setdefault(connection, {}).setdefault(table, []).extend(names)
             transaction.on_commit(lambda: _release_names(connection), using=connection.alias)
+
+
+def _keyed_picks(
+    connection: Any, cursor: Any, table: str, name: str, rule: KeyRule, limit: int,
+    queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str],
+) -> list[tuple[int, tuple]]:
+    """MySQL: the candidates of one keyed task (under its named lock), ``(rn, row)``
+    with ``PICKED_COLUMNS`` rows locked ``FOR UPDATE``: the task's room is read first
+    (``LIMIT`` takes no expression), then ``_keyed_window`` picks the ids."""
+    vendor = dialect(connection)
+    terms, params = _task_terms(table, name, rule)
+    room = limit
+    if terms:
+        since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
+        cursor.execute("SELECT " + ", ".join(terms), _since(params, since))
+        room = min(room, *cursor.fetchone())
+    if room <= 0:
+        return []
+    sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
+                                exclude, "%s")
+    cursor.execute(sql, [*params, room])
+    ranks = {row[0]: row[3] for row in cursor.fetchall()}
+    if not ranks:
+        return []
+    where, where_params = runnable_sql(connection, now_param, queues, exclude=exclude)
+    marks = ", ".join(["%s"] * len(ranks))
+    cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE id IN ({marks}) AND {where}"
+                   + vendor.skip_locked, [*ranks, *where_params])
+    return [(ranks[row[0]], row) for row in cursor.fetchall()]
 
 
 def _lock_key(table: str, name: str) -> str:

@@ -15,7 +15,7 @@ from .vendor import dialect
 INSERT_COLUMNS = (
     "id", "task_name", "queue", "status", "payload", "last_error", "cancelled", "attempts",
     "max_attempts", "priority", "run_at", "created_at", "dedupe_key", "parent_id",
-    "schedule_name", "event_name", "resume", "trace_context",
+    "schedule_name", "event_name", "resume", "trace_context", "flow_key",
 )
 #: JSON columns (typed by the dialect's ``json_mark``).
 JSON_COLUMNS = ("payload", "trace_context")
@@ -60,6 +60,7 @@ def execution_row(
     schedule_name: str | None = None,
     event_name: str = "conductor.invoke",
     trace_context: str | None = None,
+    key: str | None = None,
 ) -> tuple:
     """One row for ``insert_rows``, with values adapted for ``connection``."""
     vendor = dialect(connection)
@@ -68,4 +69,4 @@ def execution_row(
     return (vendor.uuid_param(connection, eid), task_name, queue, "pending", payload_json, "",
             false, 0, max_attempts, priority, vendor.dt_param(connection, run_at),
             vendor.dt_param(connection, created_at), dedupe_key, parent, schedule_name,
-            event_name, false, trace_context)
+            event_name, false, trace_context, key)

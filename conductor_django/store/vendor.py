@@ -26,6 +26,11 @@ class Dialect:
     share_lock = ""
     #: The SQL function of the larger of two values.
     greatest = "MAX"
+    #: The SQL function of the smallest of several values.
+    least = "MIN"
+    #: ``LATERAL`` joins exist: a keyed claim reads each key's best rows by index
+    #: (else it numbers the task's runnable rows per key with a window function).
+    lateral = False
     #: A single writer at a time: write transactions begin ``IMMEDIATE`` and a busy
     #: database is waited for (``store.transactions``).
     single_writer = True
@@ -135,6 +140,8 @@ class PostgreSQL(Dialect):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     share_lock = " FOR SHARE"
     greatest = "GREATEST"
+    least = "LEAST"
+    lateral = True
     single_writer = False
     json_mark = "CAST(%s AS jsonb)"
 
@@ -234,6 +241,7 @@ class MySQL(Dialect):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     share_lock = " LOCK IN SHARE MODE"  # MySQL 8 and every MariaDB accept this spelling
     greatest = "GREATEST"
+    least = "LEAST"
     single_writer = False
     update_returning = False
     runnable = "cdj_runnable = 1"
