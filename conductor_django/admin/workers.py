@@ -21,6 +21,10 @@ class WorkerAdmin(StorableLookups, admin.ModelAdmin):
                     "running_display", "heartbeat_age_display", "started_at")
     list_filter = ("hostname",)
 
+    class Media:
+        css = {"all": ["conductor_django/admin.css"]}
+        js = ["conductor_django/live.js"]  # titles of the cells cut on narrow screens
+
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(running_count=running_count())
 
