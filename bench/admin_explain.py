@@ -155,7 +155,8 @@ def main() -> None:
                 times.append((time.monotonic() - started) * 1000)
             assert response.status_code == 200, (url, response.status_code)
         median, worst = statistics.median(times), max(times)
-        summary.append((title, median, worst, len(captured.captured_queries)))
+        sql_ms = sum(float(q["time"]) for q in captured.captured_queries) * 1000
+        summary.append((title, median, worst, len(captured.captured_queries), sql_ms))
         print(f"## {title}: `{url}`\n\n{median:.0f} ms for the page (median of {REPEAT}, "
               f"slowest {worst:.0f} ms), {len(captured.captured_queries)} queries\n")
         for query in captured.captured_queries:
@@ -168,9 +169,10 @@ def main() -> None:
                 plan = "\n".join(row[0] for row in cursor.fetchall())
             print(f"```sql\n{sql[:600]}{' ...' if len(sql) > 600 else ''}\n```\n"
                   f"```\n{plan}\n```\n")
-    print("## Summary\n\n| page | median | slowest | queries |\n|---|---|---|---|")
-    for title, median, worst, queries in summary:
-        print(f"| {title} | {median:.0f} ms | {worst:.0f} ms | {queries} |")
+    print("## Summary\n\n| page | median | slowest | queries | time in the database |\n"
+          "|---|---|---|---|---|")
+    for title, median, worst, queries, sql_ms in summary:
+        print(f"| {title} | {median:.0f} ms | {worst:.0f} ms | {queries} | {sql_ms:.1f} ms |")
 
 
 if __name__ == "__main__":

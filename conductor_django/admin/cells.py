@@ -36,13 +36,27 @@ def stamp_text(value: datetime | None, *, ms: bool = False, zone: bool = True) -
     return f"{text} {moment.tzname() or ''}".rstrip() if zone else text
 
 
-def stamp(value: datetime | None, *, ms: bool = False, zone: bool = True) -> str:
-    """``stamp_text`` in a ``<time>`` whose ``datetime`` and title are the exact value."""
+def short_text(value: datetime, now: datetime | None = None) -> str:
+    """For a list cell: ``07:12:03`` today, ``11-29 07:12:03`` another day this year,
+    ``2025-11-29 07:12`` before."""
+    moment, today = local(value), local(now or timezone.now())
+    if moment.date() == today.date():
+        return moment.strftime("%H:%M:%S")
+    if moment.year == today.year:
+        return moment.strftime("%m-%d %H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def stamp(value: datetime | None, *, ms: bool = False, zone: bool = True,
+          short: bool = False) -> str:
+    """``stamp_text`` (``short``: ``short_text``) in a ``<time>`` whose ``datetime`` is
+    the exact value and whose title is the full local time with its zone."""
     if value is None:
         return "-"
     exact = local(value).isoformat(timespec="microseconds")
-    return format_html('<time datetime="{}" title="{}">{}</time>', exact, exact,
-                       stamp_text(value, ms=ms, zone=zone))
+    shown = short_text(value) if short else stamp_text(value, ms=ms, zone=zone)
+    return format_html('<time datetime="{}" title="{}">{}</time>', exact,
+                       stamp_text(value, ms=True), shown)
 
 
 def one_line(text: str | None, *, css: str = "") -> str:

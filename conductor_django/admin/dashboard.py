@@ -54,7 +54,7 @@ class DashboardMixin:
                    for w, age in worker_rows()]
         failures = [
             (f, reverse("admin:conductor_django_execution_change", args=[f.pk]),
-             stamp(f.finished_at), one_line(f.last_error, css="cdj-error-cell"))
+             stamp(f.finished_at, short=True), one_line(f.last_error, css="cdj-error-cell"))
             for f in stats.recent_failures(FAILURES_SHOWN)
         ]
         tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95))

@@ -212,7 +212,7 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
 
     @admin.display(description="run at", ordering="run_at")
     def run_at_display(self, obj: Execution) -> str:
-        return stamp(obj.run_at, zone=False)
+        return stamp(obj.run_at, short=True)
 
     @admin.display(description="duration")
     def duration_display(self, obj: Execution) -> str:

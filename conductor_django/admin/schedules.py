@@ -16,7 +16,7 @@ from .. import scheduler
 from ..definitions.cron import check_timezone, next_fire_times, validate, zone
 from ..definitions.registry import all_tasks
 from ..models import Schedule
-from .cells import one_line
+from .cells import one_line, stamp
 from .safety import PayloadField, StorableLookups
 
 
@@ -88,7 +88,7 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
 
     form = ScheduleForm
     list_display = ("task_name", "name", "cron_display", "fire_times_cell", "timezone_display",
-                    "next_run_at", "last_run_at", "enabled", "static")
+                    "next_run_display", "last_run_display", "enabled", "static")
     list_filter = ("enabled", "static", "task_name")
     search_fields = ("task_name", "name")
     actions = ["enable_schedules", "disable_schedules", "run_now"]
@@ -104,6 +104,14 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
         # empty: the TIME_ZONE setting, named (not the setting's name)
         return format_html('<span title="the TIME_ZONE setting">{} <span class="cdj-muted">'
                            "(default)</span></span>", settings.TIME_ZONE or "UTC")
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run_display(self, obj: Schedule) -> str:
+        return stamp(obj.next_run_at, short=True)
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run_display(self, obj: Schedule) -> str:
+        return stamp(obj.last_run_at, short=True)
 
     @admin.display(description="cron", ordering="cron")
     def cron_display(self, obj: Schedule) -> str:

@@ -18,16 +18,43 @@
       && active.type !== "submit";
   }
 
+  // The markup of a part, without what differs on every render (CSRF tokens).
+  function markup(node) {
+    return node.outerHTML.replace(/name="csrfmiddlewaretoken" value="[^"]*"/g, "");
+  }
+
+  // Replace only the parts of old that changed (the same parts, by position), so that
+  // what did not change (a form being filled in, a scrolled box) stays as it is.
+  function patch(old, fresh) {
+    var a = old.children, b = fresh.children;
+    if (a.length !== b.length || a.length === 0) {
+      old.replaceWith(document.importNode(fresh, true));
+      return;
+    }
+    for (var i = b.length - 1; i >= 0; i--) {
+      if (markup(a[i]) === markup(b[i])) { continue; }
+      if (a[i].tagName === b[i].tagName && a[i].id === b[i].id && a[i].children.length
+          && a[i].id === "content-main") {
+        patch(a[i], b[i]);
+      } else {
+        a[i].replaceWith(document.importNode(b[i], true));
+      }
+    }
+    var attrs = fresh.attributes;
+    for (var j = 0; j < attrs.length; j++) { old.setAttribute(attrs[j].name, attrs[j].value); }
+    ["data-cdj-live", "data-cdj-version", "data-cdj-refresh"].forEach(function (name) {
+      if (!fresh.hasAttribute(name)) { old.removeAttribute(name); }
+    });
+  }
+
   function swap(region) {
     return fetch(window.location.href, {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = region.id ? doc.getElementById(region.id) : null;
-        if (!fresh) { return region; }
-        var copy = document.importNode(fresh, true);
-        region.replaceWith(copy);
-        return copy;
+        if (fresh) { patch(region, fresh); }
+        return document.getElementById(region.id) || region;
       });
   }
 
