@@ -8,17 +8,28 @@ is nearer, so the latest page costs the same as the first.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin
+from django.utils.html import format_html
 
 from ..models import Execution, Step
 from .cells import stamp
-from .display import ExecutionPartInline, pretty_json
+from .display import ExecutionPartInline
 
 STEPS_PER_PAGE = 50
 PAGE_PARAM = "steps"
+TITLE_MAX = 4000  # characters of a step's result in its hover text
+
+
+def compact_json(value: Any) -> str:
+    compact = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    pretty = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    if len(pretty) > TITLE_MAX:
+        pretty = pretty[: TITLE_MAX - 1] + "…"
+    return format_html('<code class="cdj-step-result" title="{}">{}</code>', pretty, compact)
 
 
 class StepInline(ExecutionPartInline):
@@ -42,7 +53,8 @@ class StepInline(ExecutionPartInline):
 
     @admin.display(description="result")
     def result_display(self, obj: Step) -> str:
-        return pretty_json(obj.result)
+        """One line of compact JSON; the indented JSON on hover (escaped, both)."""
+        return compact_json(obj.result)
 
 
 @dataclass(frozen=True)
