@@ -195,8 +195,8 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         try:
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
-            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | id_prefix(term)), \
-                False
+            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term)
+                                   | id_prefix(term, queryset.db)), False
 
     @admin.display(description="id")
     def short_id(self, obj: Execution) -> str:

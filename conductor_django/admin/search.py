@@ -12,7 +12,12 @@ from __future__ import annotations
 import re
 import uuid
 
-from django.db.models import Q
+from django.db import connections
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
+
+from ..models import Execution
+from ..store.stats import uuid_ranges_are_prefixes
 
 #: The shortest prefix searched for (shorter ones would match too many rows to mean
 #: anything): four hex digits, as ``git`` does.
@@ -29,11 +34,36 @@ def id_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return (uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f")))
 
 
-def id_prefix(term: str, field: str = "pk") -> Q:
+def id_prefix(term: str, using: str = "default") -> Q:
     """A filter on the ids starting with ``term``; matches nothing when ``term`` is no
-    id prefix."""
+    id prefix.
+
+    Where the database orders UUIDs otherwise (MariaDB's native UUID type), it compares
+    the id's text instead: correct, but a scan of the table.
+    """
     found = id_range(term)
     if found is None:
         return Q(pk__in=[])
     low, high = found
-    return Q(**{f"{field}__gte": low, f"{field}__lte": high})
+    if uuid_ranges_are_prefixes(connections[using]):
+        return Q(pk__gte=low, pk__lte=high)
+    text = str(low)[: len(_dashed(term))]
+    return Q(pk__in=_ids_starting_with(text, using))
+
+
+def _dashed(term: str) -> str:
+    """``term``'s hex digits as the start of a UUID's text (with its dashes)."""
+    digits = term.strip().lower().replace("-", "")
+    parts, at = [], 0
+    for size in (8, 4, 4, 4, 12):
+        if at >= len(digits):
+            break
+        parts.append(digits[at:at + size])
+        at += size
+    return "-".join(parts)
+
+
+def _ids_starting_with(text: str, using: str) -> QuerySet:
+    return (Execution.objects.using(using).order_by()
+            .annotate(id_text=Cast("id", CharField(max_length=36)))
+            .filter(id_text__startswith=text).values("pk"))

@@ -47,3 +47,8 @@ def duration_percentiles(connection: Any, table: str, since: Any,
     from the rows (``admin.stats``).
     """
     return dialect(connection).duration_percentiles(connection, table, since, quantiles)
+
+
+def uuid_ranges_are_prefixes(connection: Any) -> bool:
+    """Whether an id prefix can be searched as a range of the primary key here."""
+    return dialect(connection).uuid_ranges_are_prefixes(connection)

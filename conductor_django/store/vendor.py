@@ -129,6 +129,11 @@ class Dialect:
     def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
         return None
 
+    def uuid_ranges_are_prefixes(self, connection: Any) -> bool:
+        """Whether the UUIDs from ``x...0`` to ``x...f`` are those whose text starts with
+        ``x`` (SQLite stores 32 hex characters, PostgreSQL compares the bytes)."""
+        return True
+
     def duration_percentiles(self, connection: Any, table: str, since: Any,
                              quantiles: Sequence[float]) -> dict[str, list[float]] | None:
         """Per task, the run time quantiles of the executions finished since ``since``
@@ -291,6 +296,11 @@ class MySQL(Dialect):
         if connection.mysql_is_mariadb:
             with connection.cursor() as cursor:
                 cursor.execute(f"SET SESSION idle_transaction_timeout = {max(1, ceil(seconds))}")
+
+    def uuid_ranges_are_prefixes(self, connection: Any) -> bool:
+        # MySQL stores char(32); MariaDB >= 10.7's native UUID type compares an RFC UUID
+        # by its segments from the last one, so a prefix of its text is no range there.
+        return str(connection.data_types.get("UUIDField", "")).startswith("char")
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:
