@@ -115,7 +115,9 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
 
     @admin.display(description="cron", ordering="cron")
     def cron_display(self, obj: Schedule) -> str:
-        return format_html('<code title="{}">{}</code>', obj.cron, obj.cron)
+        # the fire times on hover too: a narrow list leaves their column out
+        return format_html('<code title="{}: {}">{}</code>', obj.cron,
+                           fire_times_text(obj.cron, obj.timezone), obj.cron)
 
     @admin.display(description="next fire times")
     def fire_times_display(self, obj: Schedule) -> str:
