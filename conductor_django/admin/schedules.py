@@ -117,7 +117,13 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
     def cron_display(self, obj: Schedule) -> str:
         # the fire times on hover too: a narrow list leaves their column out
         return format_html('<code title="{}: {}">{}</code>', obj.cron,
-                           fire_times_text(obj.cron, obj.timezone), obj.cron)
+                           self._fire_times(obj), obj.cron)
+
+    def _fire_times(self, obj: Schedule) -> str:
+        """``fire_times_text`` once per row of a list (two columns show it)."""
+        if not hasattr(obj, "_cdj_fire_times"):
+            obj._cdj_fire_times = fire_times_text(obj.cron, obj.timezone)  # type: ignore[attr-defined]
+        return obj._cdj_fire_times  # type: ignore[attr-defined]
 
     @admin.display(description="next fire times")
     def fire_times_display(self, obj: Schedule) -> str:
@@ -126,7 +132,7 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
 
     @admin.display(description="next fire times")
     def fire_times_cell(self, obj: Schedule) -> str:
-        return one_line(fire_times_text(obj.cron, obj.timezone))
+        return one_line(self._fire_times(obj))
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         if obj is None:
