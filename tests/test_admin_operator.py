@@ -112,4 +112,6 @@ def test_the_re_drive_column_costs_no_query_per_step(django_assert_max_num_queri
     with CaptureQueriesContext(connection) as small:
         assert client.get(change_url(few.pk)).content.decode().count("Retry from here") == 2
     with django_assert_max_num_queries(len(small.captured_queries)):
-        assert client.get(change_url(many.pk)).content.decode().count("Retry from here") == 60
+        # 60 steps: the first page of 50 (the latest page has the last 10)
+        page = client.get(change_url(many.pk) + "?steps=1").content.decode()
+        assert page.count("Retry from here") == 50

@@ -29,27 +29,27 @@ from django.views.decorators.http import require_POST
 from .. import conf
 from ..definitions.registry import all_tasks
 from ..exceptions import DEFAULT_REASON
-from ..models import Execution, Step
+from ..models import Execution
 from ..state.operator import RERUNNABLE, RETRYABLE
 from . import stats
-from .charts import throughput_chart
+from .cells import execution_status, one_line, stamp
+from .dashboard import DashboardMixin
 from .display import (
     CHILDREN_SHOWN,
     LIST_ON_CONFIRMATION,
     REASON_MAX_LENGTH,
-    ExecutionPartInline,
-    S,
     clean_reason,
-    excerpt,
     pretty_json,
     status_badge,
-    worker_rows,
 )
+from .execution_page import ExecutionPageMixin
 from .logs import ExecutionLogInline
 from .operator import RETRY_FROM_STEP, OperatorAdminMixin
 from .pagination import EstimatedCountPaginator
 from .safety import StorableLookups
+from .search import id_prefix
 from .signals import ExecutionSignalsAdmin
+from .steps import StepInline
 
 
 class IndexedValuesFilter(admin.SimpleListFilter):
@@ -104,21 +104,6 @@ class KeyFilter(admin.SimpleListFilter):
 # --- executions ------------------------------------------------------------------------
 
 
-class StepInline(ExecutionPartInline):
-    model = Step
-    fields = ("name", "started_at", "created_at", "duration_display", "result_display")
-    readonly_fields = fields
-    verbose_name = "finished step"
-
-    @admin.display(description="duration")
-    def duration_display(self, obj: Step) -> str:
-        return "" if obj.duration is None else f"{obj.duration:.3f} s"
-
-    @admin.display(description="result")
-    def result_display(self, obj: Step) -> str:
-        return pretty_json(obj.result)
-
-
 # ``Execution`` action names -> the permission each needs (``has_<perm>_permission``).
 OPERATIONS = {
     "cancel_selected": "cancel",
@@ -130,13 +115,16 @@ OPERATIONS = {
 
 
 @admin.register(Execution)
-# Operator actions: admin/operator.py; signals and progress: admin/signals.py.
-class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin):
+# Operator actions: admin/operator.py; signals and progress: admin/signals.py; the live
+# execution page: admin/execution_page.py; the dashboard: admin/dashboard.py.
+class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, OperatorAdminMixin,
+                     ExecutionSignalsAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "key_link",
-                    "attempts_display", "run_at", "duration_display", "error_excerpt")
+                    "attempts_display", "run_at_display", "duration_display", "error_excerpt")
     list_filter = ("status", TaskFilter, QueueFilter, KeyFilter, "created_at")
     search_fields = ("id", "task_name", "dedupe_key", "key")  # see get_search_results
-    search_help_text = "Exact execution id, task name, dedupe key or key."
+    search_help_text = ("An execution id or its first characters (the short id shown), or "
+                        "an exact task name, dedupe key or key.")
     ordering = ("-created_at",)
     actions = ["cancel_selected", "retry_selected", RETRY_FROM_STEP, "run_again_selected",
                "delete_finished"]
@@ -169,6 +157,7 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
 
     class Media:
         css = {"all": ["conductor_django/admin.css"]}
+        js = ["conductor_django/live.js"]  # the live execution page, titles of cut cells
 
     # --- permissions ---------------------------------------------------------------
 
@@ -225,7 +214,8 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         try:
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
-            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | Q(key=term)), False
+            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | Q(key=term)
+                                   | id_prefix(term, queryset.db)), False
 
     @admin.display(description="id")
     def short_id(self, obj: Execution) -> str:
@@ -233,10 +223,7 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Execution) -> str:
-        badge = status_badge(obj.status)
-        if obj.cancelled and obj.status == S.RUNNING:
-            return format_html('{} <span class="cdj-note">cancelling</span>', badge)
-        return badge
+        return execution_status(obj)
 
     @admin.display(description="key", ordering="key")
     def key_link(self, obj: Execution) -> str:
@@ -244,11 +231,15 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
             return "-"
         url = reverse("admin:conductor_django_execution_changelist")
         return format_html('<a href="{}?{}">{}</a>', url, urlencode({"key": obj.key}),
-                           excerpt(obj.key))
+                           one_line(obj.key))
 
     @admin.display(description="attempts")
     def attempts_display(self, obj: Execution) -> str:
         return f"{obj.attempts}/{obj.max_attempts}"
+
+    @admin.display(description="run at", ordering="run_at")
+    def run_at_display(self, obj: Execution) -> str:
+        return stamp(obj.run_at, short=True)
 
     @admin.display(description="duration")
     def duration_display(self, obj: Execution) -> str:
@@ -256,7 +247,7 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
 
     @admin.display(description="last error")
     def error_excerpt(self, obj: Execution) -> str:
-        return excerpt(obj.last_error)
+        return one_line(obj.last_error, css="cdj-error-cell")
 
     # --- execution page ------------------------------------------------------------
 
@@ -312,7 +303,9 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         extra: dict[str, Any] = {}
         if obj is not None:
             extra = {
-                "can_cancel": not obj.is_finished and self.has_cancel_permission(request),
+                # Not once a cancel was accepted: the page says "cancelling…" instead.
+                "can_cancel": not obj.is_finished and not obj.cancelled
+                and self.has_cancel_permission(request),
                 "can_retry": obj.status in RETRYABLE and self.has_retry_permission(request),
                 "can_run_again": obj.status in RERUNNABLE and self.has_rerun_permission(request),
                 "default_reason": DEFAULT_REASON,
@@ -331,7 +324,6 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
         wrap = self.admin_site.admin_view
         info = "conductor_django_execution"
         return [
-            path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
             path("<path:object_id>/run-again/", wrap(self.run_again_view),
@@ -369,25 +361,6 @@ class ExecutionAdmin(StorableLookups, OperatorAdminMixin, ExecutionSignalsAdmin)
 
     def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._button)(request, object_id, "rerun", _run_again_one)
-
-    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        counts = stats.status_counts()
-        changelist = self._url("changelist")
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Conductor dashboard",
-            "opts": self.model._meta,
-            "counts": counts,
-            "status_headers": [(s, S(s).label) for s in counts.statuses],
-            "changelist_url": changelist,
-            "chart": throughput_chart(stats.throughput(minutes=60)),
-            "workers": worker_rows(),
-            "workers_url": reverse("admin:conductor_django_worker_changelist"),
-            "media": self.media,
-        }
-        return TemplateResponse(request, "admin/conductor_django/dashboard.html", context)
 
     # --- actions -------------------------------------------------------------------
 

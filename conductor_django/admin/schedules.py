@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from .. import scheduler
 from ..definitions.cron import check_timezone, next_fire_times, validate, zone
 from ..definitions.registry import all_tasks
 from ..models import Schedule
+from .cells import one_line, stamp
 from .safety import PayloadField, StorableLookups
 
 
@@ -84,20 +87,52 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
     """Cron schedules: list, enable/disable, run now; edits go through the scheduler."""
 
     form = ScheduleForm
-    list_display = ("task_name", "name", "cron", "fire_times_display", "timezone_display",
-                    "next_run_at", "last_run_at", "enabled", "static")
+    list_display = ("task_name", "name", "cron_display", "fire_times_cell", "timezone_display",
+                    "next_run_display", "last_run_display", "enabled", "static")
     list_filter = ("enabled", "static", "task_name")
     search_fields = ("task_name", "name")
     actions = ["enable_schedules", "disable_schedules", "run_now"]
 
+    class Media:
+        css = {"all": ["conductor_django/admin.css"]}
+        js = ["conductor_django/live.js"]  # titles of the cells cut on narrow screens
+
     @admin.display(description="timezone", ordering="timezone")
     def timezone_display(self, obj: Schedule) -> str:
-        return obj.timezone or "TIME_ZONE"
+        if obj.timezone:
+            return obj.timezone
+        # empty: the TIME_ZONE setting, named (not the setting's name)
+        return format_html('<span title="the TIME_ZONE setting">{} <span class="cdj-muted">'
+                           "(default)</span></span>", settings.TIME_ZONE or "UTC")
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run_display(self, obj: Schedule) -> str:
+        return stamp(obj.next_run_at, short=True)
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run_display(self, obj: Schedule) -> str:
+        return stamp(obj.last_run_at, short=True)
+
+    @admin.display(description="cron", ordering="cron")
+    def cron_display(self, obj: Schedule) -> str:
+        # the fire times on hover too: a narrow list leaves their column out
+        return format_html('<code title="{}: {}">{}</code>', obj.cron,
+                           self._fire_times(obj), obj.cron)
+
+    def _fire_times(self, obj: Schedule) -> str:
+        """``fire_times_text`` once per row of a list (two columns show it)."""
+        if not hasattr(obj, "_cdj_fire_times"):
+            obj._cdj_fire_times = fire_times_text(obj.cron, obj.timezone)  # type: ignore[attr-defined]
+        return obj._cdj_fire_times  # type: ignore[attr-defined]
 
     @admin.display(description="next fire times")
     def fire_times_display(self, obj: Schedule) -> str:
         """The next three fire times of the expression, so its meaning is visible."""
         return fire_times_text(obj.cron, obj.timezone)
+
+    @admin.display(description="next fire times")
+    def fire_times_cell(self, obj: Schedule) -> str:
+        return one_line(self._fire_times(obj))
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         if obj is None:

@@ -36,3 +36,19 @@ def query_estimate(qs: Any, connection: Any) -> int | None:
     """The planner's estimate of how many rows ``qs`` returns (``None``: not available)."""
     sql, params = qs.order_by().query.sql_with_params()
     return dialect(connection).query_estimate(connection, sql, params)
+
+
+def duration_percentiles(connection: Any, table: str, since: Any,
+                         quantiles: tuple[float, ...]) -> dict[str, list[float]] | None:
+    """Per task, the ``quantiles`` of the run time (seconds from ``started_at`` to
+    ``finished_at``) of the executions that finished since ``since`` after starting.
+
+    ``None`` where the database has no percentile function: the caller computes them
+    from the rows (``admin.stats``).
+    """
+    return dialect(connection).duration_percentiles(connection, table, since, quantiles)
+
+
+def uuid_ranges_are_prefixes(connection: Any) -> bool:
+    """Whether an id prefix can be searched as a range of the primary key here."""
+    return dialect(connection).uuid_ranges_are_prefixes(connection)

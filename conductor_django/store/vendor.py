@@ -134,6 +134,17 @@ class Dialect:
     def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
         return None
 
+    def uuid_ranges_are_prefixes(self, connection: Any) -> bool:
+        """Whether the UUIDs from ``x...0`` to ``x...f`` are those whose text starts with
+        ``x`` (SQLite stores 32 hex characters, PostgreSQL compares the bytes)."""
+        return True
+
+    def duration_percentiles(self, connection: Any, table: str, since: Any,
+                             quantiles: Sequence[float]) -> dict[str, list[float]] | None:
+        """Per task, the run time quantiles of the executions finished since ``since``
+        (``None``: no percentile function here; the caller computes them from the rows)."""
+        return None
+
 
 class PostgreSQL(Dialect):
     vendor = "postgresql"
@@ -223,6 +234,19 @@ class PostgreSQL(Dialect):
             plan = json.loads(plan)
         return int(plan[0]["Plan"]["Plan Rows"])
 
+    def duration_percentiles(self, connection: Any, table: str, since: Any,
+                             quantiles: Sequence[float]) -> dict[str, list[float]] | None:
+        # percentile_cont interpolates linearly, as admin.stats.quantile does elsewhere.
+        columns = ", ".join(
+            "percentile_cont(%s) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at"
+            " - started_at))" for _ in quantiles)
+        sql = (f"SELECT task_name, {columns} FROM {table}"
+               " WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= %s"
+               " AND started_at IS NOT NULL GROUP BY task_name")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*quantiles, since])
+            return {row[0]: [float(v) for v in row[1:]] for row in cursor.fetchall()}
+
 
 class MySQL(Dialect):
     """MySQL 8 and MariaDB >= 10.6 (InnoDB).
@@ -280,6 +304,11 @@ class MySQL(Dialect):
         if connection.mysql_is_mariadb:
             with connection.cursor() as cursor:
                 cursor.execute(f"SET SESSION idle_transaction_timeout = {max(1, ceil(seconds))}")
+
+    def uuid_ranges_are_prefixes(self, connection: Any) -> bool:
+        # MySQL stores char(32); MariaDB >= 10.7's native UUID type compares an RFC UUID
+        # by its segments from the last one, so a prefix of its text is no range there.
+        return str(connection.data_types.get("UUIDField", "")).startswith("char")
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:

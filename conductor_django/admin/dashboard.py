@@ -1,0 +1,86 @@
+"""The dashboard of ``ExecutionAdmin``: what an operator checks first.
+
+Per queue: what is pending now, scheduled for later, running and suspended, what
+finished in the last day (cancelled-before-start apart from failed), and the queue lag
+(age of the oldest runnable execution). Per task: runs in the last hour and day,
+failure rate, p50/p95 run time. The throughput of the last hour, the workers with their
+load, the latest failures with their errors. The page refreshes itself every
+``REFRESH_SECONDS`` (``static/conductor_django/live.js``). Each number is one query
+whose cost does not grow with the table (docs/admin.md shows their plans).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from . import stats
+from .cells import one_line, seconds, stamp
+from .charts import throughput_chart
+from .display import worker_rows
+
+REFRESH_SECONDS = 10
+FAILURES_SHOWN = 10
+
+
+def load(running: int, concurrency: int) -> tuple[int, str]:
+    """A worker's load: percent of its slots in use, and "3/8"."""
+    if concurrency <= 0:
+        return 0, f"{running}"
+    return min(100, round(100 * running / concurrency)), f"{running}/{concurrency}"
+
+
+class DashboardMixin:
+    admin_site: Any
+    model: Any
+
+    def get_urls(self) -> list:
+        return [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view),
+                 name="conductor_django_execution_dashboard"),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        overview = stats.overview()
+        changelist = reverse("admin:conductor_django_execution_changelist")
+        workers = [(w, age, *load(w.running_count, w.concurrency))  # type: ignore[attr-defined]
+                   for w, age in worker_rows()]
+        failures = [
+            (f, reverse("admin:conductor_django_execution_change", args=[f.pk]),
+             stamp(f.finished_at, short=True), one_line(f.last_error, css="cdj-error-cell"))
+            for f in stats.recent_failures(FAILURES_SHOWN)
+        ]
+        tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95))
+                 for t in overview.tasks]
+        queues = [(q, seconds(q.lag) if q.lag is not None else "-") for q in overview.queues]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Conductor dashboard",
+            "opts": self.model._meta,
+            "overview": overview,
+            "queues": queues,
+            "tasks": tasks,
+            "totals": _totals(overview.queues),
+            "changelist_url": changelist,
+            "chart": throughput_chart(stats.throughput(minutes=60)),
+            "workers": workers,
+            "failures": failures,
+            "workers_url": reverse("admin:conductor_django_worker_changelist"),
+            "refresh_seconds": REFRESH_SECONDS,
+            "updated": stamp(overview.now),
+            "media": getattr(self, "media", None),
+        }
+        return TemplateResponse(request, "admin/conductor_django/dashboard.html", context)
+
+
+def _totals(queues: list[stats.QueueRow]) -> dict[str, int]:
+    names = ("pending", "scheduled", "running", "suspended", "completed", "failed",
+             "cancelled_before_start", "cancelled")
+    return {n: sum(getattr(q, n) for q in queues) for n in names}
