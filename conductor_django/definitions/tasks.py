@@ -3,6 +3,7 @@ which validates every option. Registering lives in ``definitions.registry``."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,6 +73,11 @@ class Task:
     def __name__(self) -> str:  # keeps the decorated function introspectable
         return self.func.__name__
 
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is an ``async def`` function (run on the worker's event loop)."""
+        return inspect.iscoroutinefunction(self.func)
+
     def get_queue(self) -> str:
         return self.queue or conf.get("DEFAULT_QUEUE")
 
@@ -128,6 +134,9 @@ def build_task(
     concurrency = check_concurrency(concurrency, task_name)
     window = check_window(window, task_name)
     batch = check_batch(batch, task_name, concurrency)
+    if batch is not None and inspect.iscoroutinefunction(func):
+        raise ValueError(f"batch task {task_name!r} needs a plain function: async handlers "
+                         "run one execution at a time")
     return Task(
         func=func,
         name=task_name,

@@ -93,9 +93,12 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
 
     def claim(
         self, worker_id: uuid.UUID, queues: Sequence[str] | None, limit: int, using: str,
-        exclude: Sequence[str] = (),
+        exclude: Sequence[str] = (), skip: Sequence[str] = (),
     ) -> list[Claimed]:
         """Lock up to ``limit`` runnable executions for ``worker_id``, best first.
+
+        ``skip``: task names not to claim now (the worker claims async handlers and
+        threaded ones for their own free slots).
 
         Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
         skipped here (batches are claimed by ``claim_batch``), and tasks with
@@ -106,12 +109,13 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
         table = self.model._meta.db_table
         now = timezone.now()
         rules = claim_rules(now)
+        skipped = (*rules.skip, *skip) if skip else rules.skip
         if rules.limits:
             rows = claim_sql.claim_limited(connection, table, worker_id, queues, limit, now,
-                                           rules.skip, rules.limits, exclude)
+                                           skipped, rules.limits, exclude)
         else:
             rows = claim_sql.claim(connection, table, worker_id, queues, limit, now,
-                                   rules.skip, exclude)
+                                   skipped, exclude)
         return self._claimed(rows, connection)
 
     def claim_batch(

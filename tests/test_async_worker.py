@@ -1,0 +1,196 @@
+"""``async def`` handlers in a real ``conductor_worker``: concurrency on one event loop,
+cancellation and timeouts that interrupt an ``await``."""
+
+import signal
+import time
+
+import pytest
+
+import conductor_django as conductor
+from conductor_django.models import Execution, Step
+from tests.conftest import poll
+from tests.testapp.async_tasks import lines
+
+
+def status_is(eid, *statuses):
+    return lambda: Execution.objects.get(pk=eid).status in statuses
+
+
+def started(log, line="started"):
+    return lambda: any(entry.startswith(line) for entry in lines(log))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thousand_awaiting_executions_share_one_worker(start_worker):
+    """Each awaits asyncio.sleep(1) in a step: run one after another they would take
+    1,000 s; on one event loop they all finish well inside the poll's deadline."""
+    ids = conductor.invoke_many("async-nap-step", [
+        {"payload": {"n": n, "seconds": 1}} for n in range(1000)])
+    worker = start_worker("--async-concurrency", "1000", "--concurrency", "2")
+    done = Execution.objects.filter(pk__in=ids, status="completed")
+    poll(lambda: done.count() == 1000, timeout=120, interval=0.2,
+         message="1,000 async executions completed")
+    assert Step.objects.filter(execution_id__in=ids, name="nap").count() == 1000
+    assert sorted(Execution.objects.filter(pk__in=ids).values_list("result", flat=True)) == \
+        list(range(1000))
+    assert set(Execution.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+    assert worker.proc.poll() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_interrupts_an_awaiting_step_and_ends_cancelled(start_worker, tmp_path):
+    log = tmp_path / "cancel.log"
+    eid = conductor.invoke("async-await-forever", {"log": str(log)})
+    worker = start_worker()
+    poll(started(log), message="handler start")
+    assert conductor.cancel(eid, "Stop now") is True
+    row = conductor.get(eid)
+    assert row.cancelled is True and row.last_error == "Stop now"
+    poll(status_is(eid, "cancelled"), timeout=10, message="status cancelled")
+    row.refresh_from_db()
+    assert (row.status, row.last_error, row.attempts) == ("cancelled", "Stop now", 1)
+    assert row.finished_at is not None and row.locked_by is None
+    entries = lines(log)
+    assert entries[0] == "started 1"
+    assert entries[1].startswith("interrupted ") and entries[1].endswith(" cancelled")
+    assert "after-step" not in entries and "step-finished" not in entries
+    assert not Step.objects.filter(execution_id=eid).exists()  # the step never finished
+    assert conductor.cancel(eid) is False
+    assert worker.proc.poll() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_cancel_stops_a_loop_of_steps(start_worker):
+    eid = conductor.invoke("async-loop-until-cancelled", {"key": "ar"})
+    start_worker()
+    poll(lambda: Step.objects.filter(execution_id=eid).count() >= 2, message="a few steps")
+    assert conductor.cancel(eid, "Enough") is True
+    poll(status_is(eid, "cancelled"), timeout=10)
+    steps = Step.objects.filter(execution_id=eid).count()
+    time.sleep(0.3)
+    assert Step.objects.filter(execution_id=eid).count() == steps
+    assert conductor.get(eid).last_error == "Enough"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_except_exception_does_not_swallow_cancelled(start_worker, tmp_path):
+    log = tmp_path / "swallow.log"
+    eid = conductor.invoke("async-swallow", {"log": str(log)})
+    start_worker()
+    poll(started(log))
+    conductor.cancel(eid)
+    poll(status_is(eid, "cancelled", "completed", "failed"), timeout=10)
+    assert conductor.get(eid).status == "cancelled"
+    assert lines(log) == ["started"]  # not swallowed; the next step never ran
+    assert not Step.objects.filter(execution_id=eid).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_returning_after_cancel_stores_result_but_ends_cancelled(start_worker, tmp_path):
+    log = tmp_path / "return.log"
+    eid = conductor.invoke("async-return-after-cancel", {"log": str(log)})
+    start_worker()
+    poll(started(log))
+    conductor.cancel(eid, "Customer left")
+    poll(status_is(eid, "cancelled", "completed", "failed"), timeout=10)
+    row = conductor.get(eid)
+    assert (row.status, row.last_error) == ("cancelled", "Customer left")
+    assert row.result == {"stopped": True, "reason": "cancelled"}
+    assert lines(log) == ["started", "interrupted"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_timeout_interrupts_the_await_and_fails_each_attempt(start_worker, tmp_path):
+    log = tmp_path / "timeout.log"
+    eid = conductor.invoke("async-timeout", {"log": str(log)})
+    start_worker()
+    poll(status_is(eid, "failed"), timeout=20, message="failed after two attempts")
+    row = conductor.get(eid)
+    assert row.last_error == "Timed out after 0.5 seconds"
+    assert row.attempts == 2
+    assert lines(log) == ["attempt 1", "interrupted timeout", "attempt 2", "interrupted timeout"]
+    assert not Step.objects.filter(execution_id=eid).exists()
+
+
+# --- recovery (kill -9) and shutdown (SIGTERM) ------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_kill_9_mid_step_is_recovered_without_rerunning_finished_steps(
+        start_worker, tmp_path):
+    log = tmp_path / "hang.log"
+    eid = conductor.invoke("async-hang-in-step", {"log": str(log)})
+    fast = {"CONDUCTOR_TEST_DEAD_AFTER": "2"}
+    first = start_worker(env=fast)
+    poll(started(log, "b 1"), message="step b running on attempt 1")
+    first.proc.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    start_worker(env=fast)
+    poll(status_is(eid, "completed"), timeout=30, message="recovered and completed")
+    row = conductor.get(eid)
+    assert (row.result, row.attempts) == ("B", 2)
+    entries = lines(log)
+    assert entries.count("a 1") == 1 and not any(e.startswith("a 2") for e in entries)
+    assert [e.split()[:2] for e in entries if e.startswith("b")] == [["b", "1"], ["b", "2"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_execution_that_keeps_killing_its_worker_fails_after_max_attempts(
+        start_worker, tmp_path):
+    log = tmp_path / "kill.log"
+    eid = conductor.invoke("async-kill-own-worker", {"log": str(log)})
+    fast = {"CONDUCTOR_TEST_DEAD_AFTER": "2"}
+    for _ in range(2):
+        worker = start_worker(env=fast)
+        assert worker.wait(timeout=30) == -signal.SIGKILL
+    start_worker(env=fast)
+    poll(status_is(eid, "failed"), timeout=30)
+    assert "worker" in conductor.get(eid).last_error.lower()
+    assert lines(log) == ["attempt 1", "attempt 2"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_sigterm_releases_at_a_step_boundary_and_resumes_elsewhere(
+        start_worker, tmp_path):
+    log = tmp_path / "steady.log"
+    eid = conductor.invoke("async-steady-steps", {"log": str(log), "count": 6, "pause": 0.3})
+    first = start_worker()
+    poll(started(log, "step-1"), message="step 1 running")
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=20) == 0
+    row = conductor.get(eid)
+    assert row.status == "pending" and row.locked_by is None
+    done_before = Step.objects.filter(execution_id=eid).count()
+    assert 1 <= done_before < 6
+    start_worker()
+    poll(status_is(eid, "completed"), timeout=30)
+    names = [line.split()[0] for line in lines(log)]
+    assert names == [f"step-{n}" for n in range(6)]  # every step ran exactly once
+    assert conductor.get(eid).attempts == 1  # a release is not a new attempt
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_shutdown_timeout_interrupts_and_releases_a_handler(start_worker, tmp_path):
+    log = tmp_path / "sleepy.log"
+    eid = conductor.invoke("async-sleepy", {"log": str(log), "seconds": 60})
+    worker = start_worker("--shutdown-timeout", "1")
+    poll(started(log))
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    row = conductor.get(eid)
+    assert (row.status, row.locked_by) == ("pending", None)
+    assert "done" not in lines(log)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_cancel_reaches_an_execution_during_shutdown(start_worker, tmp_path):
+    log = tmp_path / "forever.log"
+    eid = conductor.invoke("async-await-forever", {"log": str(log)})
+    worker = start_worker("--shutdown-timeout", "20")
+    poll(started(log))
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert conductor.cancel(eid, "During shutdown") is True
+    poll(status_is(eid, "cancelled"), timeout=10)
+    assert worker.wait(timeout=20) == 0
+    assert conductor.get(eid).last_error == "During shutdown"
