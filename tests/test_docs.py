@@ -31,7 +31,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Fence languages that are shown, never run.
 NOT_PYTHON = {"sh", "console", "text", "mermaid", "toml", "ini"}
 #: Documents whose snippets wait for results, so a worker must be running.
-NEEDS_WORKER = {"README.md", "durable-execution.md", "scheduling.md", "concepts.md",
+NEEDS_WORKER = {"README.md", "async.md", "durable-execution.md", "scheduling.md", "concepts.md",
                 "flow-control.md", "operations.md"}
 
 SYBIL = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()])
