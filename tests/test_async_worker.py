@@ -194,3 +194,106 @@ def test_async_cancel_reaches_an_execution_during_shutdown(start_worker, tmp_pat
     poll(status_is(eid, "cancelled"), timeout=10)
     assert worker.wait(timeout=20) == 0
     assert conductor.get(eid).last_error == "During shutdown"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_signal_is_aborted_with_reason_and_checkpoint_raises(start_worker, tmp_path):
+    log = tmp_path / "signal.log"
+    eid = conductor.invoke("async-signal-checkpoint", {"log": str(log)})
+    start_worker()
+    poll(started(log))
+    assert conductor.cancel(eid) is True
+    poll(status_is(eid, "cancelled"), timeout=10)
+    assert lines(log) == ["started", "aborted True:cancelled"]
+    assert conductor.get(eid).last_error == "Cancelled by user"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_raising_after_cancel_ends_cancelled_keeping_the_reason(start_worker, tmp_path):
+    log = tmp_path / "raise.log"
+    eid = conductor.invoke("async-raise-after-cancel", {"log": str(log)})
+    start_worker()
+    poll(started(log))
+    conductor.cancel(eid, "Abort")
+    poll(status_is(eid, "cancelled", "failed", "pending"), timeout=10)
+    row = conductor.get(eid)
+    assert (row.status, row.last_error, row.attempts) == ("cancelled", "Abort", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_second_cancel_returns_false_and_keeps_the_reason(start_worker, tmp_path):
+    log = tmp_path / "twice.log"
+    eid = conductor.invoke("async-await-forever", {"log": str(log)})
+    start_worker()
+    poll(started(log))
+    assert conductor.cancel(eid, "first") is True
+    assert conductor.cancel(eid, "second") is False
+    poll(status_is(eid, "cancelled"), timeout=10)
+    assert conductor.get(eid).last_error == "first"
+    assert lines(log)[1].endswith(" cancelled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_cancel_reaches_an_awaiting_handler_on_postgres_without_polling(
+        start_worker, tmp_path, is_postgres):
+    if not is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    log = tmp_path / "notify.log"
+    eid = conductor.invoke("async-await-forever", {"log": str(log)})
+    # A cancel poll every 10 minutes: only the NOTIFY can deliver the cancel in time.
+    start_worker(env={"CONDUCTOR_TEST_CANCEL_POLL": "600"})
+    poll(started(log))
+    conductor.cancel(eid, "By NOTIFY")
+    poll(status_is(eid, "cancelled"), timeout=10, message="cancel delivered by NOTIFY")
+    assert conductor.get(eid).last_error == "By NOTIFY"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_sigint_releases_at_a_step_boundary(start_worker, tmp_path):
+    log = tmp_path / "sigint.log"
+    eid = conductor.invoke("async-steady-steps", {"log": str(log), "count": 4, "pause": 0.3})
+    first = start_worker()
+    poll(started(log, "step-0"))
+    first.signal(signal.SIGINT)
+    assert first.wait(timeout=20) == 0
+    assert conductor.get(eid).status == "pending"
+    start_worker()
+    poll(status_is(eid, "completed"), timeout=30)
+    assert [line.split()[0] for line in lines(log)] == [f"step-{n}" for n in range(4)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_handlers_survive_database_faults(start_worker, tmp_path):
+    """The loop's database threads reconnect after their sessions are killed (or SQLite
+    stays locked): every step is stored once and the execution completes."""
+    from django.db import connection
+
+    from tests.chaos_support import terminate_other_sessions
+    from tests.test_resilience import _hold_sqlite_lock
+
+    log = tmp_path / "faults.log"
+    eid = conductor.invoke("async-steady-steps", {"log": str(log), "count": 8, "pause": 0.25})
+    worker = start_worker(env={"CONDUCTOR_TEST_SQLITE_TIMEOUT": "0.2",
+                               "CONDUCTOR_LOG_LEVEL": "WARNING"})
+    poll(started(log, "step-2"), message="step 2 to start")
+    for round_ in range(2):
+        if connection.vendor != "sqlite":
+            assert terminate_other_sessions() >= 2
+            time.sleep(0.5)
+        else:
+            _hold_sqlite_lock(1.5)
+        later = conductor.invoke("async-ping", {"round": round_})
+        assert conductor.wait(later, timeout=30) == {"round": round_}
+    assert conductor.wait(eid, timeout=60) is not None
+    assert worker.proc.poll() is None
+    assert Step.objects.filter(execution_id=eid).count() == 8
+    assert {line.split()[0] for line in lines(log)} == {f"step-{n}" for n in range(8)}
+    assert not Execution.objects.filter(status="running").exists()
+
+
+@pytest.mark.django_db
+def test_bad_async_concurrency_is_a_command_error():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--async-concurrency must be at least 0"):
+        call_command("conductor_worker", "--async-concurrency", "-1")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,7 +31,7 @@ from ..definitions.tasks import Task
 from ..definitions.values import STEP_NAME_LENGTH, check_json_text, check_text
 from . import telemetry
 from .context import Context, Signal
-from .retry import retry_write
+from .retry import ensure_usable, retry_write
 
 T = TypeVar("T")
 
@@ -66,6 +68,26 @@ class AsyncSignal(Signal):
             loop, task = self._loop, self._task
         if loop is not None and task is not None and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
+
+
+_idle = threading.local()
+
+
+def fresh_connection(using: str) -> None:
+    """Before a call on a thread of the loop's pools: drop this thread's connection if it
+    had errors, or sat idle and no longer works (as a handler thread does between
+    executions), so that a killed session does not fail the next call."""
+    now = time.monotonic()
+    ensure_usable(using, now - getattr(_idle, "since", now))
+
+
+def in_thread(fn: Callable[[], Any], using: str) -> Any:
+    """Call ``fn`` on a pool thread, with a usable connection; mark when it ended."""
+    fresh_connection(using)
+    try:
+        return fn()
+    finally:
+        _idle.since = time.monotonic()
 
 
 async def settled(future: Awaitable[T]) -> T:
@@ -206,7 +228,9 @@ class AsyncContext:
         if inspect.iscoroutinefunction(fn):
             return await fn()
         # inline (testing.drain): on the caller's thread, which sees its test data
-        value = await (self._db(fn) if self._inline else asyncio.to_thread(fn))
+        using = self.sync._runtime.using
+        value = await (self._db(fn) if self._inline
+                       else asyncio.to_thread(in_thread, fn, using))
         if inspect.isawaitable(value):
             value = await value
         return value

@@ -23,7 +23,7 @@ from django.db import DatabaseError, InterfaceError, connections
 
 from ..state import Claimed
 from . import Runtime, aio_runner
-from .aio_context import AsyncSignal
+from .aio_context import AsyncSignal, in_thread
 from .context import Context
 from .sessions import enroll
 
@@ -138,9 +138,9 @@ class AsyncLoop(threading.Thread):
 
 
 def _guarded(fn: Callable[[], Any], using: str) -> Any:
-    """Call ``fn``; after a fault of the connection, close it (the next call reconnects)."""
+    """``in_thread``; after a fault of the connection, close it (the next call reconnects)."""
     try:
-        return fn()
+        return in_thread(fn, using)
     except (DatabaseError, InterfaceError):
         connections[using].close_if_unusable_or_obsolete()
         raise

@@ -185,3 +185,34 @@ async def async_durable(event, ctx):
     answer = await ctx.wait_for_signal("approval", timeout=p.get("timeout", 30))
     await ctx.step("after", lambda: note(p["log"], "after"))
     return {"child": child["first"], "answer": answer, "attempt": ctx.attempt}
+
+
+@task(name="async-raise-after-cancel", max_attempts=3)
+async def async_raise_after_cancel(event, ctx):
+    log = event.payload["log"]
+    note(log, "started")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        raise RuntimeError("cleanup failed") from None
+    return "never"
+
+
+@task(name="async-signal-checkpoint", max_attempts=3)
+async def async_signal_checkpoint(event, ctx):
+    """Records what ``ctx.signal`` says after the interruption, then reaches a boundary."""
+    log = event.payload["log"]
+    note(log, "started")
+    try:
+        await asyncio.sleep(event.payload.get("seconds", 60))
+    except asyncio.CancelledError:
+        note(log, f"aborted {ctx.signal.aborted}:{ctx.signal.reason}")
+    await ctx.checkpoint()
+    note(log, "after-checkpoint")
+    return "finished"
+
+
+@task(name="async-ping")
+async def async_ping(event, ctx):
+    """An awaited step and nothing else: what the worker itself writes."""
+    return await ctx.step("pong", lambda: asyncio.sleep(0.01, result=event.payload))
