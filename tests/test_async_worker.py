@@ -297,3 +297,27 @@ def test_bad_async_concurrency_is_a_command_error():
 
     with pytest.raises(CommandError, match="--async-concurrency must be at least 0"):
         call_command("conductor_worker", "--async-concurrency", "-1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_handlers_with_every_engine(engine, tmp_path):
+    """Steps, a timeout and a cancel of async handlers, run by a conductor_worker or, with
+    the django-q2 engine, in a qcluster process (on an event loop of its own)."""
+    engine.start("--concurrency", "2")
+    echo = conductor.invoke("async-echo", {"n": 3})
+    timed = conductor.invoke("async-timeout", {"log": str(tmp_path / "timeout.log")})
+    log = tmp_path / "forever.log"
+    forever = conductor.invoke("async-await-forever", {"log": str(log)})
+    poll(started(log), 40, message=f"handler start ({engine.name})")
+    assert conductor.cancel(forever, "stop it")
+    final = ("completed", "failed", "cancelled")
+    for eid in (echo, timed, forever):
+        poll(status_is(eid, *final), 40, message=f"{eid} to finish ({engine.name})")
+    row = conductor.get(echo)
+    assert (row.status, row.result["first"]) == ("completed", {"fetched": {"n": 3}})
+    row = conductor.get(timed)
+    assert (row.status, row.last_error, row.attempts) == (
+        "failed", "Timed out after 0.5 seconds", 2)
+    row = conductor.get(forever)
+    assert (row.status, row.last_error) == ("cancelled", "stop it")
+    assert lines(log)[1].endswith(" cancelled")
