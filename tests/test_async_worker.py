@@ -321,3 +321,38 @@ def test_async_handlers_with_every_engine(engine, tmp_path):
     row = conductor.get(forever)
     assert (row.status, row.last_error) == ("cancelled", "stop it")
     assert lines(log)[1].endswith(" cancelled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_worker_frozen_past_dead_after_writes_nothing_more(start_worker, tmp_path):
+    """Fencing: a worker frozen (SIGSTOP) inside an awaiting step past WORKER_DEAD_AFTER
+    loses the execution to another worker; woken up, it runs no further step function of
+    it and writes no step, result or status for it."""
+    import os
+
+    from tests.test_chaos import _freeze_outside_sqlite_writes
+
+    log = tmp_path / "frozen.log"
+    eid = conductor.invoke("async-steady-steps", {"log": str(log), "count": 6, "pause": 0.4})
+    fast = {"CONDUCTOR_TEST_DEAD_AFTER": "2", "CONDUCTOR_LOG_LEVEL": "INFO"}
+    first = start_worker(env=fast)
+    poll(started(log, "step-1"), message="step 1 running")
+    time.sleep(0.1)  # inside the step's await
+    assert _freeze_outside_sqlite_writes(first.pid)
+    frozen_lines = len(lines(log))
+    try:
+        start_worker(env=fast)
+        poll(status_is(eid, "completed"), timeout=40, message="the other worker to finish it")
+        done = conductor.get(eid)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    poll(lambda: f"finish async-steady-steps {eid}" in first.output(), timeout=20,
+         message="the woken worker's handler to end")
+    row = conductor.get(eid)
+    assert (row.status, row.result, row.attempts, row.finished_at) == (
+        "completed", done.result, 2, done.finished_at)
+    assert Step.objects.filter(execution_id=eid).count() == 6
+    after_wake = [line for line in lines(log)[frozen_lines:] if line.endswith(f" {first.pid}")]
+    assert after_wake == []  # no step function started by the woken worker
+    assert "no longer holds it" in first.output()
+    assert first.proc.poll() is None  # it carries on with new claims
