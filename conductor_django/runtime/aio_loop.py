@@ -99,8 +99,11 @@ class AsyncLoop(threading.Thread):
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.join(timeout)
-        for _ in range(self.pool._max_workers):
-            self.pool.submit(_close_connections)
+        threads = len(self.pool._threads)  # the ones started so far: each has a connection
+        if threads:
+            everyone = threading.Barrier(threads)  # one job per thread: each waits for all
+            for _ in range(threads):
+                self.pool.submit(_close_connections, everyone)
         self.pool.shutdown(wait=True, cancel_futures=False)
 
     # --- the loop's side ----------------------------------------------------------------
@@ -146,5 +149,9 @@ def _guarded(fn: Callable[[], Any], using: str) -> Any:
         raise
 
 
-def _close_connections() -> None:
+def _close_connections(everyone: threading.Barrier) -> None:
     connections.close_all()
+    try:
+        everyone.wait(timeout=5.0)
+    except threading.BrokenBarrierError:
+        pass

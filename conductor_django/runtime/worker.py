@@ -278,21 +278,24 @@ class Worker:
                                                  exclude, skip=async_names)
                 maybe_more = maybe_more or len(single) == limit
                 claimed += single
-        if claimed:
-            with self._lock:
-                self._busy += len(claimed)
-            for item in claimed:
-                # The context exists from the claim on, so a cancel reaches it even
-                # before a thread picks it up (it then never starts).
-                self._jobs.put((item, runner.make_context(item, self.runtime)))
         if self._aio is not None and async_names and async_free > 0:
             limit = min(async_free, max(self.batch_size, PREFETCH_BATCH))
             looped = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude,
                                              skip=sync_names)
             maybe_more = maybe_more or len(looped) == limit
-            for item in looped:
-                self._aio.submit(item, aio_runner.make_context(item, self.runtime))
             claimed += looped
+        for item in claimed:
+            # Routed by the task's kind now: a task registered since the names were read
+            # (tests define tasks while a worker runs) still goes where it can run.
+            if self._aio is not None and isinstance(item, Claimed) and aio_runner.is_async(
+                    item.task_name):
+                self._aio.submit(item, aio_runner.make_context(item, self.runtime))
+                continue
+            with self._lock:
+                self._busy += 1
+            # The context exists from the claim on, so a cancel reaches it even
+            # before a thread picks it up (it then never starts).
+            self._jobs.put((item, runner.make_context(item, self.runtime)))
         return claimed, maybe_more
 
     def _async_free(self) -> int:

@@ -110,9 +110,11 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
         now = timezone.now()
         rules = claim_rules(now)
         skipped = (*rules.skip, *skip) if skip else rules.skip
-        if rules.limits:
+        limits = {n: c for n, c in rules.limits.items() if n not in skip} if skip \
+            else rules.limits
+        if limits:
             rows = claim_sql.claim_limited(connection, table, worker_id, queues, limit, now,
-                                           skipped, rules.limits, exclude)
+                                           skipped, limits, exclude)
         else:
             rows = claim_sql.claim(connection, table, worker_id, queues, limit, now,
                                    skipped, exclude)
