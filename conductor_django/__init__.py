@@ -39,6 +39,10 @@ __all__ = [
     "SignalTimeout",
     "Task",
     "TaskNotFound",
+    "acancel",
+    "aget",
+    "ainvoke",
+    "await_result",
     "cancel",
     "emit",
     "fork",
@@ -114,6 +118,34 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
     from .api import wait as _wait
 
     return _wait(execution_id, timeout)
+
+
+async def ainvoke(task: str | Task, payload: Any = None, **options: Any) -> str:
+    """Start an execution from async code; see ``invoke``."""
+    from .asyncapi import ainvoke as _ainvoke
+
+    return await _ainvoke(task, payload, **options)
+
+
+async def acancel(execution_id: Any, reason: str | None = None) -> bool:
+    """Cancel an execution from async code; see ``cancel``."""
+    from .asyncapi import acancel as _acancel
+
+    return await _acancel(execution_id, reason)
+
+
+async def aget(execution_id: Any) -> Execution:
+    """The ``Execution`` row, from async code (``Execution.DoesNotExist`` if absent)."""
+    from .asyncapi import aget as _aget
+
+    return await _aget(execution_id)
+
+
+async def await_result(execution_id: Any, timeout: float | None = 30) -> Any:
+    """Wait for the result without blocking the event loop; raises like ``wait``."""
+    from .asyncapi import await_result as _await_result
+
+    return await _await_result(execution_id, timeout)
 
 
 def send_signal(execution_id: Any, name: str, payload: Any = None, *,

@@ -275,18 +275,24 @@ def wait(execution_id: Any, timeout: float | None = 30) -> Any:
     pause = 0.01
     while True:
         row = get(execution_id)
-        if row.status == Execution.Status.COMPLETED:
-            return row.result
-        if row.status == Execution.Status.CANCELLED:
-            raise ExecutionCancelled(row.last_error or "Cancelled", str(row.pk))
-        if row.status == Execution.Status.FAILED:
-            raise ExecutionFailed(row.last_error or "Failed", str(row.pk))
+        if row.status in Execution.FINAL:
+            return outcome(row)
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"execution {row.pk} did not finish within {timeout} s "
                                f"(status {row.status})")
         remaining = None if deadline is None else deadline - time.monotonic()
         time.sleep(pause if remaining is None else max(0.0, min(pause, remaining)))
         pause = min(pause * 1.5, 0.25)
+
+
+def outcome(row: Execution) -> Any:
+    """The result of a finished execution, or the ``ExecutionFailed`` /
+    ``ExecutionCancelled`` it ended with."""
+    if row.status == Execution.Status.CANCELLED:
+        raise ExecutionCancelled(row.last_error or "Cancelled", str(row.pk))
+    if row.status == Execution.Status.FAILED:
+        raise ExecutionFailed(row.last_error or "Failed", str(row.pk))
+    return row.result
 
 
 def send_signal(execution_id: Any, name: str, payload: Any = None, *,

@@ -117,6 +117,7 @@ CONDUCTOR = {
                      "tests.testapp.exactly_once_tasks",
                      "tests.testapp.chaos_tasks", "tests.testapp.signal_tasks",
                      "tests.testapp.poison_tasks", "tests.testapp.key_tasks",
+                     "tests.testapp.async_tasks",
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),

@@ -14,11 +14,13 @@ back as it was afterwards, so two documents may both define, say, ``"report"``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 from sybil import Document, Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
@@ -31,7 +33,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Fence languages that are shown, never run.
 NOT_PYTHON = {"sh", "console", "text", "mermaid", "toml", "ini"}
 #: Documents whose snippets wait for results, so a worker must be running.
-NEEDS_WORKER = {"README.md", "durable-execution.md", "scheduling.md", "concepts.md",
+NEEDS_WORKER = {"README.md", "async.md", "durable-execution.md", "scheduling.md", "concepts.md",
                 "flow-control.md", "operations.md"}
 
 SYBIL = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()])
@@ -58,6 +60,8 @@ def background_worker(transactional_db, restore_registry):
 
     thread = threading.Thread(target=run, name="docs-worker", daemon=True)
     yield thread.start
+    # the connection of the thread that async snippets' ORM calls ran on (docs/async.md)
+    asyncio.run(sync_to_async(connections.close_all)())
     if thread.is_alive():
         worker.stop()
         thread.join(timeout=30)

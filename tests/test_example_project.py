@@ -86,3 +86,39 @@ def test_example_place_order_creates_its_order_exactly_once(tmp_path):
              "e.steps.get(name='create-order').result == "
              "{'order_id': Order.objects.get(number='A-1').pk})")
     assert manage("shell", "-v", "0", "-c", check).split() == ["completed", "1", "True"]
+
+
+def test_example_async_view_invokes_and_awaits_an_async_task(tmp_path):
+    """The example's async view: ainvoke + await_result, answered by a real worker that
+    runs the async ``price-quote`` task (its HTTP-like calls in steps, once each)."""
+    env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "quotes.sqlite3"),
+           "DJANGO_SETTINGS_MODULE": "example.settings", "PYTHONPATH": str(ROOT)}
+    env.pop("CONDUCTOR_TEST_DB_NAME", None)
+    cwd = ROOT / "example_project"
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=cwd,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert migrate.returncode == 0, migrate.stderr
+    worker = subprocess.Popen([sys.executable, "manage.py", "conductor_worker"], cwd=cwd,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        ask = ("import json; from django.test import Client; "
+               "c = Client(SERVER_NAME='localhost'); "
+               "r = c.post('/quote/', json.dumps({'customer': 'vip-ada', "
+               "'basket': {'tea': 2, 'cake': 1}}), content_type='application/json'); "
+               "bad = c.post('/quote/', 'nope', content_type='application/json'); "
+               "import conductor_django as cd; d = r.json(); e = cd.get(d['execution']); "
+               "print(r.status_code, d['total'], d['discount'], e.status, "
+               "sorted(e.steps.values_list('name', flat=True)), bad.status_code)")
+        out = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", ask],
+                             cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.strip() == (
+            "200 9.81 10 completed ['discount', 'price-cake', 'price-tea'] 400")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            assert worker.wait(timeout=30) == 0
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)

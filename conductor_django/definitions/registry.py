@@ -106,6 +106,13 @@ def all_tasks() -> dict[str, Task]:
     return dict(_registry)
 
 
+def handler_kinds() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of the registered tasks with ``async def`` handlers, and of the others."""
+    tasks = sorted(_registry.items())
+    return (tuple(name for name, t in tasks if t.is_async),
+            tuple(name for name, t in tasks if not t.is_async))
+
+
 @overload
 def task(func: Handler, /) -> Task: ...
 @overload

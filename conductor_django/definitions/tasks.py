@@ -3,6 +3,7 @@ which validates every option. Registering lives in ``definitions.registry``."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -83,6 +84,11 @@ class Task:
         ``rate_limit``): round-robin across keys, within the limits."""
         return self.key_concurrency is not None or self.rate_limit is not None
 
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is an ``async def`` function (run on the worker's event loop)."""
+        return inspect.iscoroutinefunction(self.func)
+
     def get_queue(self) -> str:
         return self.queue or conf.get("DEFAULT_QUEUE")
 
@@ -144,6 +150,9 @@ def build_task(
     window = check_window(window, task_name)
     batch = check_batch(batch, task_name, concurrency,
                         keyed=key_concurrency is not None or rate_limit is not None)
+    if batch is not None and inspect.iscoroutinefunction(func):
+        raise ValueError(f"batch task {task_name!r} needs a plain function: async handlers "
+                         "run one execution at a time")
     return Task(
         func=func,
         name=task_name,

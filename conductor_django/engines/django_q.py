@@ -55,7 +55,7 @@ from .. import conf
 from ..definitions.registry import get_task
 from ..models import Execution
 from ..models import Worker as WorkerRow
-from ..runtime import Runtime, listener, runner, unit
+from ..runtime import Runtime, aio_runner, listener, runner, unit
 from ..runtime.cancellation import deliver
 from ..runtime.housekeeper import Housekeeper
 from ..runtime.sessions import enroll
@@ -166,6 +166,8 @@ def run(execution_id: str) -> str:
                                            cancel_reason, runtime.using)
         return "cancelled"
     try:
+        if aio_runner.is_async(claimed.task_name):
+            return aio_runner.run_here(claimed, runtime)  # its own event loop, this thread
         return runner.run(claimed, runtime)
     except TimeoutException as exc:
         _fail_hard(claimed, runtime, f"Hard time limit exceeded: django-q2 stopped the "

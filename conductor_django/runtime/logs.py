@@ -77,6 +77,14 @@ class LogBuffer:
                 self.dropped += 1
             self.lines.append((when, level, storable_text(name[:200]), storable_text(message)))
 
+    def absorb(self, other: LogBuffer) -> None:
+        """Put the lines of ``other`` before this buffer's (the newest ``limit`` kept)."""
+        lines = other.take()
+        with self._lock:
+            merged = [*lines, *self.lines]
+            self.dropped += other.dropped + max(0, len(merged) - (self.lines.maxlen or 0))
+            self.lines = deque(merged, maxlen=self.lines.maxlen)
+
     def take(self) -> list[tuple[datetime, int, str, str]]:
         with self._lock:
             self.closed = True

@@ -53,6 +53,10 @@ class Progress:
             self._pending = value
         self.flush(due_only=True)
 
+    def idle(self) -> bool:
+        """Whether no report waits to be written."""
+        return self._pending is None
+
     def flush(self, *, due_only: bool = False) -> None:
         """Write the pending report (``due_only``: only if the interval has passed)."""
         with self._lock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from django.utils import timezone
 
@@ -121,7 +123,10 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     return outcome
 
 
-def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
+def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
+          handler: Callable[[Event, Any], Any] | None = None) -> str:
+    """Call the handler (``handler`` in place of the task's function: the async runner
+    replays an outcome reached on its event loop) and record the attempt's outcome."""
     eid, wid, db, lease = claimed.id, runtime.worker_id, runtime.using, claimed.lease
     event = Event(name=claimed.event_name, payload=claimed.payload, execution_id=eid)
     has_parent = claimed.parent_id is not None
@@ -130,7 +135,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
         with logs.capture(ctx, db, first):  # stores the attempt's log lines before the outcome
             custom_context.apply(ctx)
             try:
-                result = task.func(event, ctx)
+                result = (handler or task.func)(event, ctx)
             finally:
                 ctx.flush_progress()  # the last ctx.progress is kept, whatever the outcome
             check_json(result, f"result of task {task.name!r}")
@@ -194,6 +199,10 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime) -> str:
     if not written:
         return Outcome.LOST  # the lock was taken from this worker (it was presumed dead)
     return Outcome.COMPLETED
+
+
+#: Records the outcome of an attempt whose handler ran elsewhere (``aio_runner``).
+settle = _call
 
 
 def _log_finish(claimed: Claimed, outcome: str, started: float) -> None:

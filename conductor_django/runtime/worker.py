@@ -24,10 +24,12 @@ from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
 from .. import conf, retention, scheduler
+from ..definitions.registry import handler_kinds
 from ..models import Execution
 from ..models import Worker as WorkerRow
 from ..state import Claimed
-from . import Runtime, batch, custom_context, listener, runner
+from . import Runtime, aio_runner, batch, custom_context, listener, runner
+from .aio_loop import AsyncLoop
 from .cancellation import deliver
 from .completer import Completer
 from .dispatch import make_dispatcher
@@ -42,6 +44,8 @@ DB_ERRORS = (DatabaseError, InterfaceError)
 CLEANUP_BUDGET = 2.0  # seconds of deleting per loop turn before claiming again
 #: How long a stopping worker waits for a heartbeat in progress (one short UPDATE).
 HEARTBEAT_JOIN_TIMEOUT = 5.0
+#: How long a stopping worker waits for interrupted async handlers to be released.
+ASYNC_RELEASE_TIMEOUT = 5.0
 
 #: Default ``--batch-size``. Claims go beyond the free threads (prefetch) only while
 #: handlers are short, so that long tasks never sit claimed behind busy threads.
@@ -67,13 +71,17 @@ class Worker:
         shutdown_timeout: float = 30.0,
         using: str | None = None,
         handle_signals: bool = True,
+        async_concurrency: int = 100,
     ) -> None:
         if concurrency < 0:
             raise ValueError("concurrency must be >= 0")
+        if async_concurrency < 0:
+            raise ValueError("async_concurrency must be >= 0")
         if concurrency == 0 and not drain:
             raise ValueError("concurrency=0 (inline) is only for drain mode")
         self.queues = sorted(set(queues or ()))
         self.concurrency = concurrency
+        self.async_concurrency = async_concurrency  # handlers at once on the event loop
         self.poll_interval = float(poll_interval if poll_interval is not None
                                    else conf.get("POLL_INTERVAL"))
         self.batch_size = max(1, batch_size or max(concurrency, PREFETCH_BATCH))
@@ -100,6 +108,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._listener: listener.Listener | None = None
         self._completer: Completer | None = None
+        self._aio: AsyncLoop | None = None
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
         # --concurrency is then how many executions may wait in the broker at once.
         self.dispatcher = None if self.runtime.inline else make_dispatcher(
@@ -146,7 +155,7 @@ class Worker:
         )
         try:
             if self.runtime.inline:
-                self._run_inline()
+                self._run_here()
             else:
                 self._run_threaded()
         finally:
@@ -165,7 +174,7 @@ class Worker:
 
     # --- inline (drain in the caller's thread) -----------------------------------------
 
-    def _run_inline(self) -> None:
+    def _run_here(self) -> None:
         Execution.objects.recover(self.dead_after, self.using)
         while not self._stop.is_set():
             # flow control: a batch task's executions first, as partial batches (drain)
@@ -175,8 +184,12 @@ class Worker:
                 claimed += Execution.objects.claim(self.id, self.queues, 1, self.using)
             if not claimed:
                 return
-            runner.run(claimed[0], self.runtime)
-            self.processed += claimed[0].size
+            unit = claimed[0]
+            if isinstance(unit, Claimed) and aio_runner.is_async(unit.task_name):
+                aio_runner.run_here(unit, self.runtime)
+            else:
+                runner.run(unit, self.runtime)
+            self.processed += unit.size
 
     # --- threaded ----------------------------------------------------------------------
 
@@ -191,6 +204,10 @@ class Worker:
             self._completer = Completer(self.id, self.using, self.dead_after)
             self._completer.start()
             self.runtime.complete = self._completer.submit
+        if self.dispatcher is None and self.async_concurrency > 0:
+            self._aio = AsyncLoop(self.runtime, self.async_concurrency,
+                                  after=self._after_scheduled_run, done=self._async_done)
+            self._aio.start()
         for n in range(self.concurrency if self.dispatcher is None else 0):
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
@@ -227,7 +244,7 @@ class Worker:
             if self.drain and not claimed and self._busy_count() == 0 and (
                     self.dispatcher is None or not self.dispatcher.held()):
                 return
-            if maybe_more and self._free() > 0:
+            if maybe_more and (self._free() > 0 or self._async_free() > 0):
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
@@ -242,27 +259,57 @@ class Worker:
             dispatched = self.dispatcher.dispatch(self.queues)
             return dispatched, bool(dispatched)
         free = self._free()
-        if free <= 0:
+        async_free = self._async_free()
+        if free <= 0 and async_free <= 0:
             return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.running_here()
-        # flow control: ready batches first (one handler slot each), then single executions
-        claimed: list[ExecutionUnit] = [*batch.claim_batches(
-            self.id, self.queues, free, self.using, fill=not self.drain, exclude=exclude)]
-        maybe_more = bool(claimed)
-        if len(claimed) < free:
-            limit = min(free - len(claimed), self.batch_size)
-            single = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude)
-            maybe_more = maybe_more or len(single) == limit
-            claimed += single
-        if claimed:
+        # async handlers run on the event loop, the others on threads: each kind is
+        # claimed for its own free slots (none of the async ones without a loop)
+        async_names, sync_names = handler_kinds()
+        claimed: list[ExecutionUnit] = []
+        maybe_more = False
+        if free > 0:
+            # flow control: ready batches first (one handler slot each), then the others
+            claimed += batch.claim_batches(self.id, self.queues, free, self.using,
+                                           fill=not self.drain, exclude=exclude)
+            maybe_more = bool(claimed)
+            if len(claimed) < free:
+                limit = min(free - len(claimed), self.batch_size)
+                single = Execution.objects.claim(self.id, self.queues, limit, self.using,
+                                                 exclude, skip=async_names)
+                maybe_more = maybe_more or len(single) == limit
+                claimed += single
+        if self._aio is not None and async_names and async_free > 0:
+            limit = min(async_free, max(self.batch_size, PREFETCH_BATCH))
+            looped = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude,
+                                             skip=sync_names)
+            maybe_more = maybe_more or len(looped) == limit
+            claimed += looped
+        for item in claimed:
+            # Routed by the task's kind now: a task registered since the names were read
+            # (tests define tasks while a worker runs) still goes where it can run.
+            if self._aio is not None and isinstance(item, Claimed) and aio_runner.is_async(
+                    item.task_name):
+                self._aio.submit(item, aio_runner.make_context(item, self.runtime))
+                continue
             with self._lock:
-                self._busy += len(claimed)
-            for item in claimed:
-                # The context exists from the claim on, so a cancel reaches it even
-                # before a thread picks it up (it then never starts).
-                self._jobs.put((item, runner.make_context(item, self.runtime)))
+                self._busy += 1
+            # The context exists from the claim on, so a cancel reaches it even
+            # before a thread picks it up (it then never starts).
+            self._jobs.put((item, runner.make_context(item, self.runtime)))
         return claimed, maybe_more
+
+    def _async_free(self) -> int:
+        return self._aio.free() if self._aio is not None else 0
+
+    def _async_done(self, item: Claimed, failed: bool) -> None:
+        """An async handler slot is free again (called on the event loop)."""
+        with self._lock:
+            self.processed += 1
+            if failed:
+                self._lost.append((item.id, item.lease))
+        self._wake.set()
 
     def _handler_loop(self) -> None:
         idle_since = time.monotonic()
@@ -306,7 +353,8 @@ class Worker:
 
     def _busy_count(self) -> int:
         with self._lock:
-            return self._busy
+            busy = self._busy
+        return busy + (self._aio.busy() if self._aio is not None else 0)
 
     def _free(self) -> int:
         """How many more executions may be claimed now: the free threads, plus a
@@ -403,6 +451,11 @@ class Worker:
                 logger.warning("database error while shutting down", exc_info=True)
                 self._close_connection()
             self._wake.wait(max(0.0, min(self._sleep_time(), deadline - time.monotonic())))
+        if self._aio is not None:
+            # out of time: interrupt the async handlers still awaiting; each is released
+            if self._aio.interrupt_all():
+                self._aio.wait_idle(ASYNC_RELEASE_TIMEOUT)
+            self._aio.close()
         if self._completer is not None:
             self._completer.close()  # results first: what finished must not be released
         try:

@@ -97,9 +97,12 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
 
     def claim(
         self, worker_id: uuid.UUID, queues: Sequence[str] | None, limit: int, using: str,
-        exclude: Sequence[str] = (),
+        exclude: Sequence[str] = (), skip: Sequence[str] = (),
     ) -> list[Claimed]:
         """Lock up to ``limit`` runnable executions for ``worker_id``, best first.
+
+        ``skip``: task names not to claim now (the worker claims async handlers and
+        threaded ones for their own free slots).
 
         Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
         skipped here (batches are claimed by ``claim_batch``), and tasks with
@@ -111,12 +114,17 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
         table = self.model._meta.db_table
         now = timezone.now()
         rules = claim_rules(now)
-        if rules.limits or rules.keyed:
+        skipped = (*rules.skip, *skip) if skip else rules.skip
+        limits = {n: c for n, c in rules.limits.items() if n not in skip} if skip \
+            else rules.limits
+        keyed = {n: r for n, r in rules.keyed.items() if n not in skip} if skip \
+            else rules.keyed
+        if limits or keyed:
             rows = claim_sql.claim_limited(connection, table, worker_id, queues, limit, now,
-                                           rules.skip, rules.limits, exclude, rules.keyed)
+                                           skipped, limits, exclude, keyed)
         else:
             rows = claim_sql.claim(connection, table, worker_id, queues, limit, now,
-                                   rules.skip, exclude)
+                                   skipped, exclude)
         return self._claimed(rows, connection)
 
     def claim_batch(

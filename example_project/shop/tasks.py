@@ -1,10 +1,12 @@
 """The example project's tasks (the README's quickstart runs these)."""
 
+import asyncio
 from datetime import timedelta
+from decimal import Decimal
 
 from conductor_django import Batch, Cron, SignalTimeout, task
 
-from . import mailer
+from . import mailer, quotes
 
 
 @task(name="send-welcome-email", max_attempts=3)
@@ -176,3 +178,21 @@ def approve_refund(event, ctx):
     ctx.step("tell-customer", lambda: ctx.logger.info("refunded %s: %s", order, refund_id))
     ctx.progress(4, 4, "refunded")
     return {"order": order, "refunded": True, "refund": refund_id}
+
+
+# --- an async handler: HTTP-like calls awaited in steps (docs/async.md) -----------------
+
+
+@task(name="price-quote", max_attempts=3, timeout=30)
+async def price_quote(event, ctx):
+    """Prices every item of the basket and the customer's discount with async calls, each
+    in a step of its own (run side by side): a retry or a resume calls none of them again."""
+    basket, customer = event.payload["basket"], event.payload["customer"]
+    prices = await asyncio.gather(*(
+        ctx.step(f"price-{item}", lambda item=item: quotes.fetch_price(item))
+        for item in sorted(basket)))
+    discount = await ctx.step("discount", lambda: quotes.fetch_discount(customer))
+    total = sum(Decimal(p) * basket[item] for p, item in zip(prices, sorted(basket), strict=True))
+    total = total * (100 - discount) / 100
+    return {"customer": customer, "total": str(total.quantize(Decimal("0.01"))),
+            "discount": discount}

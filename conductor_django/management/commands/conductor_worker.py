@@ -20,6 +20,9 @@ class Command(BaseCommand):
                             help="Serve this queue (repeat for several; default: every queue).")
         parser.add_argument("--concurrency", type=int, default=10,
                             help="Handler threads (default 10).")
+        parser.add_argument("--async-concurrency", type=int, default=100,
+                            help="async def handlers run at once on the worker's event loop "
+                                 "(default 100; 0: run none).")
         parser.add_argument("--poll-interval", type=float, default=None,
                             help="Seconds between polls for work (default: POLL_INTERVAL).")
         parser.add_argument("--batch-size", type=int, default=None,
@@ -34,9 +37,12 @@ class Command(BaseCommand):
                                  "(needs prometheus_client: the [metrics] extra).")
 
     def handle(self, *args, queues, concurrency, poll_interval, batch_size, drain,
-               shutdown_timeout, verbosity, metrics_port=None, **options):
+               shutdown_timeout, verbosity, metrics_port=None, async_concurrency=100,
+               **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
+        if async_concurrency < 0:
+            raise CommandError("--async-concurrency must be at least 0")
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if poll_interval is not None:
@@ -54,6 +60,7 @@ class Command(BaseCommand):
         Worker(
             queues=queues,
             concurrency=concurrency,
+            async_concurrency=async_concurrency,
             poll_interval=poll_interval,
             batch_size=batch_size,
             drain=drain,
