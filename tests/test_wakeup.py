@@ -65,7 +65,7 @@ def test_invoke_wakes_an_idle_worker(start_worker, where, tmp_path):
     poll(lambda: len(records(out)) == 2, timeout=PROMPT, message="the second start")
     assert sorted(line.split()[0] for line in records(out)) == ["0", "1"]
     worker.signal(15)
-    worker.wait(timeout=30)
+    assert worker.wait(timeout=30) == 0, worker.output()
     assert sockets(where) == [], "a worker that stops removes its socket"
 
 

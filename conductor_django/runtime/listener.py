@@ -113,7 +113,7 @@ class LocalListener(threading.Thread):
         self.using = using
         self.on_new = on_new
         self.on_cancel = on_cancel
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         connection = connections[using]
         where = wakeup.folder(connection)
         if where is None:
@@ -122,14 +122,14 @@ class LocalListener(threading.Thread):
 
     def stop(self) -> None:
         """Stop waiting and remove the socket (within the half second of a wait)."""
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(1.0)
 
     def run(self) -> None:
         try:
             self.on_new("")  # anything announced before the socket existed: look now
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 for message in self.inbox.receive(0.5):
                     kind, detail = message[:1], message[1:].decode(errors="replace")
                     if kind == wakeup.CANCEL:
