@@ -16,6 +16,8 @@ Workloads (one ``conductor_worker`` process, ``--concurrency 10``):
 
 Usage: ``python bench/run.py --db postgres --n 5000 [--history 1000000] [--memory 100000]``
 
+``BENCH_CONCURRENCY`` sets the worker's ``--concurrency`` (10 by default).
+
 Each run is saved as ``bench/results/<db>-<UTC time>.json`` and compared with the
 previous saved run of the same database and N: a row more than 10 % worse is flagged
 ``REGRESSED`` (``bench/history.py``).
@@ -104,7 +106,8 @@ def purge() -> None:
 def start_worker(*extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "conductor_worker", "--concurrency", "10", *extra],
+        [sys.executable, "-m", "django", "conductor_worker",
+         "--concurrency", os.environ.get("BENCH_CONCURRENCY", "10"), *extra],
         cwd=HERE, env=env, start_new_session=True,
     )
 
@@ -314,6 +317,7 @@ def main() -> None:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     setup_django(a.db)
     res: dict = {"db": a.db, "n": a.n, "python": platform.python_version(),
+                 "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "10")),
                  "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}}
     if "enqueue" in only:
         res["enqueue"] = enqueue(a.n)
@@ -409,7 +413,8 @@ def rows(r: dict) -> list[dict]:
 
 def print_table(r: dict) -> None:
     load = r.get("machine", {})
-    print(f"\nconductor_django on {r['db']}, N={r['n']}, one worker --concurrency 10"
+    print(f"\nconductor_django on {r['db']}, N={r['n']}, one worker --concurrency "
+          f"{r.get('concurrency', 10)}"
           + (f" (load average {load['loadavg_before'][0]:.1f} before, "
              f"{load['loadavg_after'][0]:.1f} after, {load['cpus']} CPUs)" if load else "")
           + "\n")
