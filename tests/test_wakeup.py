@@ -20,9 +20,9 @@ from conductor_django.store import wakeup
 
 from .conftest import poll
 
-pytestmark = pytest.mark.skipif(
+sqlite_only = pytest.mark.skipif(
     os.environ.get("CONDUCTOR_TEST_DB", "sqlite") != "sqlite",
-    reason="the local wake-up is SQLite's (PostgreSQL has LISTEN/NOTIFY)")
+    reason="the local wake-up is for SQLite database files (servers have their own)")
 
 #: Polls far slower than every wait below.
 SLOW_POLL = {"CONDUCTOR_TEST_POLL": "30", "CONDUCTOR_TEST_CANCEL_POLL": "30",
@@ -54,6 +54,12 @@ def where(transactional_db):
     return wakeup.folder(connection)
 
 
+def test_servers_have_no_local_wakeup(transactional_db):
+    expected = connection.vendor == "sqlite"
+    assert (wakeup.folder(connection) is not None) == expected
+
+
+@sqlite_only
 def test_invoke_wakes_an_idle_worker(start_worker, where, tmp_path):
     out = tmp_path / "runs.log"
     worker = start_worker("--concurrency", "2", env=SLOW_POLL)
@@ -69,6 +75,7 @@ def test_invoke_wakes_an_idle_worker(start_worker, where, tmp_path):
     assert sockets(where) == [], "a worker that stops removes its socket"
 
 
+@sqlite_only
 def test_cancel_reaches_a_running_handler_at_once(start_worker, where, tmp_path):
     out = tmp_path / "loop.log"
     start_worker(env=SLOW_POLL)
@@ -83,6 +90,7 @@ def test_cancel_reaches_a_running_handler_at_once(start_worker, where, tmp_path)
     assert row.last_error == "stop now"
 
 
+@sqlite_only
 def test_several_workers_and_a_stale_socket(start_worker, where, tmp_path):
     out = tmp_path / "runs.log"
     stale = stale_socket(where, "0" * 32)
@@ -97,6 +105,7 @@ def test_several_workers_and_a_stale_socket(start_worker, where, tmp_path):
     assert len(sockets(where)) == 2
 
 
+@sqlite_only
 def test_poke_follows_the_commit(where):
     inbox = wakeup.Inbox(where, uuid.uuid4(), connection.settings_dict["NAME"])
     try:
