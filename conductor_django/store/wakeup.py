@@ -70,7 +70,7 @@ def announce(using: str, kind: bytes, detail: str = "") -> None:
     if where is None:
         return
     message = kind + detail.encode()
-    transaction.on_commit(lambda: send(where, message), using=using)
+    transaction.on_commit(lambda: send(where, message), using=using, robust=True)
 
 
 def send(where: Path, message: bytes) -> int:
@@ -80,7 +80,12 @@ def send(where: Path, message: bytes) -> int:
     except OSError:
         return 0  # no folder: no worker listens
     sent = 0
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:  # out of file descriptors: the poll finds the work
+        logger.debug("could not open a socket to wake workers", exc_info=True)
+        return 0
+    with sock:
         sock.setblocking(False)
         for entry in entries:
             if not entry.name.endswith(SUFFIX):
