@@ -245,6 +245,10 @@ class Worker:
         free = self._free()
         if free <= 0:
             return [], False
+        if self._jobs.qsize() >= self.concurrency:
+            # Prefetched work waits for every thread already: claim once it runs low,
+            # in one larger claim, not one small claim per finished handler.
+            return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.running_here()
         # flow control: ready batches first (one handler slot each), then single executions
