@@ -15,6 +15,12 @@ Workloads (one ``conductor_worker`` process, ``--concurrency 10``):
   and the worker's peak RSS (``--memory N``) over an N-execution drain.
 
 Usage: ``python bench/run.py --db postgres --n 5000 [--history 1000000] [--memory 100000]``
+
+``BENCH_CONCURRENCY`` sets the worker's ``--concurrency`` (10 by default).
+
+Each run is saved as ``bench/results/<db>-<UTC time>.json`` and compared with the
+previous saved run of the same database and N: a row more than 10 % worse is flagged
+``REGRESSED`` (``bench/history.py``).
 """
 
 from __future__ import annotations
@@ -100,7 +106,8 @@ def purge() -> None:
 def start_worker(*extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "conductor_worker", "--concurrency", "10", *extra],
+        [sys.executable, "-m", "django", "conductor_worker",
+         "--concurrency", os.environ.get("BENCH_CONCURRENCY", "10"), *extra],
         cwd=HERE, env=env, start_new_session=True,
     )
 
@@ -283,6 +290,10 @@ def cancel_latency(samples: int = 20) -> dict:
     return {"p50_ms": statistics.median(out), "samples": len(out)}
 
 
+#: The workloads ``--only`` can pick (all by default).
+WORKLOADS = ("enqueue", "drain", "steps", "latency", "cancel")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--db", choices=["postgres", "mysql", "sqlite"], default="postgres")
@@ -291,15 +302,33 @@ def main() -> None:
                     help="also drain with this many finished executions in the table")
     ap.add_argument("--memory", type=int, default=0,
                     help="also drain this many executions sampling the worker's RSS")
-    ap.add_argument("--json", type=Path, help="write the raw numbers here")
+    ap.add_argument("--json", type=Path, help="also write the raw numbers here")
+    ap.add_argument("--results-dir", type=Path, default=HERE / "results",
+                    help="where each run is saved as JSON and compared with the previous "
+                         "run of the same database and N (default bench/results)")
+    ap.add_argument("--no-save", action="store_true",
+                    help="neither save this run nor compare it")
+    ap.add_argument("--only", default=",".join(WORKLOADS),
+                    help=f"comma-separated subset of {','.join(WORKLOADS)}")
     a = ap.parse_args()
+    only = [w.strip() for w in a.only.split(",") if w.strip()]
+    unknown = sorted(set(only) - set(WORKLOADS))
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     setup_django(a.db)
-    res: dict = {"db": a.db, "n": a.n, "python": platform.python_version()}
-    res["enqueue"] = enqueue(a.n)
-    res["drain_noop"] = drain("bench.noop", a.n)
-    res["drain_steps3"] = drain("bench.steps3", a.n)
-    res["latency"] = latency()
-    res["cancel"] = cancel_latency()
+    res: dict = {"db": a.db, "n": a.n, "python": platform.python_version(),
+                 "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "10")),
+                 "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}}
+    if "enqueue" in only:
+        res["enqueue"] = enqueue(a.n)
+    if "drain" in only:
+        res["drain_noop"] = drain("bench.noop", a.n)
+    if "steps" in only:
+        res["drain_steps3"] = drain("bench.steps3", a.n)
+    if "latency" in only:
+        res["latency"] = latency()
+    if "cancel" in only:
+        res["cancel"] = cancel_latency()
     if a.history:
         res["drain_history"] = drain("bench.noop", a.n, history=a.history)
         res["history"] = a.history
@@ -307,33 +336,91 @@ def main() -> None:
         res["memory"] = drain("bench.noop", a.memory, sample_rss=True)
         res["memory_n"] = a.memory
     purge()
+    res["machine"]["loadavg_after"] = os.getloadavg()
     print_table(res)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
+    if not a.no_save:
+        report(res, a.results_dir)
 
 
-def print_table(r: dict) -> None:
-    e, d, s = r["enqueue"], r["drain_noop"], r["drain_steps3"]
-    print(f"\nconductor_django on {r['db']}, N={r['n']}, one worker --concurrency 10\n")
-    print("| metric | value |\n|---|---|")
-    print(f"| enqueue one-by-one (invoke) | {e['enqueue_single_per_s']:,.0f}/s |")
-    print(f"| enqueue bulk (invoke_many) | {e['enqueue_bulk_per_s']:,.0f}/s |")
-    print(f"| drain, no-op | {d['per_s']:,.0f}/s ({d['seconds']:.2f} s) |")
-    print(f"| drain, 3 memoized steps | {s['per_s']:,.0f}/s ({s['seconds']:.2f} s) |")
-    print(f"| start latency p50 / p95 | {r['latency']['p50_ms']:.1f} / "
-          f"{r['latency']['p95_ms']:.1f} ms |")
-    print(f"| running-cancel latency p50 | {r['cancel']['p50_ms']:.1f} ms "
-          f"({r['cancel']['samples']} samples) |")
+def report(res: dict, directory: Path) -> None:
+    """Save this run and print its change against the previous one (``history.py``)."""
+    import history
+
+    table = rows(res)
+    saved = history.save(res, table, directory)
+    before = history.previous(directory, res["db"], res["n"], exclude=saved)
+    print(f"\nsaved {saved.relative_to(ROOT) if saved.is_relative_to(ROOT) else saved}")
+    if before is None:
+        print("no previous run of this database and N to compare with")
+        return
+    lines, regressed = history.compare(table, json.loads(before.read_text())["rows"])
+    print(f"\nchange against {before.name}:\n")
+    print("\n".join(lines))
+    if regressed:
+        print(f"\nREGRESSED by more than {history.THRESHOLD:.0%}: {', '.join(regressed)}")
+
+
+def rows(r: dict) -> list[dict]:
+    """The table's rows: ``key`` (stable, for comparing runs), ``label``, ``value``,
+    ``unit``, whether higher is better, and the text shown."""
+    out: list[dict] = []
+
+    def add(key: str, label: str, value: float, unit: str, higher: bool, text: str) -> None:
+        out.append({"key": key, "label": label, "value": value, "unit": unit,
+                    "higher_is_better": higher, "text": text})
+
+    if "enqueue" in r:
+        e = r["enqueue"]
+        add("enqueue_single", "enqueue one-by-one (invoke)", e["enqueue_single_per_s"], "/s",
+            True, f"{e['enqueue_single_per_s']:,.0f}/s")
+        add("enqueue_bulk", "enqueue bulk (invoke_many)", e["enqueue_bulk_per_s"], "/s", True,
+            f"{e['enqueue_bulk_per_s']:,.0f}/s")
+    d = r.get("drain_noop")
+    if d:
+        add("drain_noop", "drain, no-op", d["per_s"], "/s", True,
+            f"{d['per_s']:,.0f}/s ({d['seconds']:.2f} s)")
+    if "drain_steps3" in r:
+        s = r["drain_steps3"]
+        share = f", {s['per_s'] / d['per_s']:.0%} of no-op" if d else ""
+        add("drain_steps3", "drain, 3 memoized steps", s["per_s"], "/s", True,
+            f"{s['per_s']:,.0f}/s ({s['seconds']:.2f} s{share})")
+    if "latency" in r:
+        lat = r["latency"]
+        add("latency_p50", "start latency p50", lat["p50_ms"], "ms", False,
+            f"{lat['p50_ms']:.1f} ms")
+        add("latency_p95", "start latency p95", lat["p95_ms"], "ms", False,
+            f"{lat['p95_ms']:.1f} ms")
+    if "cancel" in r:
+        c = r["cancel"]
+        add("cancel_p50", "running-cancel latency p50", c["p50_ms"], "ms", False,
+            f"{c['p50_ms']:.1f} ms ({c['samples']} samples)")
     if "drain_history" in r:
         h = r["drain_history"]
-        print(f"| drain, no-op, {r['history']:,} finished rows in the table | "
-              f"{h['per_s']:,.0f}/s ({h['per_s'] / d['per_s']:.0%} of empty) |")
+        share = f", {h['per_s'] / d['per_s']:.0%} of empty" if d else ""
+        add("drain_history", f"drain, no-op, {r['history']:,} finished rows in the table",
+            h["per_s"], "/s", True, f"{h['per_s']:,.0f}/s{share}")
     if "memory" in r:
         m = r["memory"]
         steady = m["rss_samples_mb"][1:] or m["rss_samples_mb"]  # the first is at boot
-        print(f"| worker memory over a {r['memory_n']:,}-execution drain | peak RSS "
-              f"{m['peak_rss_mb']:.0f} MB; sampled every 0.5 s after start: "
-              f"{min(steady):.0f}-{max(steady):.0f} MB ({m['per_s']:,.0f}/s) |")
+        add("memory_peak_rss", f"worker memory over a {r['memory_n']:,}-execution drain",
+            m["peak_rss_mb"], "MB", False,
+            f"peak RSS {m['peak_rss_mb']:.0f} MB; sampled every 0.5 s after start: "
+            f"{min(steady):.0f}-{max(steady):.0f} MB ({m['per_s']:,.0f}/s)")
+    return out
+
+
+def print_table(r: dict) -> None:
+    load = r.get("machine", {})
+    print(f"\nconductor_django on {r['db']}, N={r['n']}, one worker --concurrency "
+          f"{r.get('concurrency', 10)}"
+          + (f" (load average {load['loadavg_before'][0]:.1f} before, "
+             f"{load['loadavg_after'][0]:.1f} after, {load['cpus']} CPUs)" if load else "")
+          + "\n")
+    print("| metric | value |\n|---|---|")
+    for row in rows(r):
+        print(f"| {row['label']} | {row['text']} |")
 
 
 if __name__ == "__main__":

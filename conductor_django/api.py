@@ -33,7 +33,7 @@ from .definitions.values import (
 )
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution, FlowSlot, Signal
-from .store import inserts
+from .store import inserts, wakeup
 from .store.transactions import retry_locked, write_transaction
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce",
@@ -218,7 +218,9 @@ def invoke(
     new = prepare(task, payload, dedupe_key=dedupe_key, priority=priority, run_at=run_at,
                   delay=delay, queue=queue, throttle=throttle, debounce=debounce, key=key)
     db = router.db_for_write(Execution)
-    return retry_locked(lambda: insert_any(new, db), db)
+    execution_id = retry_locked(lambda: insert_any(new, db), db)
+    wakeup.announce(db, wakeup.NEW, new.queue)  # SQLite: wake local workers on commit
+    return execution_id
 
 
 def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
@@ -253,7 +255,11 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
                     ids[n] = insert_any(p, using)
         return [i for i in ids if i is not None]
 
-    return retry_locked(insert_all, using)
+    ids = retry_locked(insert_all, using)
+    queues = {p.queue for p in prepared}
+    if ids:  # SQLite: wake local workers on commit (every queue when there are several)
+        wakeup.announce(using, wakeup.NEW, queues.pop() if len(queues) == 1 else "")
+    return ids
 
 
 def _is_plain(new: NewExecution) -> bool:

@@ -108,7 +108,7 @@ TEMPLATES = [
     }
 ]
 CONDUCTOR = {
-    "POLL_INTERVAL": 0.1,
+    "POLL_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_POLL", "0.1")),
     "CANCEL_POLL_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CANCEL_POLL", "0.2")),
     "HEARTBEAT_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_HEARTBEAT", "0.5")),
     "WORKER_DEAD_AFTER": float(os.environ.get("CONDUCTOR_TEST_DEAD_AFTER", "30")),
@@ -117,7 +117,7 @@ CONDUCTOR = {
                      "tests.testapp.exactly_once_tasks",
                      "tests.testapp.chaos_tasks", "tests.testapp.signal_tasks",
                      "tests.testapp.poison_tasks", "tests.testapp.key_tasks",
-                     "tests.testapp.async_tasks",
+                     "tests.testapp.async_tasks", "tests.testapp.wakeup_tasks",
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),

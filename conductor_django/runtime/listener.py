@@ -4,7 +4,8 @@ New and newly runnable executions are announced by triggers (migration 0002) on 
 channel ``conductor_new`` with the queue name as payload; cancel requests by
 ``Execution.objects.cancel`` (``store/vendor.py``) on ``conductor_cancel`` with the
 execution id, a newline and the reason (a reason too long for a payload is read from
-the row). On other
+the row). On a SQLite file, ``LocalListener`` waits on a local socket that
+``invoke`` and ``cancel`` poke after their commit (``store.wakeup``). On other
 databases (or psycopg2) nothing listens and the worker polls.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 from django.db import connections
@@ -19,6 +21,7 @@ from django.db import connections
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution
 from ..state.operator import CANCEL_CHANNEL
+from ..store import wakeup
 from ..store.vendor import dialect
 from .retry import Backoff
 
@@ -93,3 +96,71 @@ def cancel_request(raw, payload: str) -> tuple[str, str]:
         ).fetchone()
         reason = row[0] if row else ""
     return eid, reason or DEFAULT_REASON
+
+
+class LocalListener(threading.Thread):
+    """SQLite: a daemon thread waiting on this worker's wake-up socket (``store.wakeup``),
+    calling back as ``Listener`` does. The poll stays the fallback."""
+
+    def __init__(
+        self,
+        using: str,
+        worker_id: uuid.UUID,
+        on_new: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
+    ) -> None:
+        super().__init__(name="conductor-wakeup", daemon=True)
+        self.using = using
+        self.on_new = on_new
+        self.on_cancel = on_cancel
+        self._stopping = threading.Event()
+        connection = connections[using]
+        where = wakeup.folder(connection)
+        if where is None:
+            raise ValueError(f"database {using!r} has no local wake-up (not a SQLite file)")
+        self.inbox = wakeup.Inbox(where, worker_id, connection.settings_dict["NAME"])
+
+    def stop(self) -> None:
+        """Stop waiting and remove the socket (within the half second of a wait)."""
+        self._stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(1.0)
+
+    def run(self) -> None:
+        try:
+            self.on_new("")  # anything announced before the socket existed: look now
+            while not self._stopping.is_set():
+                for message in self.inbox.receive(0.5):
+                    kind, detail = message[:1], message[1:].decode(errors="replace")
+                    if kind == wakeup.CANCEL:
+                        self._cancel(detail)
+                    elif kind == wakeup.NEW:
+                        self.on_new(detail)
+        finally:
+            self.inbox.close()
+            connections.close_all()
+
+    def _cancel(self, execution_id: str) -> None:
+        try:
+            reason = Execution.objects.cancel_requested(execution_id, self.using)
+        except Exception:  # noqa: BLE001 - the cancel poll delivers it then
+            logger.warning("could not read the cancel request of %s", execution_id,
+                           exc_info=True)
+            return
+        if reason is not None:
+            self.on_cancel(execution_id, reason)
+
+
+def start_local(using: str, worker_id: uuid.UUID, on_new: Callable[[str], None],
+                on_cancel: Callable[[str, str], None]) -> LocalListener | None:
+    """Start the local wake-up of a SQLite file database; ``None`` where there is none
+    or its socket cannot be made (the worker then polls, as it always may)."""
+    if wakeup.folder(connections[using]) is None:
+        return None
+    try:
+        local = LocalListener(using, worker_id, on_new, on_cancel)
+    except OSError as exc:
+        logger.warning("no local wake-up for database %r (%s): the worker polls", using, exc)
+        return None
+    local.start()
+    return local

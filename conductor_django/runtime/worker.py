@@ -106,7 +106,7 @@ class Worker:
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._listener: listener.Listener | None = None
+        self._listener: listener.Listener | listener.LocalListener | None = None
         self._completer: Completer | None = None
         self._aio: AsyncLoop | None = None
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
@@ -215,6 +215,9 @@ class Worker:
         if listener.listen_supported(self.using):
             self._listener = listener.Listener(self.using, self._on_new, self._on_cancel)
             self._listener.start()
+        else:  # SQLite: a local socket beside the database file, poked after commits
+            self._listener = listener.start_local(self.using, self.id, self._on_new,
+                                                  self._on_cancel)
         try:
             self._loop()
         finally:
@@ -261,6 +264,10 @@ class Worker:
         free = self._free()
         async_free = self._async_free()
         if free <= 0 and async_free <= 0:
+            return [], False
+        if self._jobs.qsize() >= self.concurrency:
+            # Prefetched work waits for every thread already: claim once it runs low,
+            # in one larger claim, not one small claim per finished handler.
             return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.running_here()

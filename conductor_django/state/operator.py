@@ -53,6 +53,7 @@ from django.utils import timezone
 from ..definitions.registry import all_tasks
 from ..definitions.values import as_uuid, check_text
 from ..exceptions import DEFAULT_REASON
+from ..store import wakeup
 from ..store.transactions import retry_locked, write_transaction
 from ..store.vendor import dialect
 from . import attempts
@@ -150,9 +151,12 @@ class OperatorTransitions:
     def _request_running(self, db: str, eid: uuid.UUID, reason: str) -> bool:
         """Set ``cancelled`` and the reason on a running execution and notify its worker."""
         connection = connections[db]
-        return dialect(connection).request_cancel(
+        requested = dialect(connection).request_cancel(
             connection, self.model._meta.db_table, eid, reason, CANCEL_CHANNEL,
             NOTIFY_REASON_BYTES)
+        if requested:  # SQLite: its worker hears of it at once (after the commit)
+            wakeup.announce(db, wakeup.CANCEL, str(eid))
+        return requested
 
     def _steps(self, db: str) -> Any:
         model = self.model._meta.apps.get_model(self.model._meta.app_label, "Step")

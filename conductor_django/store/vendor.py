@@ -127,6 +127,14 @@ class Dialect:
         """Whether LISTEN/NOTIFY can wake the worker (else it polls)."""
         return False
 
+    def local_wakeup_file(self, connection: Any) -> str | None:
+        """The database file whose local workers ``store.wakeup`` wakes (SQLite on a
+        file); ``None`` where there is none."""
+        in_memory = getattr(connection, "is_in_memory_db", None)  # Django's SQLite backend
+        if in_memory is None or in_memory():
+            return None
+        return str(connection.settings_dict["NAME"])
+
     def table_estimate(self, connection: Any, table: str) -> int | None:
         """The planner's row count of ``table`` (``None``: no cheap estimate here)."""
         return None
@@ -211,6 +219,9 @@ class PostgreSQL(Dialect):
             for row in rows:
                 copy.write_row(row)
 
+    def local_wakeup_file(self, connection: Any) -> str | None:
+        return None  # LISTEN/NOTIFY instead
+
     def listen_supported(self, connection: Any) -> bool:
         try:
             import psycopg  # noqa: F401 - optional: LISTEN needs psycopg 3
@@ -273,6 +284,9 @@ class MySQL(Dialect):
 
     def picked(self, inner: str) -> str:
         raise NotImplementedError("MySQL claims select FOR UPDATE, then update by id")
+
+    def local_wakeup_file(self, connection: Any) -> str | None:
+        return None  # a server database: its workers poll
 
     def insert_step(self, into: str, held: str, unique: str) -> str:
         # the held row is read with a shared lock, kept until the commit; IGNORE: a
