@@ -263,11 +263,11 @@ class Worker:
             return dispatched, bool(dispatched)
         free = self._free()
         async_free = self._async_free()
-        if free <= 0 and async_free <= 0:
-            return [], False
         if self._jobs.qsize() >= self.concurrency:
-            # Prefetched work waits for every thread already: claim once it runs low,
-            # in one larger claim, not one small claim per finished handler.
+            # Prefetched work waits for every thread already: claim for the threads once
+            # it runs low, in one larger claim, not one small claim per finished handler.
+            free = 0
+        if free <= 0 and async_free <= 0:
             return [], False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.running_here()
