@@ -274,25 +274,31 @@ class Worker:
         # async handlers run on the event loop, the others on threads: each kind is
         # claimed for its own free slots (none of the async ones without a loop)
         async_names, sync_names = handler_kinds()
+        # Each claim's executions are handed over before the next claim: a database error
+        # in a later claim must not strand what an earlier one committed to this worker.
         claimed: list[ExecutionUnit] = []
         maybe_more = False
         if free > 0:
             # flow control: ready batches first (one handler slot each), then the others
-            claimed += batch.claim_batches(self.id, self.queues, free, self.using,
-                                           fill=not self.drain, exclude=exclude)
+            claimed += self._hand_over(batch.claim_batches(
+                self.id, self.queues, free, self.using, fill=not self.drain, exclude=exclude))
             maybe_more = bool(claimed)
             if len(claimed) < free:
                 limit = min(free - len(claimed), self.batch_size)
-                single = Execution.objects.claim(self.id, self.queues, limit, self.using,
-                                                 exclude, skip=async_names)
+                single = self._hand_over(Execution.objects.claim(
+                    self.id, self.queues, limit, self.using, exclude, skip=async_names))
                 maybe_more = maybe_more or len(single) == limit
                 claimed += single
         if self._aio is not None and async_names and async_free > 0:
             limit = min(async_free, max(self.batch_size, PREFETCH_BATCH))
-            looped = Execution.objects.claim(self.id, self.queues, limit, self.using, exclude,
-                                             skip=sync_names)
+            looped = self._hand_over(Execution.objects.claim(
+                self.id, self.queues, limit, self.using, exclude, skip=sync_names))
             maybe_more = maybe_more or len(looped) == limit
             claimed += looped
+        return claimed, maybe_more
+
+    def _hand_over(self, claimed: list[ExecutionUnit]) -> list[ExecutionUnit]:
+        """Queue claimed executions for the threads, or submit them to the event loop."""
         for item in claimed:
             # Routed by the task's kind now: a task registered since the names were read
             # (tests define tasks while a worker runs) still goes where it can run.
@@ -305,7 +311,7 @@ class Worker:
             # The context exists from the claim on, so a cancel reaches it even
             # before a thread picks it up (it then never starts).
             self._jobs.put((item, runner.make_context(item, self.runtime)))
-        return claimed, maybe_more
+        return claimed
 
     def _async_free(self) -> int:
         return self._aio.free() if self._aio is not None else 0
