@@ -1,5 +1,7 @@
 """Retries, backoff, NonRetryableError and memoized steps (SPEC §6), run in-process."""
 
+import enum
+import math
 from datetime import timedelta
 
 import pytest
@@ -97,6 +99,40 @@ def test_repeated_step_name_returns_the_first_result_and_results_are_json():
         assert calls == [1]
     finally:
         unregister("repeat-steps")
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Label(str):
+    pass
+
+
+@pytest.mark.parametrize("value, stored", [
+    (None, None), (True, True), (7, 7), (2.5, 2.5), (-0.0, -0.0), ("é\n", "é\n"),
+    (10**30, 10**30), (Level.HIGH, 3), (Label("x"), "x"), ((1, "a"), [1, "a"]),
+    ({"k": (1,)}, {"k": [1]}),
+])
+def test_a_step_returns_what_is_stored_on_the_first_run_and_on_replay(value, stored):
+    seen = []
+
+    @task(name="typed-step")
+    def typed_step(event, ctx):
+        result = ctx.step("v", lambda: value)
+        seen.append((type(result), result))
+        if len(seen) == 1:
+            raise ValueError("again")  # the retry replays the step
+        return None
+
+    try:
+        conductor.invoke("typed-step")
+        drain()
+        assert seen == [(type(stored), stored)] * 2
+        assert all(math.copysign(1, r) == math.copysign(1, stored)
+                   for _, r in seen if isinstance(stored, float))
+    finally:
+        unregister("typed-step")
 
 
 def test_non_json_step_or_task_result_fails_the_attempt():
