@@ -38,6 +38,9 @@ from .store.transactions import retry_locked, write_transaction
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce",
            "key")
+_OPTION_SET = frozenset(OPTIONS)
+#: ``invoke_many`` items with these keys only share every other option's checked value.
+_PAYLOAD_ONLY = frozenset({"payload"})
 
 
 @dataclass(slots=True)
@@ -56,6 +59,14 @@ class NewExecution:
     debounce: float | None = None
     payload_text: str | None = None  # the payload as JSON, once checked
     trace_context: dict[str, str] | None = None  # the invoker's span (tracing.carrier)
+
+    def with_payload(self, payload: Any) -> NewExecution:
+        """The same invocation with another payload, checked as ``prepare`` checks it."""
+        return NewExecution(
+            task=self.task, payload=payload, dedupe_key=self.dedupe_key,
+            priority=self.priority, run_at=self.run_at, queue=self.queue, key=self.key,
+            throttle=self.throttle, debounce=self.debounce,
+            payload_text=check_json_text(payload), trace_context=self.trace_context)
 
     def payload_json(self) -> str:
         if self.payload_text is None:
@@ -186,15 +197,14 @@ def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str
     connection = connections[using]
     now = timezone.now()
     ids = [uuid.uuid4() for _ in news]
-    inserts.insert_rows(connection, Execution._meta.db_table, [
-        inserts.execution_row(
-            connection, eid, new.task.name, new.queue,
-            None if new.payload is None else new.payload_json(), new.task.max_attempts,
-            new.priority, new.run_at, now,
-            trace_context=None if new.trace_context is None else json.dumps(new.trace_context),
-            key=new.key, **extra)
-        for eid, new in zip(ids, news, strict=True)
-    ])
+    inserts.insert_rows(connection, Execution._meta.db_table, inserts.execution_rows(
+        connection, now, (
+            (eid, new.task.name, new.queue,
+             None if new.payload is None else new.payload_json(), new.task.max_attempts,
+             new.priority, new.run_at,
+             None if new.trace_context is None else json.dumps(new.trace_context), new.key)
+            for eid, new in zip(ids, news, strict=True)),
+        **extra))
     return [str(eid) for eid in ids]
 
 
@@ -230,15 +240,21 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
         raise TypeError("invoke_many needs a list of dicts of options")
     now = timezone.now()
     prepared = []
+    default: NewExecution | None = None  # an item of default options, checked once
     for n, item in enumerate(items):
         if not isinstance(item, dict):
             raise TypeError(f"invoke_many item {n} must be a dict, not {type(item).__name__}")
-        unknown = sorted(set(item) - set(OPTIONS))
-        if unknown:
+        if not item.keys() <= _OPTION_SET:
+            unknown = sorted(set(item) - _OPTION_SET)
             raise ValueError(f"invoke_many item {n} has unknown keys {unknown}; "
                              f"valid keys are {list(OPTIONS)}")
         try:
-            prepared.append(prepare(t, now=now, **item))
+            if item.keys() <= _PAYLOAD_ONLY:  # the common case: only the payload differs
+                if default is None:
+                    default = prepare(t, now=now)
+                prepared.append(default.with_payload(item.get("payload")))
+            else:
+                prepared.append(prepare(t, now=now, **item))
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"invoke_many item {n}: {exc}") from None
     using = router.db_for_write(Execution)

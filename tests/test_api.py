@@ -106,6 +106,35 @@ def test_invoke_many_returns_ids_in_order_with_per_item_options():
     assert rows[ids[2]].payload == {"id": 3}
 
 
+def test_invoke_many_payload_only_items_share_the_defaults_checked_once():
+    ids = conductor.invoke_many("echo", [
+        {"payload": {"id": 1}}, {}, {"payload": [1, "x"], "priority": 5}, {"payload": "é"},
+    ])
+    rows = [Execution.objects.get(pk=eid) for eid in ids]
+    assert [r.payload for r in rows] == [{"id": 1}, None, [1, "x"], "é"]
+    assert [r.priority for r in rows] == [0, 0, 5, 0]
+    assert {r.queue for r in rows} == {"default"}
+    assert rows[0].run_at == rows[1].run_at == rows[3].run_at <= timezone.now()
+
+
+@pytest.mark.parametrize("payload, exc, match", [
+    ("a\x00b", ValueError, "item 2: payload contains a NUL"),
+    ("\ud800", ValueError, "item 2: payload contains a lone surrogate"),
+    (float("nan"), TypeError, "item 2: payload is not JSON-serializable"),
+    ({1j: 2}, TypeError, "item 2: payload is not JSON-serializable"),
+])
+def test_invoke_many_checks_every_payload_only_item(payload, exc, match):
+    with pytest.raises(exc, match=match):
+        conductor.invoke_many("echo", [{"payload": 1}, {}, {"payload": payload}])
+    assert Execution.objects.count() == 0
+
+
+def test_invoke_many_of_a_task_not_invocable_names_the_first_item():
+    with pytest.raises(ValueError, match="invoke_many item 0: task .* is not invocable"):
+        conductor.invoke_many("audit-user", [{"payload": 1}])
+    assert conductor.invoke_many("audit-user", []) == []
+
+
 def test_get_and_wait_results():
     eid = conductor.invoke("echo", "x")
     drain()

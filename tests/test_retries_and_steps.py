@@ -1,5 +1,6 @@
 """Retries, backoff, NonRetryableError and memoized steps (SPEC §6), run in-process."""
 
+import enum
 from datetime import timedelta
 
 import pytest
@@ -97,6 +98,38 @@ def test_repeated_step_name_returns_the_first_result_and_results_are_json():
         assert calls == [1]
     finally:
         unregister("repeat-steps")
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Label(str):
+    pass
+
+
+@pytest.mark.parametrize("value, stored", [
+    (None, None), (True, True), (7, 7), (2.5, 2.5), ("é\n", "é\n"),
+    (2**62, 2**62), (Level.HIGH, 3), (Label("x"), "x"), ((1, "a"), [1, "a"]),
+    ({"k": (1,)}, {"k": [1]}),
+])
+def test_a_step_returns_what_is_stored_on_the_first_run_and_on_replay(value, stored):
+    seen = []
+
+    @task(name="typed-step")
+    def typed_step(event, ctx):
+        result = ctx.step("v", lambda: value)
+        seen.append((type(result), result))
+        if len(seen) == 1:
+            raise ValueError("again")  # the retry replays the step
+        return None
+
+    try:
+        conductor.invoke("typed-step")
+        drain()
+        assert seen == [(type(stored), stored)] * 2
+    finally:
+        unregister("typed-step")
 
 
 def test_non_json_step_or_task_result_fails_the_attempt():

@@ -60,6 +60,31 @@ def test_drain_runs_what_is_runnable_now_and_exits_zero(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_drain_does_not_stop_while_runnable_work_is_left():
+    """Handlers that finish while the claim waits for a free slot: drain claims again
+    rather than exiting with executions still queued in the table."""
+    from django.db import connection
+
+    ids = conductor.invoke_many("echo", [{"payload": i} for i in range(600)])
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
+           "CONDUCTOR_TEST_DB_NAME": connection.settings_dict["NAME"],
+           "PYTHONPATH": str(ROOT)}
+    import os
+
+    for _ in range(3):  # the handlers are quick: slots fill and empty many times a run
+        proc = subprocess.run(
+            [sys.executable, "-m", "django", "conductor_worker", "--drain",
+             "--concurrency", "2", "--batch-size", "2"],
+            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+            timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        left = Execution.objects.filter(pk__in=ids).exclude(status="completed").count()
+        assert left == 0, f"drain exited with {left} executions not run"
+        Execution.objects.all().delete()
+        ids = conductor.invoke_many("echo", [{"payload": i} for i in range(600)])
+
+
+@pytest.mark.django_db(transaction=True)
 def test_worker_serves_only_its_queues_and_registers_itself(start_worker):
     other = conductor.invoke("on-other-queue", "x")
     default = conductor.invoke("echo", "y")

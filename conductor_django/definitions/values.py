@@ -45,6 +45,9 @@ KEY_LENGTH = 255  # dedupe keys
 FLOW_KEY_LENGTH = 200  # flow-control keys (invoke(key=...))
 STEP_NAME_LENGTH = 255
 
+#: ``json.dumps(value, allow_nan=False)`` without building an encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
 #: A surrogate code point in a Python str is always "lone": UTF-8 cannot encode it.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -151,7 +154,7 @@ def check_json(value: Any, what: str = "payload") -> Any:
 def check_json_text(value: Any, what: str = "payload") -> str:
     """``value`` as JSON text, checked as ``check_json`` says."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
     except TypeError as exc:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("conductor_django.task")
 
+#: Types whose values JSON stores and reads back unchanged, type included (exact types:
+#: a subclass, e.g. an ``IntEnum``, reads back as its base type).
+SAME_AFTER_JSON = frozenset({type(None), bool, int, float, str})
+
 #: The step name prefix under which ``ctx.patched`` memoizes its answers.
 PATCH_STEP = "conductor.patched:"
 
@@ -232,6 +236,8 @@ class Context(BaseContext):
         value = fn()
         self.signal.raise_if_aborted()  # fn may have returned early: not memoized
         text = check_json_text(value, f"result of step {name!r}")
+        if type(value) in SAME_AFTER_JSON:  # reads back as itself: no need to parse it
+            return value, text
         return json.loads(text), text  # replays return exactly what was stored
 
     def _save_step(self, name: str, value: Any, started: Any, text: str | None) -> Any:

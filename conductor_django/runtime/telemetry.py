@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from .. import metrics, tracing
@@ -24,6 +25,8 @@ SIGNAL_EVENTS = {"cancelled": "conductor.cancelled", "timeout": "conductor.timeo
                  "lost": "conductor.lost"}
 OUTCOME_EVENTS = {"released": "conductor.released", "suspended": "conductor.suspended"}
 ERROR_OUTCOMES = ("failed", "retrying")
+#: What ``step`` returns without tracing (``nullcontext`` is reusable and reentrant).
+NO_SPAN = nullcontext()
 
 
 class Run:
@@ -73,6 +76,8 @@ def start(ctx: Context, using: str) -> Run:
 
 def step(ctx: Context, name: str, memoized: bool) -> Any:
     """A context manager around one ``ctx.step``: its span (a child of the attempt's)."""
+    if not tracing.enabled():
+        return NO_SPAN  # the hot path without tracing: no attributes to build
     return tracing.step(f"conductor.step {name}", {
         "conductor.step": name, "conductor.step.memoized": memoized,
         "conductor.execution_id": str(ctx.execution_id),

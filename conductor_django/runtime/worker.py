@@ -236,7 +236,7 @@ class Worker:
             self._wake.clear()  # before the claim: work announced from now on wakes us
             try:
                 # Claim first: a wake-up is usually new work, and its start waits on this.
-                claimed, maybe_more = self._claim()
+                claimed, maybe_more, looked = self._claim()
                 self._periodic()
                 backoff.reset()
             except DB_ERRORS:
@@ -244,23 +244,27 @@ class Worker:
                 self._close_connection()
                 backoff.wait(self._stop)
                 continue
-            if self.drain and not claimed and self._busy_count() == 0 and (
+            # drain: done when a claim that looked found nothing and no handler is busy
+            # (a claim skipped for want of free slots proves nothing: the handlers may
+            # all have finished since, with runnable work still queued in the table)
+            if self.drain and looked and not claimed and self._busy_count() == 0 and (
                     self.dispatcher is None or not self.dispatcher.held()):
                 return
             if maybe_more and (self._free() > 0 or self._async_free() > 0):
                 continue  # the claim was full: there may be more runnable right now
             self._wake.wait(self._sleep_time())
 
-    def _claim(self) -> tuple[list[ExecutionUnit], bool]:
+    def _claim(self) -> tuple[list[ExecutionUnit], bool, bool]:
         """Claim what the free threads (and the prefetch) can take, and queue it.
 
-        Returns the claimed executions and whether claiming again at once may find more.
+        Returns the claimed executions, whether claiming again at once may find more,
+        and whether it asked the database at all (not when no slot was free).
         A claim that returned less than it asked for found everything runnable at that
         moment; what is announced later sets ``_wake``, and the poll covers the rest.
         """
         if self.dispatcher is not None:
             dispatched = self.dispatcher.dispatch(self.queues)
-            return dispatched, bool(dispatched)
+            return dispatched, bool(dispatched), True
         free = self._free()
         async_free = self._async_free()
         if self._jobs.qsize() >= self.concurrency:
@@ -268,7 +272,7 @@ class Worker:
             # it runs low, in one larger claim, not one small claim per finished handler.
             free = 0
         if free <= 0 and async_free <= 0:
-            return [], False
+            return [], False, False
         # fencing: never a second attempt of an execution a stale handler still runs
         exclude = self.runtime.running_here()
         # async handlers run on the event loop, the others on threads: each kind is
@@ -295,7 +299,9 @@ class Worker:
                 self.id, self.queues, limit, self.using, exclude, skip=sync_names))
             maybe_more = maybe_more or len(looped) == limit
             claimed += looped
-        return claimed, maybe_more
+        # asked for both kinds of slot (a kind with no free slot was not looked for)
+        looked = free > 0 and (self._aio is None or not async_names or async_free > 0)
+        return claimed, maybe_more, looked
 
     def _hand_over(self, claimed: list[ExecutionUnit]) -> list[ExecutionUnit]:
         """Queue claimed executions for the threads, or submit them to the event loop."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ INSERT_COLUMNS = (
 )
 #: JSON columns (typed by the dialect's ``json_mark``).
 JSON_COLUMNS = ("payload", "trace_context")
-#: Columns a caller may set beyond the invocation's own (keywords of ``execution_row``).
+#: Columns a caller may set beyond the invocation's own (keywords of ``execution_rows``).
 EXTRA_COLUMNS = ("parent_id", "schedule_name", "event_name")
 COPY_FROM = 64  # PostgreSQL: COPY from this many rows on
 _COLUMNS = ", ".join(INSERT_COLUMNS)
@@ -31,7 +31,7 @@ def insert_sql(table: str, json_mark: str = "%s") -> str:
 
 
 def insert_rows(connection: Any, table: str, rows: Sequence[tuple]) -> None:
-    """Insert executions given as ``execution_row`` tuples. Runs in the caller's
+    """Insert executions given as ``execution_rows`` tuples. Runs in the caller's
     transaction (or autocommit), so ``transaction.atomic`` governs visibility."""
     if not rows:
         return
@@ -45,28 +45,34 @@ def insert_rows(connection: Any, table: str, rows: Sequence[tuple]) -> None:
                            COPY_FROM)
 
 
-def execution_row(
+#: One invocation's own values for ``execution_rows``: id, task name, queue, payload as
+#: JSON, max attempts, priority, run at, trace context as JSON, flow-control key.
+Invocation = tuple[uuid.UUID, str, str, "str | None", int, int, datetime, "str | None",
+                   "str | None"]
+
+
+def execution_rows(
     connection: Any,
-    eid: uuid.UUID,
-    task_name: str,
-    queue: str,
-    payload_json: str | None,
-    max_attempts: int,
-    priority: int,
-    run_at: datetime,
     created_at: datetime,
-    dedupe_key: str | None = None,
+    invocations: Iterable[Invocation],
     parent_id: str | None = None,
     schedule_name: str | None = None,
     event_name: str = "conductor.invoke",
-    trace_context: str | None = None,
-    key: str | None = None,
-) -> tuple:
-    """One row for ``insert_rows``, with values adapted for ``connection``."""
+) -> list[tuple]:
+    """Rows for ``insert_rows``, with values adapted for ``connection``; what the rows
+    share is adapted once (``run_at`` once per run of equal times)."""
     vendor = dialect(connection)
     parent = vendor.uuid_param(connection, parent_id) if parent_id else None
     false = vendor.bool_param(False)
-    return (vendor.uuid_param(connection, eid), task_name, queue, "pending", payload_json, "",
-            false, 0, max_attempts, priority, vendor.dt_param(connection, run_at),
-            vendor.dt_param(connection, created_at), dedupe_key, parent, schedule_name,
-            event_name, false, trace_context, key)
+    created = vendor.dt_param(connection, created_at)
+    when: datetime | None = None
+    when_param: Any = None
+    rows = []
+    for eid, task_name, queue, payload_json, max_attempts, priority, run_at, trace, key in (
+            invocations):
+        if run_at is not when:
+            when, when_param = run_at, vendor.dt_param(connection, run_at)
+        rows.append((vendor.uuid_param(connection, eid), task_name, queue, "pending",
+                     payload_json, "", false, 0, max_attempts, priority, when_param, created,
+                     None, parent, schedule_name, event_name, false, trace, key))
+    return rows

@@ -73,7 +73,8 @@ def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = 
             cursor = _cursors[raw] = psycopg.Cursor(raw)
         if prepare and raw.prepare_threshold is None:
             raw.prepare_threshold = ONLY_WHEN_ASKED
-        start = time.monotonic() if connection.queries_logged else 0.0
+        logged = connection.queries_logged  # a settings read: once per statement
+        start = time.monotonic() if logged else 0.0
         try:
             cursor.execute(sql, params, prepare=prepare)
         except Exception as exc:
@@ -87,7 +88,7 @@ def execute_prepared(connection, sql: str, params: Sequence[Any], fetch: bool = 
             if not connection.get_autocommit():
                 raise  # the caller's transaction is aborted: it has to be retried whole
             cursor.execute(sql, params, prepare=False)
-        if connection.queries_logged:  # seen by assertNumQueries, as Django's cursor is
+        if logged:  # seen by assertNumQueries, as Django's cursor is
             connection.queries_log.append({
                 "sql": f"{sql} -- {list(params)!r}",
                 "time": f"{time.monotonic() - start:.3f}",

@@ -8,6 +8,7 @@ exist on one database only (``pg_notify``, ``COPY``, the planner's estimates).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ class Dialect:
                 f" ON CONFLICT {unique} DO NOTHING")
 
     def uuid_param(self, connection: Any, value: uuid.UUID | str) -> Any:
-        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        value = value if isinstance(value, uuid.UUID) else _parse_uuid(str(value))
         return value if connection.features.has_native_uuid_field else value.hex
 
     def not_among(self, connection: Any, ids: Sequence[str]) -> tuple[str, list[Any]]:
@@ -341,6 +342,13 @@ class MySQL(Dialect):
         # the first table's estimate (a filtered list is one table; joins add lookups)
         value = rows[0][names.index("rows")]
         return None if value is None else int(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_uuid(text: str) -> uuid.UUID:
+    """A UUID from its text, remembered: a handler passes the same execution id with
+    each of its steps (``UUID`` objects are immutable, so sharing one is safe)."""
+    return uuid.UUID(text)
 
 
 _DIALECTS: dict[str, Dialect] = {"sqlite": Dialect(), "postgresql": PostgreSQL(),
