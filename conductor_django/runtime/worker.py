@@ -303,7 +303,7 @@ class Worker:
         looked = free > 0 and (self._aio is None or not async_names or async_free > 0)
         return claimed, maybe_more, looked
 
-    def _hand_over(self, claimed: list[ExecutionUnit]) -> list[ExecutionUnit]:
+    def _hand_over(self, claimed: Sequence[ExecutionUnit]) -> list[ExecutionUnit]:
         """Queue claimed executions for the threads, or submit them to the event loop."""
         for item in claimed:
             # Routed by the task's kind now: a task registered since the names were read
@@ -317,7 +317,7 @@ class Worker:
             # The context exists from the claim on, so a cancel reaches it even
             # before a thread picks it up (it then never starts).
             self._jobs.put((item, runner.make_context(item, self.runtime)))
-        return claimed
+        return list(claimed)
 
     def _async_free(self) -> int:
         return self._aio.free() if self._aio is not None else 0
