@@ -73,9 +73,11 @@ async def async_loop_until_cancelled(event, ctx):
 async def async_await_forever(event, ctx):
     """Awaits inside a step until interrupted; logs when the interruption arrived."""
     log = event.payload["log"]
-    note(log, f"started {ctx.attempt}")
 
     async def forever():
+        # "started" once the step's coroutine runs: a cancel the test sends after seeing
+        # it finds the await, not the step boundary before it
+        note(log, f"started {ctx.attempt}")
         try:
             await asyncio.sleep(event.payload.get("seconds", 60))
         except asyncio.CancelledError:
