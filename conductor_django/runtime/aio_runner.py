@@ -49,23 +49,7 @@ def is_async(task_name: str) -> bool:
 def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
     """The thread-side ``ctx`` of a claimed execution, with an ``AsyncSignal``,
     registered so that cancels reach it from the claim on."""
-    try:
-        task = get_task(claimed.task_name, resolve=True)
-    except LookupError:
-        return None
-    ctx = Context(
-        execution_id=claimed.id,
-        task_name=claimed.task_name,
-        queue=claimed.queue,
-        attempt=claimed.attempts,
-        runtime=runtime,
-        timeout=task.timeout,
-        steps_may_exist=not claimed.fresh or claimed.attempts > 1,
-        lease=claimed.lease,
-    )
-    ctx.signal = AsyncSignal()
-    runtime.inflight[claimed.id] = ctx
-    return ctx
+    return runner.make_context(claimed, runtime, signal=AsyncSignal())
 
 
 async def run(claimed: Claimed, runtime: Runtime, ctx: Context | None, db: DbCall) -> str:

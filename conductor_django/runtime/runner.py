@@ -25,7 +25,7 @@ from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs, telemetry
 from .batch import ClaimedBatch, run_batch
-from .context import Context
+from .context import Context, Signal
 from .unit import (
     TRANSIENT,
     ExecutionUnit,
@@ -39,11 +39,14 @@ from .unit import (
 logger = logging.getLogger("conductor_django.worker")
 
 
-def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
+def make_context(claimed: ExecutionUnit, runtime: Runtime,
+                 signal: Signal | None = None) -> Context | None:
     """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
 
     ``None`` when the task is not registered in this process, and for batches (their
-    items get contexts of their own in ``batch.py``).
+    items get contexts of their own in ``batch.py``). ``signal``: the cancellation
+    signal to use instead of a plain one (async handlers pass one that also interrupts
+    their ``await``); it is in place before a cancel can reach the context.
     """
     if not isinstance(claimed, Claimed):
         return None
@@ -61,6 +64,8 @@ def make_context(claimed: ExecutionUnit, runtime: Runtime) -> Context | None:
         steps_may_exist=not claimed.fresh or claimed.attempts > 1,
         lease=claimed.lease,
     )
+    if signal is not None:
+        ctx.signal = signal
     runtime.inflight[claimed.id] = ctx
     return ctx
 
