@@ -11,17 +11,12 @@ PostgreSQL of the test settings (``CONDUCTOR_PG_*``).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["CONDUCTOR_TEST_DB"] = "postgres"
-os.environ.setdefault("CONDUCTOR_TEST_DB_NAME", "conductor_admin_bench")
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+from bigtable import prepare, use_postgres
+
+use_postgres("conductor_admin_bench")
 
 FILL = """
 INSERT INTO conductor_django_execution (id, task_name, queue, status, payload, result,
@@ -103,39 +98,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the filled database")
     args = parser.parse_args()
 
-    import psycopg
+    def fill(cursor) -> None:
+        cursor.execute(FILL, [args.rows])
+        cursor.execute(BIG_FILL, {"id": BIG})
+        for table in ("execution", "step", "attempt", "worker", "schedule"):
+            cursor.execute(f"VACUUM ANALYZE conductor_django_{table}")
 
-    name = os.environ["CONDUCTOR_TEST_DB_NAME"]
-    conninfo = dict(host=os.environ.get("CONDUCTOR_PG_HOST", "127.0.0.1"),
-                    port=os.environ.get("CONDUCTOR_PG_PORT", "5432"),
-                    user=os.environ.get("CONDUCTOR_PG_USER", "postgres"),
-                    password=os.environ.get("CONDUCTOR_PG_PASSWORD", ""))
-    if not args.keep:
-        with psycopg.connect(dbname="postgres", autocommit=True, **conninfo) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
+    client = prepare(args.keep, fill)
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
-
-    if not args.keep:
-        call_command("migrate", verbosity=0)
-        started = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.execute(FILL, [args.rows])
-            cursor.execute(BIG_FILL, {"id": BIG})
-            for table in ("execution", "step", "attempt", "worker", "schedule"):
-                cursor.execute(f"VACUUM ANALYZE conductor_django_{table}")
-        print(f"<!-- filled {args.rows} rows in {time.monotonic() - started:.1f} s -->")
-        User.objects.create_superuser("bench", password="bench")
-    client = Client()
-    client.force_login(User.objects.get(username="bench"))
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), pg_size_pretty(pg_total_relation_size("

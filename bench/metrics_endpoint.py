@@ -14,17 +14,12 @@ names another).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ["CONDUCTOR_TEST_DB"] = "postgres"
-os.environ.setdefault("CONDUCTOR_TEST_DB_NAME", "conductor_metrics_bench")
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+from bigtable import prepare, use_postgres
+
+use_postgres("conductor_metrics_bench")
 
 # Row i finished i/2 seconds ago; one row in every rows/unfinished is unfinished (the
 # backlog): a tenth of those running, a tenth suspended, the rest pending.
@@ -60,38 +55,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the filled database")
     args = parser.parse_args()
 
-    import psycopg
+    def fill(cursor) -> None:
+        every = max(1, args.rows // max(1, args.unfinished))
+        cursor.execute(FILL, [args.rows, every, every, every])
+        cursor.execute("VACUUM ANALYZE conductor_django_execution")
 
-    name = os.environ["CONDUCTOR_TEST_DB_NAME"]
-    conninfo = dict(host=os.environ.get("CONDUCTOR_PG_HOST", "127.0.0.1"),
-                    port=os.environ.get("CONDUCTOR_PG_PORT", "5432"),
-                    user=os.environ.get("CONDUCTOR_PG_USER", "postgres"),
-                    password=os.environ.get("CONDUCTOR_PG_PASSWORD", ""))
-    if not args.keep:
-        with psycopg.connect(dbname="postgres", autocommit=True, **conninfo) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-    import django
-
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
+    client = prepare(args.keep, fill)
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
-
-    if not args.keep:
-        call_command("migrate", verbosity=0)
-        started = time.monotonic()
-        with connection.cursor() as cursor:
-            every = max(1, args.rows // max(1, args.unfinished))
-            cursor.execute(FILL, [args.rows, every, every, every])
-            cursor.execute("VACUUM ANALYZE conductor_django_execution")
-        print(f"<!-- filled {args.rows} rows in {time.monotonic() - started:.1f} s -->")
-        User.objects.create_superuser("bench", password="bench")
-    client = Client()
-    client.force_login(User.objects.get(username="bench"))
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), count(*) FILTER (WHERE status IN ('pending', "
