@@ -90,16 +90,8 @@ async def run(claimed: Claimed, runtime: Runtime, ctx: Context | None, db: DbCal
                 error = exc
                 outcome = await db(lambda: unrecordable([claimed], runtime, error))
     finally:
-        run_telemetry.detach()
-        ctx.finish()
-        if runtime.inflight.get(eid) is ctx:
-            del runtime.inflight[eid]
-    if ctx.signal.reason == "cancelled" and outcome in (
-            Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRYING):
-        outcome = Outcome.CANCELLED  # the final write kept the accepted cancel
-    run_telemetry.end(outcome)
-    runner._log_finish(claimed, outcome, started)
-    return outcome
+        runner.leave(claimed, ctx, runtime, run_telemetry)
+    return runner.conclude(claimed, ctx, outcome, run_telemetry, started)
 
 
 async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,

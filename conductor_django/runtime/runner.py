@@ -116,14 +116,27 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
             except Exception as exc:  # noqa: BLE001 - see unrecordable
                 outcome = unrecordable([claimed], runtime, exc)
     finally:
-        run_telemetry.detach()
-        ctx.finish()
-        if runtime.inflight.get(eid) is ctx:
-            del runtime.inflight[eid]
+        leave(claimed, ctx, runtime, run_telemetry)
+    return conclude(claimed, ctx, outcome, run_telemetry, started)
+
+
+def leave(claimed: Claimed, ctx: Context, runtime: Runtime, run: telemetry.Run) -> None:
+    """The attempt's handler is done (or gone): detach its span, stop its ctx, and stop
+    delivering cancels to it. The sync and the async runner end every attempt so."""
+    run.detach()
+    ctx.finish()
+    if runtime.inflight.get(claimed.id) is ctx:
+        del runtime.inflight[claimed.id]
+
+
+def conclude(claimed: Claimed, ctx: Context, outcome: str, run: telemetry.Run,
+             started: float) -> str:
+    """The attempt's outcome as reported (an accepted cancel wins: the final write kept
+    it), counted and logged."""
     if ctx.signal.reason == "cancelled" and outcome in (
             Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRYING):
-        outcome = Outcome.CANCELLED  # the final write kept the accepted cancel
-    run_telemetry.end(outcome)
+        outcome = Outcome.CANCELLED
+    run.end(outcome)
     _log_finish(claimed, outcome, started)
     return outcome
 
