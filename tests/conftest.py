@@ -56,7 +56,21 @@ class WorkerProcess:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
+        """The exit code; a worker still running after ``timeout`` fails the test with
+        its output and the stacks of all its threads (``PYTHONFAULTHANDLER``: SIGABRT)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            tail = self.output()[-12000:]
+            raise AssertionError(
+                f"the worker did not exit within {timeout:g} s; the end of its output, "
+                f"with the stacks of its threads:\n{tail}") from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -76,6 +90,7 @@ def start_worker(transactional_db, tmp_path):
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "CONDUCTOR_TEST_DB_NAME": connection.settings_dict["NAME"],
             "PYTHONPATH": str(ROOT),
+            "PYTHONFAULTHANDLER": "1",  # a hung worker shows its threads (``wait``)
             **(env or {}),
         }
         worker = WorkerProcess(list(args), full_env, tmp_path / f"worker-{len(started)}.log")
@@ -87,7 +102,7 @@ def start_worker(transactional_db, tmp_path):
         if worker.proc.poll() is None:
             worker.signal(signal.SIGTERM)
             try:
-                worker.wait(timeout=15)
+                worker.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 pass
         worker.kill()
@@ -191,7 +206,7 @@ class EngineRunner:
                 q.signal(signal.SIGTERM)
         for q in self.qclusters:
             try:
-                q.wait(timeout=10)
+                q.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
             q.kill()

@@ -170,8 +170,10 @@ def _hold_sqlite_lock(seconds: float) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_worker_survives_database_faults(start_worker):
     first = conductor.invoke("steady-steps", {"key": "db", "count": 8, "pause": 0.25})
-    worker = start_worker("--concurrency", "3", env={"CONDUCTOR_TEST_SQLITE_TIMEOUT": "0.2",
-                                                     "CONDUCTOR_LOG_LEVEL": "WARNING"})
+    # a short --shutdown-timeout: however a fault left a handler thread, SIGTERM ends it
+    worker = start_worker("--concurrency", "3", "--shutdown-timeout", "5",
+                          env={"CONDUCTOR_TEST_SQLITE_TIMEOUT": "0.2",
+                               "CONDUCTOR_LOG_LEVEL": "INFO"})
     poll(lambda: Mark.count("db:step-2"), message="step 2 to start")
     for round_ in range(2):
         if connection.vendor != "sqlite":
