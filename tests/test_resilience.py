@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -192,3 +193,27 @@ def test_worker_survives_database_faults(start_worker):
     assert not Execution.objects.filter(status=S.RUNNING).exists()
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_reply_was_lost_is_released_and_runs_once(start_worker):
+    """A claim that committed while its reply never reached the worker (the connection was
+    cut in between) leaves a row that says the worker runs it, with no thread running it.
+    The worker is alive, so nobody recovers it: the worker itself gives it back."""
+    worker = start_worker("--concurrency", "2")
+    poll(lambda: WorkerRow.objects.exists(), message="the worker to register")
+    wid = WorkerRow.objects.get().id
+    os.kill(worker.pid, signal.SIGSTOP)  # frozen for far less than WORKER_DEAD_AFTER
+    try:
+        eid = conductor.invoke("record-run", {"n": "lost-reply"})
+        # the claim, made for the worker here, whose reply the worker never sees
+        claimed = Execution.objects.claim(wid, None, 1, "default")
+        assert [c.id for c in claimed] == [eid]
+        assert row(eid).status == S.RUNNING and row(eid).locked_by == wid
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert conductor.wait(eid, timeout=30) is None  # released, claimed again, run
+    assert Mark.count("run:lost-reply") == 1
+    assert row(eid).attempts == 1  # given back unstarted: not an attempt of its own
+    assert "released 1 executions held by this worker but not running here" in worker.output()
+    assert worker.proc.poll() is None

@@ -60,6 +60,11 @@ class Completer(threading.Thread):
             self._cond.notify()
         self.join(timeout)
 
+    def pending(self) -> set[str]:
+        """The executions whose results are submitted and not yet written."""
+        with self._cond:
+            return {eid for eid, _, _ in self._items}
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written."""
         return self._idle.wait(timeout)

@@ -103,6 +103,9 @@ class Worker:
         self._busy = 0
         # (execution, lease) whose final write failed (a database fault): released later
         self._lost: list[tuple[str, int]] = []
+        # execution -> lease of everything handed to a thread or the event loop, until its
+        # run has ended (its final write is then done, or queued in the completer)
+        self._held: dict[str, int] = {}
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -306,6 +309,8 @@ class Worker:
     def _hand_over(self, claimed: Sequence[ExecutionUnit]) -> list[ExecutionUnit]:
         """Queue claimed executions for the threads, or submit them to the event loop."""
         for item in claimed:
+            with self._lock:
+                self._held.update(_leases(item))
             # Routed by the task's kind now: a task registered since the names were read
             # (tests define tasks while a worker runs) still goes where it can run.
             if self._aio is not None and isinstance(item, Claimed) and aio_runner.is_async(
@@ -328,6 +333,7 @@ class Worker:
             self.processed += 1
             if failed:
                 self._lost.append((item.id, item.lease))
+            self._held.pop(item.id, None)
         self._wake.set()
 
     def _handler_loop(self) -> None:
@@ -365,6 +371,8 @@ class Worker:
                     with self._lock:
                         self._busy -= 1
                         self.processed += item.size
+                        for eid, _ in _leases(item):
+                            self._held.pop(eid, None)
                         self._avg_seconds += (seconds - self._avg_seconds) * 0.1
                     self._wake.set()
         finally:
@@ -388,6 +396,9 @@ class Worker:
             self.dispatcher.periodic()
         self._house.check_timeouts()
         self._release_lost()
+        if (self.dispatcher is None and not self.runtime.stopping.is_set()
+                and self._house.every("orphans", self.heartbeat_interval)):
+            self._release_orphans()
         self._tick_schedules()
         # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
         if (not self.runtime.stopping.is_set()
@@ -446,6 +457,26 @@ class Worker:
                 with self._lock:
                     self._lost.append((eid, lease))
                 raise
+
+    def _release_orphans(self) -> None:
+        """Release what the database says this worker runs but nothing here runs or
+        writes: a claim that committed while its reply was lost (the connection was cut
+        in between). The others never recover it from a worker that is alive."""
+        rows = Execution.objects.held_by(self.id, self.using)
+        if not rows:
+            return
+        # In this order: a run ends by queueing its result in the completer, then leaving
+        # ``_held``; what is in neither was written (a release of it then changes nothing).
+        with self._lock:
+            known = set(self._held).union(eid for eid, _ in self._lost)
+        if self._completer is not None:
+            known |= self._completer.pending()
+        orphans = [(eid, lease) for eid, lease in rows if eid not in known]
+        released = sum(Execution.objects.release(eid, self.id, lease, timezone.now(), self.using)
+                       for eid, lease in orphans)
+        if released:
+            logger.warning("released %d executions held by this worker but not running here "
+                           "(a claim whose reply was lost)", released)
 
     def _sleep_time(self) -> float:
         return self._house.sleep_time(self.poll_interval)

@@ -173,6 +173,11 @@ class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransiti
         return self.using(using).filter(pk=eid, locked_by=worker_id, lease=lease,
                                         status=S.RUNNING)
 
+    def held_by(self, worker_id: uuid.UUID, using: str) -> list[tuple[str, int]]:
+        """``(id, lease)`` of every execution the database says ``worker_id`` runs."""
+        rows = self.using(using).filter(locked_by=worker_id, status=S.RUNNING)
+        return [(as_id(eid), lease) for eid, lease in rows.values_list("pk", "lease")]
+
     def holds(self, eid: str, worker_id: uuid.UUID, lease: int, using: str) -> bool:
         """Whether this worker still holds ``eid`` under ``lease`` (it was not recovered)."""
         return self.held(eid, worker_id, lease, using).exists()
