@@ -200,7 +200,7 @@ def test_a_claim_whose_reply_was_lost_is_released_and_runs_once(start_worker):
     """A claim that committed while its reply never reached the worker (the connection was
     cut in between) leaves a row that says the worker runs it, with no thread running it.
     The worker is alive, so nobody recovers it: the worker itself gives it back."""
-    worker = start_worker("--concurrency", "2")
+    worker = start_worker("--concurrency", "2", env={"CONDUCTOR_TEST_DEAD_AFTER": "4"})
     poll(lambda: WorkerRow.objects.exists(), message="the worker to register")
     wid = WorkerRow.objects.get().id
     os.kill(worker.pid, signal.SIGSTOP)  # frozen for far less than WORKER_DEAD_AFTER

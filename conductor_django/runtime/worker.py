@@ -106,6 +106,7 @@ class Worker:
         # execution -> lease of everything handed to a thread or the event loop, until its
         # run has ended (its final write is then done, or queued in the completer)
         self._held: dict[str, int] = {}
+        self._unsure = False  # a database error in the loop: did a claim commit unseen?
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -244,6 +245,7 @@ class Worker:
                 backoff.reset()
             except DB_ERRORS:
                 logger.warning("database error in the worker loop; retrying", exc_info=True)
+                self._unsure = True
                 self._close_connection()
                 backoff.wait(self._stop)
                 continue
@@ -396,8 +398,11 @@ class Worker:
             self.dispatcher.periodic()
         self._house.check_timeouts()
         self._release_lost()
-        if (self.dispatcher is None and not self.runtime.stopping.is_set()
-                and self._house.every("orphans", self.heartbeat_interval)):
+        # right after a database error (a claim's reply may have been lost with the
+        # connection), else as often as dead workers are looked for
+        if self.dispatcher is None and not self.runtime.stopping.is_set() and (
+                self._unsure or self._house.every("orphans", self.dead_after)):
+            self._unsure = False
             self._release_orphans()
         self._tick_schedules()
         # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
