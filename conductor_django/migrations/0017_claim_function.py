@@ -49,7 +49,7 @@ CREATE OR REPLACE FUNCTION conductor_django_claim(
     c_id uuid, c_task text, c_queue text, c_payload jsonb, c_attempts integer,
     c_max_attempts integer, c_priority integer, c_fresh integer, c_event text,
     c_schedule text, c_parent uuid, c_lease bigint, c_key text
-) LANGUAGE plpgsql VOLATILE AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_locked text[];
     v_ids uuid[];
@@ -116,9 +116,18 @@ BEGIN
         END IF;
         CONTINUE WHEN v_room <= 0;
         IF NOT p_keyed[i] THEN
+            -- the rows without a key in the order of the key index, the others sorted
             SELECT array_agg(s.id), array_agg(1::bigint) INTO v_more_ids, v_more_rns
-            FROM (SELECT e.id FROM {TABLE} AS e WHERE e.task_name = v_name AND {RUNNABLE}
-                  ORDER BY e.priority DESC, e.run_at LIMIT v_room) AS s;
+            FROM (SELECT b.id FROM (
+                    (SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
+                     WHERE e.task_name = v_name AND e.flow_key IS NULL AND {RUNNABLE}
+                     ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at
+                     LIMIT v_room)
+                    UNION ALL
+                    (SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
+                     WHERE e.task_name = v_name AND e.flow_key IS NOT NULL AND {RUNNABLE}
+                     ORDER BY e.priority DESC, e.run_at LIMIT v_room)) AS b
+                  ORDER BY b.priority DESC, b.run_at LIMIT v_room) AS s;
         ELSE
             v_key_cap := p_key_caps[i];
             v_key_starts := p_key_starts[i];
@@ -155,7 +164,7 @@ BEGIN
                     FROM ks CROSS JOIN LATERAL (
                         SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
                         WHERE e.task_name = v_name AND e.flow_key = ks.k AND {RUNNABLE}
-                        ORDER BY e.priority DESC, e.run_at
+                        ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at
                         LIMIT GREATEST(LEAST(v_room,
                             CASE WHEN v_key_cap IS NULL THEN v_room
                             ELSE v_key_cap - (SELECT COUNT(*) FROM {TABLE} AS r
@@ -171,7 +180,8 @@ BEGIN
                         ORDER BY n.priority DESC, n.run_at), NULL
                     FROM (SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
                           WHERE e.task_name = v_name AND e.flow_key IS NULL AND {RUNNABLE}
-                          ORDER BY e.priority DESC, e.run_at LIMIT v_room) AS n
+                          ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at
+                          LIMIT v_room) AS n
                   ) AS k_all) AS s
             WHERE s.n <= v_room;
         END IF;
