@@ -49,7 +49,7 @@ CREATE OR REPLACE FUNCTION conductor_django_claim(
     c_id uuid, c_task text, c_queue text, c_payload jsonb, c_attempts integer,
     c_max_attempts integer, c_priority integer, c_fresh integer, c_event text,
     c_schedule text, c_parent uuid, c_lease bigint, c_key text
-) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = auto AS $$
 DECLARE
     v_locked text[];
     v_ids uuid[];
@@ -63,6 +63,10 @@ DECLARE
     v_since timestamptz;
     v_turn text;
 BEGIN
+    -- The statements read by task name: plan them once per connection, not per call
+    -- (the SET clause above restores the caller's mode on return).
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+
     -- The limited tasks with a runnable row and a free slot, try-locked: a task another
     -- claim holds is left out of this one, like a row under SKIP LOCKED.
     SELECT COALESCE(array_agg(t.name), '{{}}') INTO v_locked
@@ -76,21 +80,34 @@ BEGIN
                     AND e.status = 'running') < t.cap
           THEN pg_try_advisory_xact_lock(p_lock_class, hashtext(t.name)) ELSE false END;
 
-    -- The plain tasks' best rows (two statements: a queue's own index when given).
-    IF p_queues IS NULL THEN
-        v_ids := ARRAY(SELECT e.id FROM {TABLE} AS e
-                       WHERE e.status IN ('pending', 'suspended') AND e.run_at <= p_now
-                       AND NOT (e.task_name = ANY(p_skip)) AND NOT (e.id = ANY(p_exclude))
-                       ORDER BY e.priority DESC, e.run_at LIMIT p_limit
-                       FOR UPDATE SKIP LOCKED);
-    ELSE
-        v_ids := ARRAY(SELECT e.id FROM {TABLE} AS e
-                       WHERE e.status IN ('pending', 'suspended') AND e.run_at <= p_now
-                       AND e.queue = ANY(p_queues)
-                       AND NOT (e.task_name = ANY(p_skip)) AND NOT (e.id = ANY(p_exclude))
-                       ORDER BY e.priority DESC, e.run_at LIMIT p_limit
-                       FOR UPDATE SKIP LOCKED);
-    END IF;
+    -- The plain tasks' best rows: their names by a loose scan of the key index (one
+    -- probe per task with runnable rows), then each task's best rows, locked, so that
+    -- a limited task's backlog is skipped in one probe, not row by row.
+    v_ids := ARRAY(
+        SELECT p.id FROM (
+            WITH RECURSIVE tasks(name) AS (
+                (SELECT e.task_name::text FROM {TABLE} AS e
+                 WHERE e.status IN ('pending', 'suspended') ORDER BY e.task_name LIMIT 1)
+                UNION ALL
+                SELECT (SELECT e.task_name::text FROM {TABLE} AS e
+                        WHERE e.status IN ('pending', 'suspended') AND e.task_name > t.name
+                        ORDER BY e.task_name LIMIT 1)
+                FROM tasks AS t WHERE t.name IS NOT NULL
+            ), plain(name) AS (
+                SELECT name FROM tasks WHERE name IS NOT NULL AND NOT (name = ANY(p_skip))
+            )
+            SELECT c.id, c.priority, c.run_at FROM plain CROSS JOIN LATERAL (
+                SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
+                WHERE e.task_name = plain.name AND e.flow_key IS NULL AND {RUNNABLE}
+                ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at LIMIT p_limit
+                FOR UPDATE OF e SKIP LOCKED) AS c
+            UNION ALL
+            SELECT c.id, c.priority, c.run_at FROM plain CROSS JOIN LATERAL (
+                SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
+                WHERE e.task_name = plain.name AND e.flow_key IS NOT NULL AND {RUNNABLE}
+                ORDER BY e.priority DESC, e.run_at LIMIT p_limit
+                FOR UPDATE OF e SKIP LOCKED) AS c
+        ) AS p ORDER BY p.priority DESC, p.run_at LIMIT p_limit);
 
     IF cardinality(v_locked) = 0 THEN
         RETURN QUERY UPDATE {TABLE} AS u SET {MARK} WHERE u.id = ANY(v_ids)
