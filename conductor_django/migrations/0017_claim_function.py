@@ -82,7 +82,9 @@ BEGIN
 
     -- The plain tasks' best rows: their names by a loose scan of the key index (one
     -- probe per task with runnable rows), then each task's best rows, locked, so that
-    -- a limited task's backlog is skipped in one probe, not row by row.
+    -- a limited task's backlog is skipped in one probe, not row by row. (Rows with a
+    -- key sort by ``priority + 0``: not the priority index, which would step over the
+    -- rows of every task.)
     v_ids := ARRAY(
         SELECT p.id FROM (
             WITH RECURSIVE tasks(name) AS (
@@ -105,7 +107,7 @@ BEGIN
             SELECT c.id, c.priority, c.run_at FROM plain CROSS JOIN LATERAL (
                 SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
                 WHERE e.task_name = plain.name AND e.flow_key IS NOT NULL AND {RUNNABLE}
-                ORDER BY e.priority DESC, e.run_at LIMIT p_limit
+                ORDER BY e.priority + 0 DESC, e.run_at LIMIT p_limit
                 FOR UPDATE OF e SKIP LOCKED) AS c
         ) AS p ORDER BY p.priority DESC, p.run_at LIMIT p_limit);
 
@@ -143,7 +145,7 @@ BEGIN
                     UNION ALL
                     (SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
                      WHERE e.task_name = v_name AND e.flow_key IS NOT NULL AND {RUNNABLE}
-                     ORDER BY e.priority DESC, e.run_at LIMIT v_room)) AS b
+                     ORDER BY e.priority + 0 DESC, e.run_at LIMIT v_room)) AS b
                   ORDER BY b.priority DESC, b.run_at LIMIT v_room) AS s;
         ELSE
             v_key_cap := p_key_caps[i];
