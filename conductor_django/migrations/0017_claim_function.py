@@ -49,7 +49,7 @@ CREATE OR REPLACE FUNCTION conductor_django_claim(
     c_id uuid, c_task text, c_queue text, c_payload jsonb, c_attempts integer,
     c_max_attempts integer, c_priority integer, c_fresh integer, c_event text,
     c_schedule text, c_parent uuid, c_lease bigint, c_key text
-) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = auto AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = auto SET jit = off AS $$
 DECLARE
     v_locked text[];
     v_ids uuid[];
@@ -83,8 +83,9 @@ BEGIN
     -- The plain tasks' best rows: their names by a loose scan of the key index (one
     -- probe per task with runnable rows), then each task's best rows, locked, so that
     -- a limited task's backlog is skipped in one probe, not row by row. (Rows with a
-    -- key sort by ``priority + 0``: not the priority index, which would step over the
-    -- rows of every task.)
+    -- key - every key is a non-empty string - sort by ``priority + 0``: not the
+    -- priority index, which would step over the rows of every task. No JIT: the
+    -- generic plans' estimates are high, their runs short.)
     v_ids := ARRAY(
         SELECT p.id FROM (
             WITH RECURSIVE tasks(name) AS (
@@ -106,7 +107,7 @@ BEGIN
             UNION ALL
             SELECT c.id, c.priority, c.run_at FROM plain CROSS JOIN LATERAL (
                 SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
-                WHERE e.task_name = plain.name AND e.flow_key IS NOT NULL AND {RUNNABLE}
+                WHERE e.task_name = plain.name AND e.flow_key > '' AND {RUNNABLE}
                 ORDER BY e.priority + 0 DESC, e.run_at LIMIT p_limit
                 FOR UPDATE OF e SKIP LOCKED) AS c
         ) AS p ORDER BY p.priority DESC, p.run_at LIMIT p_limit);
@@ -144,7 +145,7 @@ BEGIN
                      LIMIT v_room)
                     UNION ALL
                     (SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
-                     WHERE e.task_name = v_name AND e.flow_key IS NOT NULL AND {RUNNABLE}
+                     WHERE e.task_name = v_name AND e.flow_key > '' AND {RUNNABLE}
                      ORDER BY e.priority + 0 DESC, e.run_at LIMIT v_room)) AS b
                   ORDER BY b.priority DESC, b.run_at LIMIT v_room) AS s;
         ELSE
