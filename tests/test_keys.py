@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import conductor_django as conductor
@@ -195,6 +197,29 @@ def test_key_concurrency_and_concurrency_bound_the_claim():
     Execution.objects.filter(pk=got[0].pk).update(status=S.COMPLETED, locked_by=None)
     again = claim(100)
     assert [e.key for e in again] == [got[0].key]  # the freed slot, of the same task
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_keyed_claim_batch_is_one_statement():
+    """No per-key or per-task round trips: the locks, the counts of every key and the
+    claim are one statement (on PostgreSQL a call of the claim function)."""
+    if connection.vendor == "mysql":
+        pytest.skip("MySQL has no UPDATE ... RETURNING: a claim selects, then updates")
+    for key in ("A", "B", "C"):
+        conductor.invoke_many("keyed-limited", [{"payload": {}, "key": key}] * 4)
+    conductor.invoke_many("fair", [{"payload": {}, "key": f"k{n}"} for n in range(20)])
+    conductor.invoke("echo", 1)
+    with CaptureQueriesContext(connection) as queries:
+        got = Execution.objects.claim(uuid.uuid4(), None, 100, using="default")
+    assert len(queries.captured_queries) == 1, [q["sql"][:120] for q in queries]
+    counts: dict[str, int] = defaultdict(int)
+    per_key: dict[str, int] = defaultdict(int)
+    for c in got:
+        counts[c.task_name] += 1
+        if c.task_name == "keyed-limited":
+            per_key[c.key] += 1
+    assert counts == {"keyed-limited": 5, "fair": 20, "echo": 1}
+    assert sorted(per_key.values()) == [1, 2, 2]  # key_concurrency=2, concurrency=5
 
 
 @pytest.mark.django_db(transaction=True)

@@ -19,13 +19,13 @@ import hashlib
 import uuid
 import weakref
 from collections.abc import Sequence
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 
 from ..definitions.registry import KeyRule
+from .claim_function import FUNCTION_TABLE, NO_LIMIT, claim_by_function
 from .prepared import execute_prepared
 from .vendor import dialect
 
@@ -42,14 +42,6 @@ PICKED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
     " event_name, schedule_name, parent_id, lease, resume, run_at, flow_key"
 )
-
-#: A limit that never binds (the int4 maximum), where a task has none.
-NO_LIMIT = 2**31 - 1
-
-#: First key of the PostgreSQL advisory locks that serialize claims of a limited task
-#: (the second key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.
-CLAIM_LOCK_CLASS = 0x43444A31
-
 
 def runnable_sql(
     connection: Any, now_param: Any, queues: Sequence[str] | None, skip: Sequence[str] = (),
@@ -159,14 +151,12 @@ def claim_limited(
 
     * SQLite runs the single ``UPDATE`` under the database write lock, which
       serializes it against every other writer.
-    * PostgreSQL first takes a transaction-level advisory lock per limited task with
-      runnable rows (``pg_try_advisory_xact_lock(CLAIM_LOCK_CLASS, hashtext(name))``)
-      in one statement, then runs the claim as the next statement of the same
-      READ COMMITTED transaction. That statement's snapshot is taken after the lock,
-      so it sees every claim committed by the previous holder (a lock is released only
-      after its transaction's commit is visible). A *try* lock never waits and never
-      deadlocks: a task another worker is claiming right now is simply left out of this
-      round, like a row under ``SKIP LOCKED``. Tasks without a limit take no lock.
+    * PostgreSQL runs the whole claim as one call of a server-side function
+      (``claim_function``): it first try-locks each limited task with runnable rows
+      (a transaction-level advisory lock), then counts and claims in statements whose
+      snapshots follow the locks. A *try* lock never waits and never deadlocks: a task
+      another worker is claiming right now is simply left out of this round, like a
+      row under ``SKIP LOCKED``. Tasks without a limit take no lock.
 
     * MySQL/MariaDB: ``claim_limited_named``, under named locks (``GET_LOCK``).
 
@@ -177,48 +167,44 @@ def claim_limited(
     if not vendor.update_returning:
         return claim_limited_named(connection, table, worker_id, queues, limit, now, skip,
                                    limits, exclude, keyed)
-    now_param = vendor.dt_param(connection, now)
-    lock = vendor.skip_locked
-    locks = not vendor.single_writer  # SQLite: the write lock serializes already
-    outermost = not connection.in_atomic_block
-    with transaction.atomic(using=connection.alias) if locks else nullcontext():
-        if locks:
-            if outermost and _isolation(connection) != "read committed":
-                with connection.cursor() as cursor:  # the snapshot must follow the lock
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            names = _lock_limited(connection, table, {**limits, **_caps(keyed)}, queues,
-                                  now_param)
-        else:
-            names = [*limits, *keyed]
-        where, params = runnable_sql(connection, now_param, queues,
-                                     skip=[*skip, *limits, *keyed], exclude=exclude)
-        branches = [
-            f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table} WHERE {where}"
-            f" ORDER BY priority DESC, run_at ASC LIMIT %s{lock}) AS b_plain"
-        ]
-        params.append(limit)
-        for n, name in enumerate(names):
-            if name in keyed:
-                branch, branch_params = _keyed_branch(connection, table, name, keyed[name],
-                                                      limit, queues, now_param, exclude)
-                branches.append(f"SELECT * FROM ({branch}) AS b_{n}")
-                params += branch_params
-                continue
-            where, branch_params = runnable_sql(connection, now_param, queues, exclude=exclude)
-            branches.append(
-                f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table}"
-                f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
-                f" LIMIT {vendor.greatest}(%s - (SELECT COUNT(*) FROM {table}"
-                f" WHERE task_name = %s AND status = 'running'), 0){lock}) AS b_{n}"
-            )
-            params += [name, *branch_params, limits[name], name]
-        inner = (
-            f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
-            " ORDER BY rn, priority DESC, run_at ASC LIMIT %s"
-        )
-        rows = lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+    if not vendor.single_writer:  # PostgreSQL
+        assert table == FUNCTION_TABLE, table
+        turns = {name: _turn(connection, table, name) for name in keyed}
+        rows = claim_by_function(connection, worker_id, queues, limit, now, skip, limits,
+                                 exclude, keyed, turns)
         _take_turns(connection, table, keyed, rows)
         return rows
+    # SQLite: the single ``UPDATE`` runs under the database write lock
+    now_param = vendor.dt_param(connection, now)
+    where, params = runnable_sql(connection, now_param, queues,
+                                 skip=[*skip, *limits, *keyed], exclude=exclude)
+    branches = [
+        f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table} WHERE {where}"
+        f" ORDER BY priority DESC, run_at ASC LIMIT %s) AS b_plain"
+    ]
+    params.append(limit)
+    for n, name in enumerate([*limits, *keyed]):
+        if name in keyed:
+            branch, branch_params = _keyed_branch(connection, table, name, keyed[name],
+                                                  limit, queues, now_param, exclude)
+            branches.append(f"SELECT * FROM ({branch}) AS b_{n}")
+            params += branch_params
+            continue
+        where, branch_params = runnable_sql(connection, now_param, queues, exclude=exclude)
+        branches.append(
+            f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table}"
+            f" WHERE task_name = %s AND {where} ORDER BY priority DESC, run_at ASC"
+            f" LIMIT {vendor.greatest}(%s - (SELECT COUNT(*) FROM {table}"
+            f" WHERE task_name = %s AND status = 'running'), 0)) AS b_{n}"
+        )
+        params += [name, *branch_params, limits[name], name]
+    inner = (
+        f"SELECT id FROM ({' UNION ALL '.join(branches)}) AS candidates"
+        " ORDER BY rn, priority DESC, run_at ASC LIMIT %s"
+    )
+    rows = lock_rows(connection, table, worker_id, inner, [*params, limit], now)
+    _take_turns(connection, table, keyed, rows)
+    return rows
 
 
 # --- keys: fair claims within per-key concurrency and rate limits -----------------------
@@ -312,70 +298,17 @@ def _keyed_branch(
     connection: Any, table: str, name: str, rule: KeyRule, limit: int,
     queues: Sequence[str] | None, now_param: Any, exclude: Sequence[str],
 ) -> tuple[str, list[Any]]:
-    """The candidates of one keyed task, ``(id, priority, run_at, rn)``, at most what
-    the task's limits allow, the first rows of every key first.
-
-    PostgreSQL walks at most ``limit`` runnable keys of the task through the key index
-    (a recursive "next key after this one" scan, one index probe per key), beginning
-    after the last key the previous claim of this process served and wrapping around
-    (``_turns``), and reads each key's best rows with a ``LATERAL`` subquery, ``LIMIT``
-    what the key's own limits leave: the cost grows with the batch, not with the
-    backlog or the number of keys. Only the rows chosen are locked (``FOR UPDATE OF e
-    SKIP LOCKED``, rechecking that they are still runnable): the task's claims are
-    serialized by its claim lock, so nobody else claims the rows read but not chosen.
-    Elsewhere the task's runnable rows are numbered per key with ``ROW_NUMBER()``
-    (``_keyed_window``). Executions without a key are one more group, bound by the
-    task's limits only.
-    """
+    """SQLite: the candidates of one keyed task, ``(id, priority, run_at, rn)``, at most
+    what the task's limits allow, the first rows of every key first (``_keyed_window``;
+    on PostgreSQL the claim function walks the keys through the key index instead).
+    Executions without a key are one more group, bound by the task's limits only."""
     vendor = dialect(connection)
     since = vendor.dt_param(connection, rule.since) if rule.since is not None else None
     task_terms, task_params = _task_terms(table, name, rule)
     task_room = _room(vendor.least, vendor.greatest, ["%s", *task_terms])
-    room_params = [limit, *_since(task_params, since)]
-    if not vendor.lateral:
-        sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
-                                    exclude, task_room)
-        return sql, [*params, *room_params]
-    where, wp = runnable_sql(connection, now_param, queues, exclude=exclude)
-    key_terms, key_params = _key_terms(table, name, rule, "ks.k")
-    key_room = _room(vendor.least, vendor.greatest, ["%s", *key_terms])
-    lock_chosen = " FOR UPDATE OF e SKIP LOCKED" if vendor.skip_locked else ""
-    order = "ORDER BY priority DESC, run_at ASC"
-    turn = _turn(connection, table, name)
-    FIRST = "''"  # every key is a non-empty str  # noqa: N806
-
-    def next_key(after: str, upto: str) -> str:
-        return (f"(SELECT flow_key FROM {table} WHERE task_name = %s AND flow_key > {after}"
-                f"{upto} AND {where} ORDER BY flow_key LIMIT 1)")
-
-    sql = (
-        "SELECT e.id, e.priority, e.run_at, picks.rn FROM (SELECT id, rn FROM (WITH RECURSIVE"
-        f" after_turn(k) AS ({next_key('%s', '')}"
-        f" UNION ALL SELECT {next_key('after_turn.k', '')} FROM after_turn"
-        " WHERE after_turn.k IS NOT NULL),"
-        f" upto_turn(k) AS ({next_key(FIRST, ' AND flow_key <= %s')}"
-        f" UNION ALL SELECT {next_key('upto_turn.k', ' AND flow_key <= %s')} FROM upto_turn"
-        " WHERE upto_turn.k IS NOT NULL),"
-        " ks(k) AS (SELECT k FROM after_turn WHERE k IS NOT NULL UNION ALL"
-        " SELECT k FROM upto_turn WHERE k IS NOT NULL LIMIT %s)"
-        " SELECT c.id, c.priority, c.run_at, ROW_NUMBER() OVER (PARTITION BY ks.k"
-        " ORDER BY c.priority DESC, c.run_at ASC) AS rn, ks.k AS fk FROM ks CROSS JOIN LATERAL"
-        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
-        f" AND flow_key = ks.k AND {where} {order} LIMIT {key_room}) AS c"
-        f" UNION ALL SELECT id, priority, run_at, ROW_NUMBER() OVER ({order}), NULL FROM"
-        f" (SELECT id, priority, run_at FROM {table} WHERE task_name = %s"
-        f" AND flow_key IS NULL AND {where} {order} LIMIT %s) AS unkeyed"
-        f") AS k_all ORDER BY rn, {ROTATION}, priority DESC, run_at ASC LIMIT {task_room})"
-        " AS picks"
-        f" JOIN {table} AS e ON e.id = picks.id WHERE e.{vendor.runnable} AND e.run_at <= %s"
-        f"{lock_chosen}"
-    )
-    params = [name, turn, *wp, name, *wp,  # after_turn
-              name, turn, *wp, name, turn, *wp,  # upto_turn
-              limit,  # ks: at most one key per execution claimed
-              name, *wp, limit, *_since(key_params, since),  # each key's rows
-              name, *wp, limit, turn, *room_params, now_param]
-    return sql, params
+    sql, params = _keyed_window(connection, table, name, rule, limit, queues, now_param,
+                                exclude, task_room)
+    return sql, [*params, limit, *_since(task_params, since)]
 
 
 def _keyed_window(
@@ -400,35 +333,6 @@ def _keyed_window(
     )
     return sql, [name, *wp, limit, *_since(key_params, since),
                  _turn(connection, table, name)]
-
-
-def _isolation(connection: Any) -> str:
-    """The configured isolation level of a PostgreSQL connection, e.g. ``"read committed"``."""
-    level = getattr(connection, "isolation_level", None)
-    return getattr(level, "name", "READ_COMMITTED").replace("_", " ").lower()
-
-
-def _lock_limited(
-    connection: Any, table: str, limits: dict[str, int], queues: Sequence[str] | None,
-    now_param: Any,
-) -> list[str]:
-    """PostgreSQL: try-lock the limited tasks that have runnable rows and a free slot."""
-    where, params = runnable_sql(connection, now_param, queues)
-    # "Is there a runnable row of the task": a scalar subquery in the order of the
-    # (task_name, flow_key, ...) index of runnable rows, so that the task name - a
-    # value the planner cannot see here - is always looked up in that index. (As an
-    # EXISTS, whose ORDER BY is dropped, the planner may read the whole table instead.)
-    sql = (
-        "SELECT t.name FROM unnest(%s::text[], %s::int[]) AS t(name, cap) WHERE CASE"
-        f" WHEN (SELECT 1 FROM {table} WHERE task_name = t.name AND {where}"
-        " ORDER BY task_name, flow_key, priority DESC, run_at LIMIT 1) IS NOT NULL"
-        f" AND (SELECT COUNT(*) FROM {table} WHERE task_name = t.name"
-        " AND status = 'running') < t.cap"
-        " THEN pg_try_advisory_xact_lock(%s, hashtext(t.name)) ELSE false END"
-    )
-    rows = execute_prepared(connection, sql, [list(limits), list(limits.values()), *params,
-                                              CLAIM_LOCK_CLASS], fetch=True)
-    return [row[0] for row in rows]
 
 
 #: Named locks (MySQL ``GET_LOCK``) a connection still holds for a claim inside a

@@ -29,9 +29,6 @@ class Dialect:
     greatest = "MAX"
     #: The SQL function of the smallest of several values.
     least = "MIN"
-    #: ``LATERAL`` joins exist: a keyed claim reads each key's best rows by index
-    #: (else it numbers the task's runnable rows per key with a window function).
-    lateral = False
     #: A single writer at a time: write transactions begin ``IMMEDIATE`` and a busy
     #: database is waited for (``store.transactions``).
     single_writer = True
@@ -161,7 +158,6 @@ class PostgreSQL(Dialect):
     share_lock = " FOR SHARE"
     greatest = "GREATEST"
     least = "LEAST"
-    lateral = True
     single_writer = False
     json_mark = "CAST(%s AS jsonb)"
 
