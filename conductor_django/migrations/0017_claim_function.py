@@ -19,11 +19,13 @@ RUNNABLE = (
     " AND (p_queues IS NULL OR e.queue = ANY(p_queues)) AND NOT (e.id = ANY(p_exclude))"
 )
 
-#: The next runnable key of the task after ``{after}`` (and, with ``{upto}``, not past
-#: the turn): one probe of the (task_name, flow_key, ...) index of runnable rows.
+#: The best runnable row of the next runnable key of the task after ``{after}`` (and,
+#: with ``{upto}``, not past the turn): the key, the row's id, priority and run_at, by one
+#: probe of the (task_name, flow_key, -priority, run_at) index of runnable rows.
 NEXT_KEY = (
-    f"(SELECT e.flow_key::text FROM {TABLE} AS e WHERE e.task_name = v_name"
-    f" AND e.flow_key > {{after}}{{upto}} AND {RUNNABLE} ORDER BY e.flow_key LIMIT 1)"
+    f"SELECT e.flow_key::text, e.id, e.priority, e.run_at FROM {TABLE} AS e"
+    f" WHERE e.task_name = v_name AND e.flow_key > {{after}}{{upto}} AND {RUNNABLE}"
+    " ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at LIMIT 1"
 )
 
 #: What the claim sets and returns (``store.claim.CLAIMED_COLUMNS``).
@@ -163,29 +165,23 @@ BEGIN
                       CASE WHEN k_all.fk IS NULL THEN 1 WHEN k_all.fk > v_turn THEN 0
                       ELSE 2 END, k_all.fk, k_all.priority DESC, k_all.run_at) AS n
                   FROM (
-                    WITH RECURSIVE after_turn(k) AS (
-                        {NEXT_KEY.format(after="v_turn", upto="")}
+                    WITH RECURSIVE after_turn(k, id, pr, ra) AS (
+                        ({NEXT_KEY.format(after="v_turn", upto="")})
                         UNION ALL
-                        SELECT {NEXT_KEY.format(after="a.k", upto="")}
-                        FROM after_turn AS a WHERE a.k IS NOT NULL
-                    ), upto_turn(k) AS (
-                        {NEXT_KEY.format(after="''", upto=" AND e.flow_key <= v_turn")}
+                        SELECT n.* FROM after_turn AS a CROSS JOIN LATERAL (
+                            {NEXT_KEY.format(after="a.k", upto="")}) AS n
+                    ), upto_turn(k, id, pr, ra) AS (
+                        ({NEXT_KEY.format(after="''", upto=" AND e.flow_key <= v_turn")})
                         UNION ALL
-                        SELECT {NEXT_KEY.format(after="b.k", upto=" AND e.flow_key <= v_turn")}
-                        FROM upto_turn AS b WHERE b.k IS NOT NULL
-                    ), ks(k) AS (
-                        SELECT k FROM after_turn WHERE k IS NOT NULL
-                        UNION ALL SELECT k FROM upto_turn WHERE k IS NOT NULL
+                        SELECT n.* FROM upto_turn AS b CROSS JOIN LATERAL (
+                            {NEXT_KEY.format(after="b.k", upto=" AND e.flow_key <= v_turn")}
+                        ) AS n
+                    ), ks(k, id, pr, ra) AS (
+                        SELECT * FROM after_turn UNION ALL SELECT * FROM upto_turn
                         LIMIT p_limit
-                    )
-                    SELECT c.id, c.priority, c.run_at, ROW_NUMBER() OVER (
-                        PARTITION BY ks.k ORDER BY c.priority DESC, c.run_at) AS rn,
-                        ks.k AS fk
-                    FROM ks CROSS JOIN LATERAL (
-                        SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
-                        WHERE e.task_name = v_name AND e.flow_key = ks.k AND {RUNNABLE}
-                        ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at
-                        LIMIT GREATEST(LEAST(v_room,
+                    ), kr(k, id, pr, ra, room) AS MATERIALIZED (
+                        -- what each key's limits leave of the room
+                        SELECT ks.k, ks.id, ks.pr, ks.ra, GREATEST(LEAST(v_room,
                             CASE WHEN v_key_cap IS NULL THEN v_room
                             ELSE v_key_cap - (SELECT COUNT(*) FROM {TABLE} AS r
                                 WHERE r.task_name = v_name AND r.flow_key = ks.k
@@ -194,7 +190,27 @@ BEGIN
                             ELSE v_key_starts - (SELECT COUNT(*) FROM {TABLE} AS r
                                 WHERE r.task_name = v_name AND r.flow_key = ks.k
                                 AND r.started_at >= v_since) END), 0)
-                    ) AS c
+                        FROM ks
+                    ), kp(k, id, pr, ra, per) AS (
+                        -- every key with room gives its best row (found by the probe),
+                        -- so with m such keys no key's row past the (v_room - m + 1)-th
+                        -- can be among the v_room taken
+                        SELECT k, id, pr, ra, LEAST(room, GREATEST(1, v_room + 1 - (
+                            SELECT COUNT(*) FROM kr AS o WHERE o.room > 0)))
+                        FROM kr WHERE room > 0
+                    )
+                    SELECT kp.id, kp.pr AS priority, kp.ra AS run_at, 1::bigint AS rn, kp.k AS fk
+                    FROM kp
+                    UNION ALL
+                    -- the next rows of the keys that may give more than one
+                    SELECT c.id, c.priority, c.run_at, 1 + ROW_NUMBER() OVER (
+                        PARTITION BY kp.k ORDER BY c.priority DESC, c.run_at), kp.k
+                    FROM kp CROSS JOIN LATERAL (
+                        SELECT e.id, e.priority, e.run_at FROM {TABLE} AS e
+                        WHERE e.task_name = v_name AND e.flow_key = kp.k AND {RUNNABLE}
+                        ORDER BY e.task_name, e.flow_key, e.priority DESC, e.run_at
+                        OFFSET 1 LIMIT kp.per - 1
+                    ) AS c WHERE kp.per > 1
                     UNION ALL
                     SELECT n.id, n.priority, n.run_at, ROW_NUMBER() OVER (
                         ORDER BY n.priority DESC, n.run_at), NULL
