@@ -200,6 +200,23 @@ def test_key_concurrency_and_concurrency_bound_the_claim():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_limit_above_the_claim_size_binds_once_the_key_runs_enough():
+    """While the whole task runs too few for any key to reach its limit in one claim,
+    the claim may leave the keys' own counts out; past that point each key's count
+    binds, and only its own."""
+    conductor.invoke_many("keyed-ten", [{"payload": {}, "key": "A"}] * 30)
+    first = claim(8)
+    assert [e.key for e in first] == ["A"] * 8
+    assert [e.key for e in claim(8)] == ["A"] * 2  # 10 - 8 running
+    assert claim(8) == []
+    conductor.invoke_many("keyed-ten", [{"payload": {}, "key": "B"}] * 9)
+    assert [e.key for e in claim(8)] == ["B"] * 8  # A's 10 running do not hold B back
+    Execution.objects.filter(pk__in=[e.pk for e in first[:5]]).update(
+        status=S.COMPLETED, locked_by=None)
+    assert sorted(e.key for e in claim(8)) == ["A"] * 5 + ["B"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_keyed_claim_batch_is_one_statement():
     """No per-key or per-task round trips: the locks, the counts of every key and the
     claim are one statement (on PostgreSQL a call of the claim function)."""

@@ -232,8 +232,9 @@ def _take_turns(connection: Any, table: str, keyed: dict[str, KeyRule],
     wraps around to the first key: the last key served is the largest at or below the
     previous turn when the round wrapped, else the largest.
 
-    The largest by Python's order, which may differ from the database's collation (a
-    case-insensitive one, say): then the new turn is still one of the keys this claim
+    The largest by Python's order (code points). PostgreSQL's claim compares keys in
+    byte order, which for UTF-8 is the same; SQLite's and MySQL's may differ (a
+    case-insensitive collation, say): then the new turn is still one of the keys this claim
     served, after the previous turn in the database's order, so the round still moves
     on every claim and reaches every key; it may serve a key twice in one round."""
     served: dict[str, list[str]] = {}

@@ -34,6 +34,12 @@ def keyed_limited(event, ctx):
     hold(event, ctx)
 
 
+@task(name="keyed-ten", key_concurrency=10)
+def keyed_ten(event, ctx):
+    """At most 10 per key: more than one claim of 8 can take."""
+    hold(event, ctx)
+
+
 @task(name="rated", rate_limit=RateLimit(3, 2.0))
 def rated(event, ctx):
     """At most 3 starts in any 2 seconds."""
