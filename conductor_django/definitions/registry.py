@@ -35,9 +35,27 @@ _registry: dict[str, Task] = {}
 on_change: list[Callable[[], None]] = []
 
 
+#: Counts the registry's changes; ``_sorted`` holds ``sorted(_registry.items())`` as of
+#: one count (every claim reads it).
+_version = 0
+_sorted: tuple[int, list[tuple[str, Task]]] = (-1, [])
+
+
 def _changed() -> None:
+    global _version
+    _version += 1
     for callback in on_change:
         callback()
+
+
+def _sorted_tasks() -> list[tuple[str, Task]]:
+    global _sorted
+    version, tasks = _sorted
+    if version != _version:
+        version = _version  # read first: a change while sorting makes the next call sort again
+        tasks = sorted(_registry.items())
+        _sorted = (version, tasks)
+    return tasks
 
 
 def register(t: Task) -> Task:
@@ -108,7 +126,7 @@ def all_tasks() -> dict[str, Task]:
 
 def handler_kinds() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The names of the registered tasks with ``async def`` handlers, and of the others."""
-    tasks = sorted(_registry.items())
+    tasks = _sorted_tasks()
     return (tuple(name for name, t in tasks if t.is_async),
             tuple(name for name, t in tasks if not t.is_async))
 
@@ -232,7 +250,7 @@ def claim_rules(now: datetime) -> ClaimRules:
     skip: list[str] = []
     limits: dict[str, int] = {}
     keyed: dict[str, KeyRule] = {}
-    for name, t in sorted(all_tasks().items()):
+    for name, t in _sorted_tasks():
         if t.batch is not None or (t.window is not None and not t.window.is_open(now)):
             skip.append(name)
         elif t.keyed:
@@ -246,6 +264,6 @@ def batch_tasks(now: datetime) -> dict[str, Batch]:
     """Batch tasks whose window (if any) is open at ``now``."""
     return {
         name: t.batch
-        for name, t in sorted(all_tasks().items())
+        for name, t in _sorted_tasks()
         if t.batch is not None and (t.window is None or t.window.is_open(now))
     }

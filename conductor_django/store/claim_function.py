@@ -1,6 +1,7 @@
 """PostgreSQL: the claim with task limits as one call of ``conductor_django_claim``.
 
-The function (migration 0017_claim_function) does in one round trip what
+The function (migrations 0017_claim_function and 0018_claim_byte_order, which compares
+task names and keys in byte order) does in one round trip what
 ``claim.claim_limited`` describes: it try-locks the limited tasks with runnable rows
 (``pg_try_advisory_xact_lock(CLAIM_LOCK_CLASS, hashtext(name))``), then picks and marks
 running the best rows of the plain and the locked tasks. Every statement of a
@@ -9,6 +10,8 @@ counts after the locks includes every claim committed by the locks' previous hol
 The statements are static SQL, so the server plans them once per connection, not once
 per claim. Called in autocommit mode the call is its own transaction and the locks are
 released when it returns; inside a caller's transaction they are kept until its end.
+The parameters that change only with the registered tasks are passed as array literals
+built once (``_static``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import transaction
@@ -51,18 +55,14 @@ def claim_by_function(
     ``limits``: tasks with ``concurrency=N`` alone; ``keyed``: tasks claimed key by key;
     ``turns``: per keyed task, the key after which its round across keys begins."""
     names = [*limits, *keyed]
-    rules = [keyed.get(name) for name in names]
+    skipped, *static = _static(tuple(skip), tuple(limits.items()),
+                               tuple((name, _static_rule(rule)) for name, rule in keyed.items()))
     params = [
-        worker_id, now, limit, list(queues) if queues else None,
-        [*skip, *names], [uuid.UUID(str(i)) for i in exclude],
-        names,
-        [*limits.values(), *(r.concurrency or NO_LIMIT for r in keyed.values())],
-        [r is not None for r in rules],
-        [r.key_concurrency if r else None for r in rules],
-        [r.task_starts if r else None for r in rules],
-        [r.key_starts if r else None for r in rules],
-        [r.since if r else None for r in rules],
-        [turns.get(n, "") for n in names],
+        worker_id, now, limit, _literal(queues) if queues else None, skipped,
+        _literal(exclude), *static,
+        _literal([rule.since.isoformat() if rule is not None and rule.since is not None
+                  else None for rule in (keyed.get(name) for name in names)]),
+        _literal([turns.get(n, "") for n in names]),
         CLAIM_LOCK_CLASS,
     ]
     # The snapshot of each statement must follow the locks: READ COMMITTED.
@@ -72,6 +72,48 @@ def claim_by_function(
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         return list(execute_prepared(connection, CALL, params, fetch=True))
+
+
+def _static_rule(rule: KeyRule) -> tuple[int | None, int | None, int | None, int | None]:
+    """What of a key rule stays the same from claim to claim (not ``since``)."""
+    return (rule.concurrency, rule.key_concurrency, rule.task_starts, rule.key_starts)
+
+
+@lru_cache(maxsize=64)
+def _static(
+    skip: tuple[str, ...], limits: tuple[tuple[str, int], ...],
+    keyed: tuple[tuple[str, tuple[int | None, ...]], ...],
+) -> tuple[str, ...]:
+    """The parameters that change only with the registered tasks, as array literals
+    (built once: adapting Python lists costs more per claim than the literals' text)."""
+    names = [name for name, _ in limits] + [name for name, _ in keyed]
+    rules = [None] * len(limits) + [rule for _, rule in keyed]
+    return (
+        _literal([*skip, *names]),
+        _literal(names),
+        _literal([*(cap for _, cap in limits),
+                  *(rule[0] or NO_LIMIT for _, rule in keyed)]),
+        _literal([rule is not None for rule in rules]),
+        _literal([rule[1] if rule else None for rule in rules]),
+        _literal([rule[2] if rule else None for rule in rules]),
+        _literal([rule[3] if rule else None for rule in rules]),
+    )
+
+
+def _literal(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal of ``values`` (strings quoted; ``None``: NULL)."""
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+        elif isinstance(value, bool):
+            items.append("t" if value else "f")
+        elif isinstance(value, int):
+            items.append(str(value))
+        else:
+            text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            items.append(f'"{text}"')
+    return "{" + ",".join(items) + "}"
 
 
 def _isolation(connection: Any) -> str:
