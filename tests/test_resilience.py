@@ -217,3 +217,36 @@ def test_a_claim_whose_reply_was_lost_is_released_and_runs_once(start_worker):
     assert row(eid).attempts == 1  # given back unstarted: not an attempt of its own
     assert "released 1 executions held by this worker but not running here" in worker.output()
     assert worker.proc.poll() is None
+
+
+class _DeadlockDetected(Exception):
+    """What psycopg raises for SQLSTATE 40P01 (Django wraps it as OperationalError)."""
+
+    sqlstate = "40P01"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("shape", ["mysql", "postgresql"])
+def test_a_transaction_rolled_back_to_break_a_deadlock_runs_again(shape):
+    """InnoDB may pick even a single-row UPDATE (a cancel, say) as a deadlock's victim
+    and asks the caller to run the transaction again; so does PostgreSQL's 40P01."""
+    from conductor_django.store.transactions import retry_locked
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has one writer: it reports busy, not deadlocks")
+    calls = []
+
+    def once_a_victim():
+        calls.append(1)
+        if len(calls) == 1:
+            if shape == "mysql":
+                raise OperationalError(1213, "Deadlock found when trying to get lock; "
+                                             "try restarting transaction")
+            raise OperationalError("deadlock detected") from _DeadlockDetected()
+        return "done"
+
+    assert retry_locked(once_a_victim, "default") == "done"
+    assert len(calls) == 2
+    with pytest.raises(OperationalError, match="Lock wait timeout"):
+        retry_locked(lambda: (_ for _ in ()).throw(OperationalError(1205, "Lock wait timeout")),
+                     "default")

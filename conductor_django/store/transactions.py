@@ -9,7 +9,9 @@ transactions with ``BEGIN IMMEDIATE`` on SQLite: the write lock is taken up fron
 where the connection's timeout lets it wait its turn. ``retry_locked`` runs a whole
 transaction again if SQLite still reports the database busy (a timeout ran out).
 
-On other databases both are plain ``transaction.atomic`` and a single call.
+On other databases ``write_transaction`` is plain ``transaction.atomic``, and
+``retry_locked`` runs the transaction again only when the database rolled it back to
+break a deadlock (InnoDB can pick even a single-row ``UPDATE`` as the victim).
 """
 
 from __future__ import annotations
@@ -62,21 +64,40 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
 
 
+#: MySQL/MariaDB's "Deadlock found when trying to get lock; try restarting transaction".
+MYSQL_DEADLOCK = 1213
+
+#: PostgreSQL's deadlock_detected.
+POSTGRES_DEADLOCK = "40P01"
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database rolled the transaction back to break a deadlock
+    (MySQL/MariaDB error 1213, PostgreSQL SQLSTATE 40P01)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    code = exc.args[0] if exc.args else None
+    return code == MYSQL_DEADLOCK or getattr(exc.__cause__, "sqlstate", None) == POSTGRES_DEADLOCK
+
+
 def retry_locked(fn: Callable[[], T], using: str) -> T:
-    """Call ``fn``, again after a pause while SQLite reports the database busy.
+    """Call ``fn``, again after a pause while SQLite reports the database busy, or when
+    another database rolled it back to break a deadlock (which says: try again).
 
     Only outside the caller's transaction: inside it, the error is the caller's (their
     transaction is already lost). ``fn`` must be a whole transaction (or one statement).
     """
     connection = connections[using]
-    if not dialect(connection).single_writer or connection.in_atomic_block:
+    if connection.in_atomic_block:
         return fn()
+    single_writer = dialect(connection).single_writer
     for pause in (*BUSY_PAUSES, None):
         try:
             return fn()
         except OperationalError as exc:
-            if pause is None or not is_busy(exc):
+            if pause is None or not (is_busy(exc) if single_writer else is_deadlock(exc)):
                 raise
-            logger.info("SQLite database busy; trying again in %.2f s", pause)
+            logger.info("%s; trying again in %.2f s",
+                        "SQLite database busy" if single_writer else "deadlock", pause)
             time.sleep(pause)
     raise AssertionError("unreachable")
