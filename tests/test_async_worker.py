@@ -341,8 +341,12 @@ def test_async_worker_frozen_past_dead_after_writes_nothing_more(start_worker, t
     assert _freeze_outside_sqlite_writes(first.pid)
     frozen_lines = len(lines(log))
     try:
-        start_worker(env=fast)
-        poll(status_is(eid, "completed"), timeout=40, message="the other worker to finish it")
+        second = start_worker(env=fast)
+        try:
+            poll(status_is(eid, "completed"), timeout=40, message="the other worker to finish it")
+        except AssertionError as exc:  # say what the other worker was doing
+            raise AssertionError(f"{exc}\n--- the other worker's log ---\n"
+                                 f"{second.output()[-4000:]}") from None
         done = conductor.get(eid)
     finally:
         os.kill(first.pid, signal.SIGCONT)
