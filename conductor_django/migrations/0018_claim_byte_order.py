@@ -173,11 +173,6 @@ BEGIN
                 AND r.started_at >= p_since[i]));
         END IF;
         CONTINUE WHEN v_room <= 0;
-        -- While the whole task runs no more than the per-key limit minus the room, no
-        -- key can reach its limit in this claim: its keys need no count of their own.
-        IF v_key_cap - v_running >= v_room THEN
-            v_key_cap := NULL;
-        END IF;
         IF NOT p_keyed[i] THEN
             -- the rows without a key in the order of the key index, the others sorted
             SELECT array_agg(s.id), array_agg(1::bigint) INTO v_more_ids, v_more_rns
@@ -223,10 +218,12 @@ BEGIN
                 )
                 SELECT ks.k, ks.id, ks.grp, 1::bigint AS rn, GREATEST(LEAST(v_room,
                     CASE WHEN v_key_cap IS NULL THEN v_room
-                    -- the task's running executions, counted once here when no
-                    -- concurrency= limit counted them above (the same reasoning)
-                    WHEN v_running IS NULL AND v_key_cap - (SELECT COUNT(*) FROM {TABLE} AS q
-                        WHERE q.task_name = v_name AND q.status = 'running') >= v_room
+                    -- While the whole task runs no more than the per-key limit minus
+                    -- the room, no key can reach its limit in this claim: its keys need
+                    -- no count of their own. (The task's running executions: counted
+                    -- above for a concurrency= limit, else once here.)
+                    WHEN v_key_cap - COALESCE(v_running, (SELECT COUNT(*) FROM {TABLE} AS q
+                        WHERE q.task_name = v_name AND q.status = 'running')) >= v_room
                     THEN v_room
                     ELSE v_key_cap - (SELECT COUNT(*) FROM {TABLE} AS r
                         WHERE r.task_name = v_name AND r.flow_key = ks.k
