@@ -124,11 +124,21 @@ def all_tasks() -> dict[str, Task]:
     return dict(_registry)
 
 
+#: ``handler_kinds()`` as of one count of the registry's changes (every claim reads it).
+_kinds: tuple[int, tuple[tuple[str, ...], tuple[str, ...]]] = (-1, ((), ()))
+
+
 def handler_kinds() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The names of the registered tasks with ``async def`` handlers, and of the others."""
-    tasks = _sorted_tasks()
-    return (tuple(name for name, t in tasks if t.is_async),
-            tuple(name for name, t in tasks if not t.is_async))
+    global _kinds
+    version, kinds = _kinds
+    if version != _version:
+        version = _version  # read first, as in ``_sorted_tasks``
+        tasks = _sorted_tasks()
+        kinds = (tuple(name for name, t in tasks if t.is_async),
+                 tuple(name for name, t in tasks if not t.is_async))
+        _kinds = (version, kinds)
+    return kinds
 
 
 @overload

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, cast
 
 from .. import conf
@@ -84,9 +85,10 @@ class Task:
         ``rate_limit``): round-robin across keys, within the limits."""
         return self.key_concurrency is not None or self.rate_limit is not None
 
-    @property
+    @cached_property
     def is_async(self) -> bool:
-        """Whether the handler is an ``async def`` function (run on the worker's event loop)."""
+        """Whether the handler is an ``async def`` function (run on the worker's event loop);
+        read for every claimed execution, so computed once."""
         return inspect.iscoroutinefunction(self.func)
 
     def get_queue(self) -> str:

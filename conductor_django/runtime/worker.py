@@ -376,7 +376,13 @@ class Worker:
                         for eid, _ in _leases(item):
                             self._held.pop(eid, None)
                         self._avg_seconds += (seconds - self._avg_seconds) * 0.1
-                    self._wake.set()
+                        idle = self._busy == 0
+                    # Wake the loop only when it has something to do: claim for threads
+                    # that are about to run out of queued work, or see the last handler
+                    # end (drain, shutdown). Waking it after every handler made a fast
+                    # drain loop mostly over claims that could not ask for anything.
+                    if idle or self._jobs.qsize() < self.concurrency:
+                        self._wake.set()
         finally:
             connections.close_all()
 
