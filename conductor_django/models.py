@@ -73,8 +73,10 @@ class Execution(models.Model):
         help_text="The flow-control key (e.g. a tenant): key_concurrency, per-key rate limits "
         "and fair claiming across keys.",
     )
+    # Indexed by cdj_exec_parent_idx, rows with a parent only (Meta.indexes).
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        db_index=False,
     )
     schedule_name = models.CharField(max_length=200, null=True, blank=True)
     event_name = models.CharField(max_length=200, default="conductor.invoke")
@@ -90,6 +92,7 @@ class Execution(models.Model):
     forked_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
         help_text="The execution this one was forked from (conductor.fork).",
+        db_index=False,  # cdj_exec_forked_idx: forked rows only
     )
     # --- signals and progress (see state/signals.py) ---
     progress = models.JSONField(
@@ -167,7 +170,7 @@ class Execution(models.Model):
             ),
             models.Index(
                 fields=["task_name", "key"], name="cdj_exec_key_running_idx",
-                condition=Q(status="running"),
+                condition=Q(status="running") & Q(key__isnull=False),
             ),
             models.Index(
                 fields=["task_name", "started_at"], name="cdj_exec_started_idx",
@@ -188,6 +191,13 @@ class Execution(models.Model):
                 name="cdj_exec_finished_idx",
                 condition=Q(status__in=["completed", "failed", "cancelled"]),
             ),
+            # Children of an execution, forks of an execution: partial, so that the
+            # rows of plain executions (almost all) add no entry to them on each of
+            # their three writes (insert, claim, finish).
+            models.Index(fields=["parent"], name="cdj_exec_parent_idx",
+                         condition=Q(parent__isnull=False)),
+            models.Index(fields=["forked_from"], name="cdj_exec_forked_idx",
+                         condition=Q(forked_from__isnull=False)),
             # The scheduler: is a run of this schedule unfinished?
             models.Index(
                 fields=["task_name", "schedule_name"],
