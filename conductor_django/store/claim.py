@@ -75,8 +75,8 @@ def claim(
     now_param = vendor.dt_param(connection, now)
     where, params = runnable_sql(connection, now_param, queues, skip=skip, exclude=exclude)
     inner = (
-        f"SELECT id FROM {table} WHERE {where} ORDER BY priority DESC, run_at ASC LIMIT %s"
-        + vendor.skip_locked
+        f"SELECT id FROM {vendor.claim_source(table, queues)} WHERE {where}"
+        " ORDER BY priority DESC, run_at ASC LIMIT %s" + vendor.skip_locked
     )
     return lock_rows(connection, table, worker_id, inner, [*params, limit], now)
 
@@ -179,7 +179,8 @@ def claim_limited(
     where, params = runnable_sql(connection, now_param, queues,
                                  skip=[*skip, *limits, *keyed], exclude=exclude)
     branches = [
-        f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn FROM {table} WHERE {where}"
+        f"SELECT * FROM (SELECT id, priority, run_at, 1 AS rn"
+        f" FROM {vendor.claim_source(table, queues)} WHERE {where}"
         f" ORDER BY priority DESC, run_at ASC LIMIT %s) AS b_plain"
     ]
     params.append(limit)

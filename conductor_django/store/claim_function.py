@@ -27,9 +27,10 @@ from django.db import transaction
 
 from ..definitions.registry import KeyRule
 from .prepared import execute_prepared
+from .vendor import EXECUTION_TABLE
 
 #: The executions' table the function reads (it is static SQL).
-FUNCTION_TABLE = "conductor_django_execution"
+FUNCTION_TABLE = EXECUTION_TABLE
 
 #: First key of the advisory locks that serialize claims of a limited task (the second
 #: key is ``hashtext(task_name)``); any int4 unlikely to clash with yours.

@@ -16,6 +16,9 @@ from datetime import datetime
 from math import ceil
 from typing import Any
 
+#: The executions' table (its indexes are named in ``Dialect.claim_source``).
+EXECUTION_TABLE = "conductor_django_execution"
+
 
 class Dialect:
     """SQLite, and the defaults of every dialect."""
@@ -48,8 +51,28 @@ class Dialect:
         SQLite runs an uncorrelated ``IN (subquery)`` once; the status is checked again
         because nothing locked the picked rows between the pick and the update (the
         statement holds the database write lock, so nothing can change them either).
+        The ``+`` keeps that check out of the index choice: without statistics (a new
+        database is never analysed) SQLite would read every runnable row through a
+        status index to find the few picked ones, instead of reading them by id.
         """
-        return f"id IN ({inner}) AND status IN ('pending', 'suspended')"
+        return f"id IN ({inner}) AND +status IN ('pending', 'suspended')"
+
+    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
+        """The ``FROM`` of a plain claim's pick: ``table``, with the index that reads
+        runnable rows in the claim's order named where the planner must be told.
+
+        SQLite: a database nobody analysed has no statistics, and its planner then reads
+        every runnable row through a status index and sorts them (25 ms a claim at
+        19,000 runnable rows, under the only write lock). Named, the claim index gives
+        the rows in the ``ORDER BY``'s order and the pick stops after ``LIMIT`` rows: the
+        cost of a claim does not grow with the backlog. One queue: its own range of
+        ``cdj_exec_claim_idx``; none or several: ``cdj_exec_claim_any_idx`` in order,
+        filtered by queue.
+        """
+        if table != EXECUTION_TABLE:
+            return table
+        index = "cdj_exec_claim_idx" if queues and len(queues) == 1 else "cdj_exec_claim_any_idx"
+        return f"{table} INDEXED BY {index}"
 
     def values_row(self, first: bool) -> str:
         """One row of the ``VALUES`` list of ``complete_many``."""
@@ -160,6 +183,9 @@ class PostgreSQL(Dialect):
     least = "LEAST"
     single_writer = False
     json_mark = "CAST(%s AS jsonb)"
+
+    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
+        return table  # the planner's statistics choose the claim index
 
     def picked(self, inner: str) -> str:
         # ``id = ANY(ARRAY(subquery))`` evaluates the pick once and then reads the
@@ -278,6 +304,9 @@ class MySQL(Dialect):
     update_returning = False
     runnable = "cdj_runnable = 1"
     builds_partial_rules = True  # migration 0010_mysql
+
+    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
+        return table  # the planner's statistics choose the claim index
 
     def picked(self, inner: str) -> str:
         raise NotImplementedError("MySQL claims select FOR UPDATE, then update by id")
