@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from .models import Execution, Worker
 try:
     import prometheus_client
     from prometheus_client import multiprocess
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError:  # pragma: no cover - the [metrics] extra is not installed
     prometheus_client = None  # type: ignore[assignment]
@@ -90,12 +90,14 @@ def finished(task: str, queue: str, outcome: str, seconds: float) -> None:
         RETRIES.labels(task, queue).inc()
 
 
-def serve(port: int, host: str = "127.0.0.1", directory: str | None = None) -> Any:
+def serve(port: int, host: str = "127.0.0.1", directory: str | None = None,
+          processes: Callable[[], tuple[int, int]] | None = None) -> Any:
     """Serve metrics on ``host:port`` (prometheus_client's own HTTP server, on a daemon
     thread); returns the server. Without ``directory``: this process's default registry.
-    With it: the counters that the processes started with ``SharedCounters.environ``
-    keep in that directory, summed over the processes (prometheus_client's multiprocess
-    mode), which is what ``conductor_worker --processes N`` serves."""
+    With it: the counters that the processes started with ``SHARED_ENV`` set to it keep
+    there, summed over the processes (prometheus_client's multiprocess mode), and, from
+    ``processes()`` (how many run, how many were restarted), the supervisor's gauge and
+    counter: what ``conductor_worker --processes N`` serves."""
     if not INSTALLED:
         raise RuntimeError("--metrics-port needs prometheus_client: "
                            "pip install 'conductor-django[metrics]'")
@@ -103,8 +105,24 @@ def serve(port: int, host: str = "127.0.0.1", directory: str | None = None) -> A
     if directory is not None:
         registry = CollectorRegistry(auto_describe=False)
         multiprocess.MultiProcessCollector(registry, path=directory)
+        if processes is not None:
+            registry.register(_ProcessesCollector(processes))
     server, _thread = prometheus_client.start_http_server(port, host, registry=registry)
     return server
+
+
+class _ProcessesCollector(Collector):
+    """The worker processes of one ``--processes`` command: running now, and restarted."""
+
+    def __init__(self, processes: Callable[[], tuple[int, int]]) -> None:
+        self.processes = processes
+
+    def collect(self) -> Iterator[Any]:
+        running, restarts = self.processes()
+        yield GaugeMetricFamily("conductor_worker_processes", "Worker processes running under "
+                                "this conductor_worker --processes command.", value=running)
+        yield CounterMetricFamily("conductor_worker_restarts", "Worker processes this command "
+                                  "started again after they died.", value=restarts)
 
 
 #: What tells prometheus_client, when a process imports it, to keep its counters in

@@ -9,6 +9,7 @@ so that a second run of an execution is visible whatever the database says.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -247,9 +248,14 @@ def test_children_of_a_killed_parent_stop(start_worker):
     children = child_pids(2)
     os.kill(parent.pid, signal.SIGKILL)  # the parent only, not its process group
     parent.proc.wait(timeout=10)
-    # they notice, drain like on SIGTERM (removing their rows) and exit
-    poll(lambda: not Worker.objects.exists(), timeout=60, message="the children to stop")
-    poll(lambda: all(gone(pid) for pid in children), timeout=30, message="the children to exit")
+    try:
+        # they notice, drain like on SIGTERM (removing their rows) and exit
+        poll(lambda: not Worker.objects.exists(), timeout=60, message="the children to stop")
+        poll(lambda: all(gone(pid) for pid in children), timeout=30,
+             message="the children to exit")
+    finally:  # never leave them running into the next test (the fixture knows the parent)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
     assert parent.output().count("the supervising process") == 2
 
 
@@ -270,6 +276,9 @@ def test_a_crash_loop_is_restarted_after_doubling_pauses(caplog):
         supervisor.stop()
         thread.join(60)
     assert result == [0]
+    # all stopped; each restart counted (the last one logged may have been called off)
+    running, restarted = supervisor.counts()
+    assert running == 0 and len(restarts()) - 1 <= restarted <= len(restarts())
     pauses = [re.search(r"restarting it in (\S+) s", m).group(1) for m in restarts()[:4]]
     assert pauses == ["0.05", "0.1", "0.2", "0.2"]
     assert all("exited with code 2" in m for m in restarts())
@@ -310,6 +319,8 @@ def test_metrics_of_all_children_summed_on_the_chosen_host(start_worker, tmp_pat
     assert value(got, "conductor_executions_started_total", task="chaos-steps",
                  queue="default") == n
     assert value(got, "conductor_execution_duration_seconds_count", task="chaos-steps") == n
+    assert value(got, "conductor_worker_processes") == 2
+    assert value(got, "conductor_worker_restarts_total") == 0
     assert refused("127.0.0.1", port)  # only the address asked for
     parent.signal(signal.SIGINT)
     assert parent.wait(timeout=60) == 0

@@ -142,6 +142,7 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._restarts = 0
         self._shared: metrics.SharedCounters | None = None
         self._server: Any = None
 
@@ -155,19 +156,25 @@ class Supervisor:
         self._shared = metrics.SharedCounters()
         try:
             self._server = metrics.serve(self.metrics_port, self.metrics_host,
-                                         directory=self._shared.directory)
+                                         directory=self._shared.directory,
+                                         processes=self.counts)
         except BaseException:
             self._shared.close()
             self._shared = None
             raise
+
+    def counts(self) -> tuple[int, int]:
+        """How many children run now, and how many were restarted (read by the
+        metrics server's thread)."""
+        return sum(c.process is not None for c in self._children), self._restarts
 
     def stop(self) -> None:
         """Ask every child to drain and the supervisor to exit (what SIGTERM does)."""
         self._stop_requested = True
         try:
             os.write(self._wake_w, b"s")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
+        except OSError:
+            pass  # the pipe is full of wake-ups already, or ``run`` has ended
 
     def run(self) -> int:
         """Supervise until stopped (or, with ``drain``, until every child drained);
@@ -250,6 +257,7 @@ class Supervisor:
         for child in self._children:
             if child.process is None and child.restart_at is not None and child.restart_at <= now:
                 self._start(child)
+                self._restarts += 1
 
     def _finished(self) -> bool:
         if any(child.process is not None for child in self._children):
