@@ -25,9 +25,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 import conductor_django as conductor
 from conductor_django.management.commands.conductor_worker import _processes
@@ -152,6 +155,11 @@ def test_two_processes_share_a_backlog_without_running_one_twice(start_worker, t
     parent = start_worker("--processes", "2", "--concurrency", "3", "--batch-size", "5")
     children = child_pids(2)
     assert parent.pid not in children  # the parent runs nothing itself
+    # the admin's worker list: one line per child
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw"))
+    html = admin.get(reverse("admin:conductor_django_worker_changelist")).content.decode()
+    assert sorted(int(p) for p in re.findall(r'<td class="field-pid">(\d+)</td>', html)) == children
     n = 300
     ids = conductor.invoke_many("chaos-steps", [
         {"payload": {"log": str(log), "steps": 1, "pause": 0.01}} for _ in range(n)])
