@@ -95,9 +95,11 @@ def refused(host: str, port: int) -> bool:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("args", "message"), [
-    (["--processes", "0"], "--processes must be a whole number of at least 1 or auto, not '0'"),
-    (["--processes", "-1"], "--processes must be a whole number of at least 1 or auto, not '-1'"),
+    (["--processes", "0"], "--processes must be a whole number from 1 to 256 or auto, not '0'"),
+    (["--processes", "-1"], "--processes must be a whole number from 1 to 256 or auto, not '-1'"),
     (["--processes", "abc"], "not 'abc'"),
+    (["--processes", "257"], "not '257'"),
+    (["--processes", "²"], "not '²'"),
     (["--processes", "1.5"], "not '1.5'"),
     (["--processes", ""], "not ''"),
     (["--metrics-port", "0"], "--metrics-port must be between 1 and 65535"),
@@ -135,8 +137,8 @@ def test_a_negative_count_on_the_command_line_is_one_clear_line(tmp_path):
                            "--processes", "-1"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("CommandError: --processes must be a whole number of "
-                                   "at least 1 or auto, not '-1'")
+    assert proc.stderr.strip() == ("CommandError: --processes must be a whole number from 1 "
+                                   "to 256 or auto, not '-1'")
 
 
 def test_auto_is_the_cpus_this_process_may_run_on():

@@ -12,6 +12,10 @@ from conductor_django.runtime import supervisor
 from conductor_django.runtime.retry import retry_write
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
+#: More worker processes than this from one command is a typo, not a plan (each one is a
+#: Python interpreter with its own connections); run more commands instead.
+MAX_PROCESSES = 256
+
 
 class Command(BaseCommand):
     help = "Run conductor_django executions (stop with SIGTERM or Ctrl-C)."
@@ -124,13 +128,14 @@ def _seconds(option: str, value: float) -> float:
 
 
 def _processes(value: object) -> int:
-    """``--processes``: a whole number of at least 1, or ``auto`` (the usable CPUs)."""
+    """``--processes``: a whole number from 1 to ``MAX_PROCESSES``, or ``auto`` (the
+    usable CPUs)."""
     text = str(value).strip()
     if text == "auto":
         return supervisor.available_cpus()
-    if not text.isdigit() or int(text) < 1:
-        raise CommandError(f"--processes must be a whole number of at least 1 or auto, "
-                           f"not {text!r}")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PROCESSES:
+        raise CommandError(f"--processes must be a whole number from 1 to {MAX_PROCESSES} "
+                           f"or auto, not {text!r}")
     return int(text)
 
 
