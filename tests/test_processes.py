@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -128,6 +129,13 @@ def test_a_metrics_address_that_cannot_be_bound_is_a_command_error():
         call_command("conductor_worker", "--metrics-port", str(free_port()),
                      "--metrics-host", "no-such-host.invalid")
     assert not Worker.objects.exists()
+
+
+def test_processes_need_a_settings_module_the_children_can_load(monkeypatch):
+    """Settings made with settings.configure() exist in this process only."""
+    monkeypatch.setattr(settings, "SETTINGS_MODULE", None)
+    with pytest.raises(CommandError, match=r"--processes needs a settings module"):
+        call_command("conductor_worker", "--processes", "2")
 
 
 def test_a_negative_count_on_the_command_line_is_one_clear_line(tmp_path):

@@ -1,6 +1,7 @@
 import argparse
 from typing import TextIO, cast
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
@@ -65,6 +66,11 @@ class Command(BaseCommand):
                 raise CommandError("--poll-interval must be positive")
         shutdown_timeout = _seconds("--shutdown-timeout", shutdown_timeout)
         processes = _processes(processes)
+        if processes > 1 and not settings.SETTINGS_MODULE:
+            raise CommandError("--processes needs a settings module (DJANGO_SETTINGS_MODULE "
+                               "or --settings): each worker process loads the settings "
+                               "from it, and settings.configure() in this process is not "
+                               "seen there")
         metrics_host = _metrics_address(metrics_port, metrics_host)
         if supervised:
             supervisor.watch_parent()  # a child never outlives its parent
