@@ -11,7 +11,9 @@ Two sources (docs/observability.md lists every metric):
 * **What a worker process did**, counted in that process (``started``/``finished``):
   runs started and finished by task, queue and outcome, cancels, retries and a
   duration histogram per task, in ``prometheus_client``'s default registry, served by
-  ``conductor_worker --metrics-port N`` (and by the endpoint, for the process serving it).
+  ``conductor_worker --metrics-port N`` (and by the endpoint, for the process serving it);
+  with ``--processes N`` the children count into a shared directory (``SharedCounters``)
+  and the parent serves their sum.
 
 Without ``prometheus_client`` installed, the counting functions return at once and
 ``INSTALLED`` is false (the endpoint then answers 501).
@@ -19,7 +21,9 @@ Without ``prometheus_client`` installed, the counting functions return at once a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +36,8 @@ from .models import Execution, Worker
 
 try:
     import prometheus_client
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client import multiprocess
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError:  # pragma: no cover - the [metrics] extra is not installed
     prometheus_client = None  # type: ignore[assignment]
@@ -85,14 +90,58 @@ def finished(task: str, queue: str, outcome: str, seconds: float) -> None:
         RETRIES.labels(task, queue).inc()
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve this process's default registry on ``port`` (prometheus_client's own HTTP
-    server, on a daemon thread); returns the server."""
+def serve(port: int, host: str = "127.0.0.1", directory: str | None = None,
+          processes: Callable[[], tuple[int, int]] | None = None) -> Any:
+    """Serve metrics on ``host:port`` (prometheus_client's own HTTP server, on a daemon
+    thread); returns the server. Without ``directory``: this process's default registry.
+    With it: the counters that the processes started with ``SHARED_ENV`` set to it keep
+    there, summed over the processes (prometheus_client's multiprocess mode), and, from
+    ``processes()`` (how many run, how many were restarted), the supervisor's gauge and
+    counter: what ``conductor_worker --processes N`` serves."""
     if not INSTALLED:
         raise RuntimeError("--metrics-port needs prometheus_client: "
                            "pip install 'conductor-django[metrics]'")
-    server, _thread = prometheus_client.start_http_server(port, addr)
+    registry = prometheus_client.REGISTRY
+    if directory is not None:
+        registry = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        if processes is not None:
+            registry.register(_ProcessesCollector(processes))
+    server, _thread = prometheus_client.start_http_server(port, host, registry=registry)
     return server
+
+
+class _ProcessesCollector(Collector):
+    """The worker processes of one ``--processes`` command: running now, and restarted."""
+
+    def __init__(self, processes: Callable[[], tuple[int, int]]) -> None:
+        self.processes = processes
+
+    def collect(self) -> Iterator[Any]:
+        running, restarts = self.processes()
+        yield GaugeMetricFamily("conductor_worker_processes", "Worker processes running under "
+                                "this conductor_worker --processes command.", value=running)
+        yield CounterMetricFamily("conductor_worker_restarts", "Worker processes this command "
+                                  "started again after they died.", value=restarts)
+
+
+#: What tells prometheus_client, when a process imports it, to keep its counters in
+#: files of a directory shared with other processes instead of in its memory.
+SHARED_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class SharedCounters:
+    """A temporary directory for the counters of the worker processes of one parent:
+    set ``SHARED_ENV`` to ``directory`` in a process's environment before it imports
+    prometheus_client, and its counters go there; ``serve(..., directory=...)`` sums
+    them. The counts of a child that died stay in the sum (counters never go down);
+    ``close`` removes the directory."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="conductor-metrics-")
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 # --- what the database knows -------------------------------------------------------------
