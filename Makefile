@@ -1,6 +1,7 @@
 # make demo   - virtualenv, install, migrate the example project, start worker + admin
 # make test   - install and run the whole suite (SQLite; PostgreSQL too when reachable)
 # make dist   - build the sdist and the wheel into dist/ and check them
+# make bench-reference - the drain/bulk ratios to the reference peer, with their history
 # make chaos  - the chaos tests at full scale on SQLite and PostgreSQL, one line per scenario
 # make screenshots - run the admin browser test and keep its screenshots in docs/img/
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PYTHON313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.
   elif python3.13 -c pass 2>/dev/null; then command -v python3.13; fi)
 VENV61 ?= .venv-dj61
 
-.PHONY: install install-matrix dist demo test test-sqlite test-postgres lint bench clean screenshots chaos
+.PHONY: install install-matrix dist demo test test-sqlite test-postgres lint bench bench-reference clean screenshots chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +57,13 @@ bench: install-matrix
 	$(PY) bench/run.py --db postgres
 	$(PY) bench/run.py --db sqlite
 	$(VENV61)/bin/python bench/run.py --db mysql  # mysqlclient is in .venv-dj61
+	$(PY) bench/reference.py
+
+# Side by side with the reference (Postgres Conductor) in ../shared/bench: ratios saved
+# in bench/results/reference-*.json, a drop of more than 10 % printed in red.
+# Needs PGCONDUCTOR_GIT_DIR (a git dir of its repository) once; skipped without it.
+bench-reference: install
+	$(PY) bench/reference.py $(ARGS)
 
 screenshots: install
 	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_browser_pages.py
