@@ -31,7 +31,7 @@ from ..exceptions import Released
 from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs, runner, telemetry
-from .aio_context import AsyncContext, AsyncSignal, DbCall
+from .aio_context import AsyncContext, AsyncSignal, DbCall, contained
 from .context import Context
 from .unit import TRANSIENT, Outcome, fail, final_write, unrecordable
 
@@ -106,7 +106,7 @@ async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
         ctx.logger = logs.CapturingLoggerAdapter(plain.logger, plain.extra, early)
     signal = ctx.signal
     loop = asyncio.get_running_loop()
-    handler = loop.create_task(_start(task, event, actx))
+    handler = loop.create_task(contained(_start(task, event, actx)))
     if isinstance(signal, AsyncSignal):
         signal.attach(loop, handler)
     try:
@@ -118,10 +118,8 @@ async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
     result: Any = None
     if handler.cancelled():
         error = _interruption(ctx, runtime)
-    elif handler.exception() is not None:
-        error = handler.exception()
-    else:
-        result = handler.result()
+    else:  # the handler's exception, whatever it is (``contained``): replayed in settle
+        result, error = handler.result()
 
     def replay(event: Event, sync_ctx: Any) -> Any:
         capturing = getattr(sync_ctx.logger, "buffer", None)
