@@ -52,3 +52,26 @@ def flaky(key):
     if Mark.count(f"{key}:attempt") < 3:
         raise RuntimeError(f"attempt {Mark.count(f'{key}:attempt')} failed")
     return "third time lucky"
+
+
+@task()
+def system_exit():
+    raise SystemExit("This Task failed due to SystemExit")
+
+
+@task()
+def keyboard_interrupt():
+    raise KeyboardInterrupt("This Task failed due to KeyboardInterrupt")
+
+
+@task()
+def unserialisable_return():
+    return lambda: True  # neither JSON nor picklable
+
+
+@task()
+async def async_add(a, b):
+    import asyncio
+
+    await asyncio.sleep(0)
+    return a + b
