@@ -1,5 +1,6 @@
 """Django's own tests of its tasks framework (``tests/tasks/`` of the installed Django's
-source distribution), run against ``ConductorBackend``: see tests/upstream_tasks/.
+source distribution; on Django 5.2, of Django ``source.BACKPORT_SUITE`` on the
+``django_tasks`` backport), run against ``ConductorBackend``: see tests/upstream_tasks/.
 
 Without the source distribution (no network) they are skipped, with the reason; under
 ``CONDUCTOR_REQUIRE_MATRIX=1`` (CI) that fails instead.
@@ -8,15 +9,18 @@ Without the source distribution (no network) they are skipped, with the reason; 
 import os
 import unittest
 
+import django
 import pytest
 
 from tests.upstream_tasks import source
-from tests.upstream_tasks.skips import SKIPS
+from tests.upstream_tasks.skips import BACKPORT_SKIPS
+from tests.upstream_tasks.skips import SKIPS as COMMON_SKIPS
+
+# Django 5.2: Django's suite on the django_tasks backport (see source.BACKPORT)
+SKIPS = COMMON_SKIPS | (BACKPORT_SKIPS if django.VERSION < (6, 0) else {})
 
 try:
     MODULES = source.load()
-except source.NotThisDjango:
-    MODULES = []
 except source.Unavailable as exc:
     if os.environ.get("CONDUCTOR_REQUIRE_MATRIX") == "1":
         raise

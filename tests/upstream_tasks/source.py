@@ -47,24 +47,33 @@ class Unavailable(Exception):
     """The source distribution could not be downloaded or read."""
 
 
-class NotThisDjango(Exception):
-    """This Django has no ``django.tasks`` (5.2: the backport's suites run instead)."""
+#: Django 5.2 runs the ``django_tasks`` backport, a port of Django 6's ``django.tasks``
+#: whose source distribution ships no tests: there the suite of this Django release
+#: runs, its imports moved to the backport (``BACKPORT``).
+BACKPORT_SUITE = "6.1.3"
+
+BACKPORT = (
+    ("Django 6's names of the backport's exceptions (tests/upstream_tasks/backport.py)",
+     r"^from django\.tasks\.exceptions import\b",
+     "from tests.upstream_tasks.backport import"),
+    ("the backport's package", r"\bdjango\.tasks\b", "django_tasks"),
+)
 
 
 def version() -> str:
-    return django.__version__
+    return django.__version__ if django.VERSION >= (6, 0) else BACKPORT_SUITE
 
 
 def load() -> list[ModuleType]:
-    """The adapted upstream test modules of the installed Django (6.0 or later)."""
-    if django.VERSION < (6, 0):
-        raise NotThisDjango(f"Django {version()} has no django.tasks")
-    home = CACHE / f"django-{version()}"
+    """The adapted upstream test modules of the installed Django (or, on Django 5.2, of
+    ``BACKPORT_SUITE`` for the backport)."""
+    backport = django.VERSION < (6, 0)
+    home = CACHE / (f"django-{version()}" + ("-backport" if backport else ""))
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:  # cells of the matrix run side by side
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (home / "tasks" / "__init__.py").exists():
-            _extract(_download(), home)
+            _extract(_download(), home, ADAPTATIONS + (BACKPORT if backport else ()))
     if str(home) not in sys.path:
         sys.path.insert(0, str(home))
     return [importlib.import_module(f"tasks.{name}") for name in MODULES]
@@ -77,6 +86,8 @@ def _download() -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--disable-pip-version-check", "-q", "-d", str(CACHE),
                f"django=={version()}"]
+    if django.VERSION < (6, 0):  # the source of a Django this Python cannot install
+        command[4:4] = ["--python-version", "3.13"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -87,7 +98,8 @@ def _download() -> Path:
     return target
 
 
-def _extract(archive: Path, home: Path) -> None:
+def _extract(archive: Path, home: Path,
+             adaptations: tuple[tuple[str, str, str], ...]) -> None:
     prefix = f"django-{version()}/tests/tasks/"
     staging = home.with_name(home.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -104,13 +116,13 @@ def _extract(archive: Path, home: Path) -> None:
                      for m in members}
     except (OSError, tarfile.TarError) as exc:
         raise Unavailable(f"cannot read {archive}: {exc}") from exc
-    used = dict.fromkeys(range(len(ADAPTATIONS)), 0)
+    used = dict.fromkeys(range(len(adaptations)), 0)
     for name, text in texts.items():
-        for n, (_, pattern, replacement) in enumerate(ADAPTATIONS):
+        for n, (_, pattern, replacement) in enumerate(adaptations):
             text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
             used[n] += count
         (package / name).write_text(text)
-    unused = [ADAPTATIONS[n][0] for n, count in used.items() if not count]
+    unused = [adaptations[n][0] for n, count in used.items() if not count]
     if unused:
         raise RuntimeError(f"adaptations that no longer apply to Django {version()}'s "
                            f"tests/tasks: {unused}")
