@@ -13,10 +13,10 @@ SET_ASIDE_MODULES = {
     # django-tasks-db 0.12.0 (the backport's database backend): its sdist ships
     # tests/tests.py without the tests/tasks.py it imports, and that module imports the
     # reference backend's model (DBTaskResult) and worker command at the top, so it cannot
-    # be imported unless django_tasks_db is an installed app. Of its 29 backend tests, 10
+    # be imported unless django_tasks_db is an installed app. Of its 28 backend tests, 10
     # query DBTaskResult, the others check the sender class DatabaseBackend, its query
     # count, uuid4 ids, its system checks and ID_FUNCTION option, or repeat Django's own
-    # tests above (get_result, unknown ids, validation on enqueue, enqueue logs); its 62
+    # tests above (get_result, unknown ids, validation on enqueue, enqueue logs); its 58
     # worker, locking and pruning tests drive db_worker and prune_db_task_results. What
     # they check of a worker (SystemExit and KeyboardInterrupt recorded as the task's
     # errors, an idle worker stopping at once on SIGTERM) is tested against
