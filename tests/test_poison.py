@@ -100,10 +100,9 @@ def test_any_base_exception_of_an_async_handler_fails_only_its_execution(start_w
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", sorted(set(ASYNC_OUTCOMES) - {"gathered-system-exit"}))
+@pytest.mark.parametrize("kind", sorted(ASYNC_OUTCOMES))
 def test_any_base_exception_of_an_async_handler_in_drain(kind):
-    """The same through ``testing.drain`` (its event loop is asgiref's: a task the handler
-    creates itself and that ends in SystemExit stops that loop, so that kind is left out)."""
+    """The same through ``testing.drain`` (on asgiref's event loop)."""
     eid = conductor.invoke("poison-async", {"kind": kind})
     control = conductor.invoke("poison-async-control", 1)
     drain(timeout=30)
