@@ -4,6 +4,8 @@
 Deliberately not named ``tasks.py``: workers find them by their module path alone.
 """
 
+import asyncio
+
 from tests.tasks_api import task
 
 from .models import Mark
@@ -71,7 +73,5 @@ def unserialisable_return():
 
 @task()
 async def async_add(a, b):
-    import asyncio
-
     await asyncio.sleep(0)
     return a + b
