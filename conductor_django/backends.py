@@ -21,7 +21,17 @@ How a Django task maps to conductor:
   Cancelling a running one ends it ``cancelled`` when it returns (its result is kept).
 * Each attempt records its worker as the step ``django_tasks.attempt-N`` (this gives
   ``worker_ids``, ``attempts`` and ``last_attempted_at``) and, when the function
-  raises, the exception class and traceback as ``django_tasks.error-N`` (``errors``).
+  raises (``SystemExit`` and ``KeyboardInterrupt`` included) or returns a value JSON
+  cannot hold (Django's ``TypeError``), the exception class and traceback as
+  ``django_tasks.error-N`` (``errors``).
+* Signals as Django's reference backends send them, with the backend's class as
+  ``sender``: ``task_enqueued`` from ``enqueue``; ``task_started`` from the worker
+  before the function runs; ``task_finished`` when it has returned or raised on its
+  last attempt (inside the exception handler, so Django logs the error), just before
+  the outcome is written.
+* ``async def`` task functions run to their end on the worker's handler thread.
+* ``get_result`` returns the task as enqueued (its ``priority``, ``queue_name`` and
+  ``run_after``).
 * Django tasks are not retried by default (``OPTIONS={"MAX_ATTEMPTS": 1}``), as
   Django's own backends; a worker crash then ends the execution ``failed``.
 
@@ -50,17 +60,26 @@ try:  # Django 6
     from django.tasks.base import TaskError
     from django.tasks.exceptions import InvalidTask as InvalidTaskError
     from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
 except ImportError:  # Django 5.2: the backport
     from django_tasks import TaskContext, TaskResult, TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import Task as DjangoTask
     from django_tasks.base import TaskError
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 
 from . import api
 from .definitions.registry import Task, get_task, register
 from .definitions.values import as_uuid, check_json
+from .exceptions import AttemptTimedOut, Cancelled, LeaseLost, Released, Suspended
 from .models import Execution, Step
+
+#: What a Django task function may raise that is not its outcome: conductor's own signals
+#: (a cancel, a timeout, a lost lease, a shutdown), handled by the worker.
+NOT_AN_ERROR = (Cancelled, AttemptTimedOut, LeaseLost, Released, Suspended)
 
 ATTEMPT_STEP = "django_tasks.attempt-"
 ERROR_STEP = "django_tasks.error-"
@@ -100,7 +119,7 @@ class ConductorBackend(BaseTaskBackend):
     supports_defer = True
     supports_priority = True
     supports_get_result = True
-    supports_async_task = False
+    supports_async_task = True
 
     def __init__(self, alias: str, params: dict) -> None:
         super().__init__(alias, params)
@@ -119,18 +138,22 @@ class ConductorBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
-        payload = {"args": _json(list(args), "args"), "kwargs": _json(dict(kwargs), "kwargs"),
+        payload = {"args": _json(args, "args"), "kwargs": _json(kwargs, "kwargs"),
                    "backend": self.alias}
+        if task.run_after is not None:  # kept as enqueued: a retry moves the row's run_at
+            payload["run_after"] = task.run_after.isoformat()
         max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
         ctask = dataclasses.replace(conductor_task(task), max_attempts=max_attempts)
         new = api.prepare(ctask, payload, priority=task.priority, run_at=task.run_after,
                           queue=task.queue_name, direct=False)
         using = router.db_for_write(Execution)
         eid = api.insert(new, using)
-        return to_result(Execution.objects.using(using).get(pk=eid), task, with_steps=False)
+        result = to_result(Execution.objects.using(using).get(pk=eid), task, with_steps=False)
+        task_enqueued.send(type(self), task_result=result)
+        return result
 
     def get_result(self, result_id: str) -> TaskResult:
-        eid = as_uuid(result_id)
+        eid = as_uuid(result_id) if isinstance(result_id, str) else None
         row = None if eid is None else Execution.objects.filter(pk=eid).first()
         task = None if row is None else _django_task(row.task_name)
         if row is None or task is None:
@@ -158,21 +181,33 @@ class DjangoTaskHandler:
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})
         worker_id = str(ctx._runtime.worker_id)
         ctx.step(f"{ATTEMPT_STEP}{ctx.attempt}", lambda: {"worker": worker_id})
-        alias = payload.get("backend") or task.backend
-        if alias != task.backend:
-            task = task.using(backend=alias)
+        row = Execution.objects.using(ctx._runtime.using).get(pk=ctx.execution_id)
+        result = to_result(row, task)
+        sender = type(result.task.get_backend())
+        task_started.send(sender=sender, task_result=result)
         try:
             if task.takes_context:
-                row = Execution.objects.using(ctx._runtime.using).get(pk=ctx.execution_id)
-                context = TaskContext(task_result=to_result(row, task))
-                return task.call(context, *args, **kwargs)
-            return task.call(*args, **kwargs)
-        except Exception as exc:
-            ctx._save_step(f"{ERROR_STEP}{ctx.attempt}", {
+                value = task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)  # an async function runs to its end here
+            value = normalize_json(value)  # Django's TypeError for a value JSON cannot hold
+            check_json(value, f"return value of task {self.module_path}")
+        except NOT_AN_ERROR:
+            raise
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt are its errors too
+            error = {
                 "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                 "traceback": "".join(traceback.format_exception(exc)),
-            }, timezone.now(), None)
+            }
+            ctx._save_step(f"{ERROR_STEP}{ctx.attempt}", error, timezone.now(), None)
+            if ctx.attempt >= row.max_attempts:  # no retry follows: the result is final
+                errors = [*result.errors, TaskError(**error)]
+                task_finished.send(sender=sender, task_result=_finished(
+                    result, TaskResultStatus.FAILED, errors=errors))
             raise
+        task_finished.send(sender=sender, task_result=_finished(
+            result, TaskResultStatus.SUCCESSFUL, value=value))
+        return value
 
 
 def conductor_task(task: DjangoTask) -> Task:
@@ -215,8 +250,7 @@ def to_result(row: Execution, task: DjangoTask, *, with_steps: bool = True) -> T
     """The ``TaskResult`` of execution ``row`` (statuses mapped as the module says)."""
     payload = row.payload if isinstance(row.payload, dict) else {}
     alias = payload.get("backend") or task.backend
-    if alias != task.backend:
-        task = task.using(backend=alias)
+    task = _as_enqueued(task, row, alias)
     steps: list[tuple[str, Any, datetime]] = [] if not with_steps else list(
         Step.objects.using(row._state.db or "default")
         .filter(execution_id=row.pk, name__startswith="django_tasks.")
@@ -258,6 +292,33 @@ def to_result(row: Execution, task: DjangoTask, *, with_steps: bool = True) -> T
     return result
 
 
+def _as_enqueued(task: DjangoTask, row: Execution, alias: str) -> DjangoTask:
+    """The task as it was enqueued (``.using(priority=7).enqueue()``), not the function's
+    defaults; those, on the enqueued backend, if the settings no longer allow it."""
+    payload = row.payload if isinstance(row.payload, dict) else {}
+    run_after = payload.get("run_after")
+    try:
+        return dataclasses.replace(
+            task, backend=alias, priority=row.priority, queue_name=row.queue,
+            run_after=datetime.fromisoformat(run_after) if isinstance(run_after, str) else None)
+    except (InvalidTaskError, ValueError):  # QUEUES or the priority range changed since
+        return task if alias == task.backend else task.using(backend=alias)
+
+
+def _finished(result: TaskResult, status: TaskResultStatus, *, value: Any = None,
+              errors: list[TaskError] | None = None) -> TaskResult:
+    """``result`` as the worker finishes it (what ``task_finished`` receivers get): the
+    outcome is written right after they return."""
+    done = dataclasses.replace(result, status=status, finished_at=timezone.now(),
+                               errors=result.errors if errors is None else errors)
+    if status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(done, "_return_value", value)
+    return done
+
+
 def _json(value: Any, what: str) -> Any:
+    """``value`` as JSON stores it; Django's ``TypeError`` ("Unsupported type: ...") for a
+    value it cannot hold, conductor's for one the database cannot (NaN, a NUL)."""
+    value = normalize_json(value)
     check_json(value, f"{what} of the task")
     return json.loads(json.dumps(value))

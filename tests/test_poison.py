@@ -15,7 +15,7 @@ from conductor_django.models import Execution
 from conductor_django.runtime.completer import Completer
 from conductor_django.state import execution as state_execution
 from conductor_django.testing import drain
-from tests.testapp.poison_tasks import EXPECTED
+from tests.testapp.poison_tasks import ASYNC_OUTCOMES, EXPECTED
 
 from .conftest import poll
 
@@ -75,6 +75,48 @@ def test_poison_handler_in_drain(kind):
     status, fragment = EXPECTED[kind]
     assert row.status == status and fragment in row.last_error, (row.status, row.last_error)
     assert conductor.get(control).status == "completed"
+
+
+def test_any_base_exception_of_an_async_handler_fails_only_its_execution(start_worker):
+    """SystemExit, KeyboardInterrupt, GeneratorExit or a BaseException of its own, raised by
+    an ``async def`` handler or a step it awaits (plain, async, atomic, gathered): the
+    attempt fails with a clear ``last_error`` and the worker's event loop goes on running
+    async and plain executions."""
+    poisoned = {kind: conductor.invoke("poison-async", {"kind": kind})
+                for kind in ASYNC_OUTCOMES}
+    worker = start_worker("--concurrency", "2", "--poll-interval", "0.1")
+    poll(lambda: _finished(poisoned.values()), timeout=60,
+         message="every poisoned async execution to finish")
+    rows = {str(r.pk): r for r in Execution.objects.filter(pk__in=poisoned.values())}
+    for kind, eid in poisoned.items():
+        row = rows[eid]
+        assert (kind, row.status, row.last_error) == (kind, "failed", ASYNC_OUTCOMES[kind][1])
+        assert row.attempts == 1, (kind, row.attempts)
+    later = [conductor.invoke("poison-async-control", n) for n in range(3)]
+    later += [conductor.invoke("poison-control", n) for n in range(3)]
+    poll(lambda: _finished(later), timeout=20, message="the executions after the poison ones")
+    assert [conductor.get(eid).result for eid in later] == [{"ok": n} for n in (0, 1, 2) * 2]
+    assert worker.proc.poll() is None, worker.output()[-3000:]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(ASYNC_OUTCOMES))
+def test_any_base_exception_of_an_async_handler_in_drain(kind):
+    """The same through ``testing.drain`` (on asgiref's event loop)."""
+    eid = conductor.invoke("poison-async", {"kind": kind})
+    control = conductor.invoke("poison-async-control", 1)
+    drain(timeout=30)
+    row = conductor.get(eid)
+    assert (row.status, row.last_error) == ("failed", ASYNC_OUTCOMES[kind][1])
+    assert conductor.get(control).status == "completed"
+
+
+@pytest.mark.django_db
+def test_a_keyboard_interrupt_of_a_handler_is_retried_like_any_failure():
+    eid = conductor.invoke("poison-interrupt-retried")
+    drain(timeout=30)
+    row = conductor.get(eid)
+    assert (row.status, row.attempts, row.last_error) == ("failed", 2, "KeyboardInterrupt")
 
 
 @pytest.mark.django_db(transaction=True)

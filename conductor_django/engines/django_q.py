@@ -165,6 +165,7 @@ def run(execution_id: str) -> str:
         Execution.objects.finish_cancelled(claimed.id, runtime.worker_id, claimed.lease,
                                            cancel_reason, runtime.using)
         return "cancelled"
+    runtime.passthrough = (TimeoutException,)  # recorded below, then django-q2's own
     try:
         if aio_runner.is_async(claimed.task_name):
             return aio_runner.run_here(claimed, runtime)  # its own event loop, this thread

@@ -53,6 +53,11 @@ class Runtime:
     dead_after: float = 30.0
     #: ``time.monotonic()`` when the last heartbeat that found this worker's row began.
     confirmed: float = field(default_factory=time.monotonic)
+    #: Exceptions a handler may raise that are not its outcome and leave the attempt
+    #: unrecorded: an engine's hard time limit (django-q2's ``TimeoutException``), which
+    #: the engine records itself. Any other exception, ``SystemExit``, ``KeyboardInterrupt``
+    #: and ``BaseException`` subclasses included, fails the attempt like any error.
+    passthrough: tuple[type[BaseException], ...] = ()
 
     def write_result(self, execution_id: str, lease: int, result: Any) -> bool:
         """Record a returned result; ``False`` if the lock was lost (written at once)."""

@@ -90,10 +90,23 @@ def in_thread(fn: Callable[[], Any], using: str) -> Any:
         _idle.since = time.monotonic()
 
 
+async def contained(awaitable: Awaitable[T]) -> tuple[T | None, BaseException | None]:
+    """``(value, None)`` or ``(None, the exception)`` of ``awaitable``: an ``asyncio`` task
+    must not end in ``SystemExit`` or ``KeyboardInterrupt`` (the event loop lets those out
+    and stops), so a task that may run handler code awaits it through this."""
+    try:
+        return await awaitable, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - handed back to whoever awaits the task
+        return None, exc
+
+
 async def settled(future: Awaitable[T]) -> T:
     """Await ``future`` to its end even if the awaiting task is cancelled meanwhile (then
-    ``CancelledError`` is raised after it): a write in progress is never left half-known."""
-    inner = asyncio.ensure_future(future)
+    ``CancelledError`` is raised after it): a write in progress is never left half-known.
+    An exception of ``future`` (a step function's ``sys.exit()``) is raised here."""
+    inner = asyncio.ensure_future(contained(future))
     interrupted = False
     while True:
         try:
@@ -105,7 +118,10 @@ async def settled(future: Awaitable[T]) -> T:
             interrupted = True
     if interrupted:
         raise asyncio.CancelledError
-    return value
+    result, error = value
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
 
 
 class AsyncContext:

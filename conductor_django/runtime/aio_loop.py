@@ -112,7 +112,16 @@ class AsyncLoop(threading.Thread):
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._started.set)
         try:
-            self.loop.run_forever()
+            while True:
+                try:
+                    self.loop.run_forever()
+                    return  # stopped by close()
+                except BaseException as exc:  # noqa: BLE001 - the loop must go on
+                    # A task of a handler (``asyncio.gather`` of steps, a task it created)
+                    # ended in SystemExit or KeyboardInterrupt: asyncio lets those out of
+                    # the loop, and the task keeps it for whoever awaits it. Go on.
+                    logger.error("an async handler's task raised %s; the event loop goes on",
+                                 type(exc).__name__, exc_info=exc)
         finally:
             self.loop.close()
 

@@ -31,9 +31,9 @@ from ..exceptions import Released
 from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs, runner, telemetry
-from .aio_context import AsyncContext, AsyncSignal, DbCall
+from .aio_context import AsyncContext, AsyncSignal, DbCall, contained
 from .context import Context
-from .unit import TRANSIENT, Outcome, fail, final_write, unrecordable
+from .unit import TRANSIENT, Outcome, error_message, fail, final_write, unrecordable
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -106,7 +106,7 @@ async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
         ctx.logger = logs.CapturingLoggerAdapter(plain.logger, plain.extra, early)
     signal = ctx.signal
     loop = asyncio.get_running_loop()
-    handler = loop.create_task(_start(task, event, actx))
+    handler = loop.create_task(contained(_start(task, event, actx)))
     if isinstance(signal, AsyncSignal):
         signal.attach(loop, handler)
     try:
@@ -118,10 +118,8 @@ async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
     result: Any = None
     if handler.cancelled():
         error = _interruption(ctx, runtime)
-    elif handler.exception() is not None:
-        error = handler.exception()
-    else:
-        result = handler.result()
+    else:  # the handler's exception, whatever it is (``contained``): replayed in settle
+        result, error = handler.result()
 
     def replay(event: Event, sync_ctx: Any) -> Any:
         capturing = getattr(sync_ctx.logger, "buffer", None)
@@ -175,4 +173,20 @@ def run_here(claimed: Claimed, runtime: Runtime) -> str:
     """Run with the database calls (and plain step functions) on the calling thread, the
     handler on an event loop beside it (``testing.drain``: the caller's connection and
     transaction; a django-q2 cluster process)."""
-    return async_to_sync(run)(claimed, runtime, None, _here_db)
+    try:
+        return async_to_sync(run)(claimed, runtime, None, _here_db)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        if isinstance(exc, runtime.passthrough):
+            raise
+        # A task the handler created itself (``asyncio.gather`` of steps) ended in it:
+        # asyncio let it out of the loop, which stopped with the attempt unrecorded.
+        # Fenced by the lease: nothing is written if the attempt was recorded after all.
+        runtime.inflight.pop(claimed.id, None)
+        try:
+            task: Task | None = get_task(claimed.task_name, resolve=True)
+        except LookupError:
+            task = None
+        outcome = fail(claimed, runtime, task, error_message(exc))
+        logger.error("%s %s failed: %s", claimed.task_name, claimed.id, error_message(exc),
+                     extra={"execution_id": claimed.id, "task_name": claimed.task_name})
+        return outcome

@@ -235,6 +235,12 @@ def _call(task: Task, batch: ClaimedBatch, ctx: BatchContext, runtime: Runtime) 
     except Exception as exc:
         logger.exception("batch of %s failed", task.name, extra={"task_name": task.name})
         return _fail_all(batch, runtime, task, error_message(exc))
+    except BaseException as exc:  # sys.exit(), KeyboardInterrupt: as in runner._call
+        if isinstance(exc, runtime.passthrough):
+            raise
+        logger.error("batch of %s failed: %s", task.name, error_message(exc), exc_info=exc,
+                     extra={"task_name": task.name})
+        return _fail_all(batch, runtime, task, error_message(exc))
     if not isinstance(results, list | tuple) or len(results) != batch.size:
         got = (f"{len(results)} results" if isinstance(results, list | tuple)
                else f"{type(results).__name__}, not a list")

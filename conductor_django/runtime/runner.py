@@ -195,10 +195,17 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
             extra={"execution_id": eid, "task_name": task.name},
         )
         return fail(claimed, runtime, task, error_message(exc))
-    except BaseException as exc:  # sys.exit() in the handler, or a BaseException of its own
-        if isinstance(exc, KeyboardInterrupt) or (
-                isinstance(exc, SystemExit) and type(exc) is not SystemExit):
-            raise  # Ctrl-C; an engine's hard time limit (django-q2's TimeoutException)
+    except BaseException as exc:  # sys.exit(), KeyboardInterrupt, a BaseException of its own
+        if isinstance(exc, runtime.passthrough):
+            raise  # an engine's hard time limit: the engine records it
+        # The handler's own doing (the worker's SIGINT and SIGTERM stop the worker and
+        # never reach a handler thread): it fails the attempt like any error, and the
+        # worker goes on, as Django's reference worker records them.
+        logger.error(
+            "%s %s failed on attempt %d: %s", task.name, eid, claimed.attempts,
+            error_message(exc), exc_info=exc,
+            extra={"execution_id": eid, "task_name": task.name},
+        )
         return fail(claimed, runtime, task, error_message(exc))
     # Presumed dead while the handler returned: the result is still written if this
     # worker holds the execution under its lease (the write is fenced), else it is lost.

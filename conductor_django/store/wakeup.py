@@ -145,6 +145,14 @@ class Inbox:
             except (BlockingIOError, InterruptedError):
                 return messages
 
+    def interrupt(self) -> None:
+        """End a ``receive`` waiting in another thread now (an empty datagram)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
+                poke.sendto(b"", str(self.path))
+        except OSError:  # closed already, or full: that receive ends on its timeout
+            pass
+
     def close(self) -> None:
         self.sock.close()
         try:

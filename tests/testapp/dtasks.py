@@ -4,6 +4,8 @@
 Deliberately not named ``tasks.py``: workers find them by their module path alone.
 """
 
+import asyncio
+
 from tests.tasks_api import task
 
 from .models import Mark
@@ -52,3 +54,24 @@ def flaky(key):
     if Mark.count(f"{key}:attempt") < 3:
         raise RuntimeError(f"attempt {Mark.count(f'{key}:attempt')} failed")
     return "third time lucky"
+
+
+@task()
+def system_exit():
+    raise SystemExit("This Task failed due to SystemExit")
+
+
+@task()
+def keyboard_interrupt():
+    raise KeyboardInterrupt("This Task failed due to KeyboardInterrupt")
+
+
+@task()
+def unserialisable_return():
+    return lambda: True  # neither JSON nor picklable
+
+
+@task()
+async def async_add(a, b):
+    await asyncio.sleep(0)
+    return a + b

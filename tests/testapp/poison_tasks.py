@@ -4,7 +4,9 @@
 execution, with a clear ``last_error``, and leave the worker serving the others.
 """
 
+import asyncio
 import math
+import sys
 
 from conductor_django import Cancelled, task
 
@@ -44,6 +46,10 @@ OUTCOMES = {
     "sleep-inf": lambda ctx: ctx.sleep("z", math.inf),
     "system-exit": lambda ctx: _raise(SystemExit(3)),
     "base-exception": lambda ctx: _raise(CustomBase("mine")),
+    "keyboard-interrupt": lambda ctx: _raise(KeyboardInterrupt()),
+    "generator-exit": lambda ctx: _raise(GeneratorExit("closing")),
+    "step-keyboard-interrupt": lambda ctx: ctx.step("s", lambda: _raise(KeyboardInterrupt())),
+    "step-system-exit": lambda ctx: ctx.step("s", lambda: sys.exit(4)),
 }
 
 #: The ``last_error`` each kind ends with (a fragment of it), and its final status.
@@ -66,6 +72,36 @@ EXPECTED = {
     "sleep-inf": ("failed", "sleep duration must be at most"),
     "system-exit": ("failed", "SystemExit: 3"),
     "base-exception": ("failed", "CustomBase: mine"),
+    "keyboard-interrupt": ("failed", "KeyboardInterrupt"),
+    "generator-exit": ("failed", "GeneratorExit: closing"),
+    "step-keyboard-interrupt": ("failed", "KeyboardInterrupt"),
+    "step-system-exit": ("failed", "SystemExit: 4"),
+}
+
+
+async def _araise(exc):
+    await asyncio.sleep(0)
+    raise exc
+
+
+async def _gathered(ctx):
+    return await asyncio.gather(ctx.step("a", lambda: _araise(SystemExit(6))),
+                                ctx.step("b", lambda: asyncio.sleep(0, 1)))
+
+
+#: What ``poison-async`` does: every ``BaseException`` an ``async def`` handler (or a step
+#: it awaits) can raise, with the ``last_error`` it ends with (failed).
+ASYNC_OUTCOMES = {
+    "system-exit": (lambda ctx: _araise(SystemExit(3)), "SystemExit: 3"),
+    "keyboard-interrupt": (lambda ctx: _araise(KeyboardInterrupt()), "KeyboardInterrupt"),
+    "generator-exit": (lambda ctx: _araise(GeneratorExit("closing")), "GeneratorExit: closing"),
+    "base-exception": (lambda ctx: _araise(CustomBase("mine")), "CustomBase: mine"),
+    "step-system-exit": (lambda ctx: ctx.step("s", lambda: sys.exit(4)), "SystemExit: 4"),
+    "step-keyboard-interrupt": (
+        lambda ctx: ctx.step("s", lambda: _araise(KeyboardInterrupt())), "KeyboardInterrupt"),
+    "atomic-step-system-exit": (
+        lambda ctx: ctx.step("s", lambda: sys.exit(5), atomic=True), "SystemExit: 5"),
+    "gathered-system-exit": (_gathered, "SystemExit: 6"),
 }
 
 
@@ -76,6 +112,22 @@ def _raise(exc):
 @task(name="poison", max_attempts=1)
 def poison(event, ctx):
     return OUTCOMES[event.payload["kind"]](ctx)
+
+
+@task(name="poison-async", max_attempts=1)
+async def poison_async(event, ctx):
+    return await ASYNC_OUTCOMES[event.payload["kind"]][0](ctx)
+
+
+@task(name="poison-async-control", max_attempts=1)
+async def async_control(event, ctx):
+    await asyncio.sleep(0)
+    return {"ok": event.payload}
+
+
+@task(name="poison-interrupt-retried", max_attempts=2, backoff=lambda attempt: 0)
+def interrupt_retried(event, ctx):
+    raise KeyboardInterrupt
 
 
 @task(name="poison-control", max_attempts=1)
