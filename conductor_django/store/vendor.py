@@ -108,12 +108,13 @@ class Dialect:
 
     def request_cancel(self, connection: Any, table: str, eid: uuid.UUID, reason: str,
                        channel: str, reason_bytes: int) -> bool:
-        """Flag a running execution ``cancelled`` with ``reason``; whether it was."""
+        """Flag a running execution ``cancelled`` (and ``cancel_requested``) with ``reason``;
+        whether it was."""
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} SET cancelled = %s, last_error = %s"
+                f"UPDATE {table} SET cancelled = %s, cancel_requested = %s, last_error = %s"
                 " WHERE id = %s AND status = 'running' AND NOT cancelled",
-                [True, reason, self.uuid_param(connection, eid)],
+                [True, True, reason, self.uuid_param(connection, eid)],
             )
             return bool(cursor.rowcount)
 
@@ -198,7 +199,7 @@ class PostgreSQL(Dialect):
         # the reason is too long to send).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH r AS (UPDATE {table} SET cancelled = true,"
+                f"WITH r AS (UPDATE {table} SET cancelled = true, cancel_requested = true,"
                 " last_error = %s WHERE id = %s AND status = 'running' AND NOT cancelled"
                 " RETURNING id, last_error) SELECT pg_notify(%s, id::text || CASE WHEN"
                 " octet_length(last_error) <= %s THEN E'\\n' || last_error ELSE '' END)"
