@@ -8,6 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from conductor_django import metrics
 from conductor_django.definitions.values import to_seconds
 from conductor_django.models import Execution
+from conductor_django.runtime.reload import run_with_reloader
 from conductor_django.runtime.retry import retry_write
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
@@ -32,13 +33,16 @@ class Command(BaseCommand):
                             help="Exit when nothing is runnable now.")
         parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                             help="Seconds to wait for running handlers on SIGTERM (default 30).")
+        parser.add_argument("--reload", action="store_true",
+                            help="Development: restart the worker when a Python file it "
+                                 "imported changes (Django's autoreloader, as runserver).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve this process's Prometheus metrics on this port "
                                  "(needs prometheus_client: the [metrics] extra).")
 
     def handle(self, *args, queues, concurrency, poll_interval, batch_size, drain,
                shutdown_timeout, verbosity, metrics_port=None, async_concurrency=100,
-               **options):
+               reload=False, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         if async_concurrency < 0:
@@ -50,6 +54,8 @@ class Command(BaseCommand):
             if poll_interval <= 0:
                 raise CommandError("--poll-interval must be positive")
         shutdown_timeout = _seconds("--shutdown-timeout", shutdown_timeout)
+        if reload and (drain or metrics_port is not None):
+            raise CommandError("--reload is for development: not with --drain or --metrics-port")
         if metrics_port is not None and not metrics.INSTALLED:
             raise CommandError("--metrics-port needs prometheus_client: "
                                "pip install 'conductor-django[metrics]'")
@@ -57,7 +63,7 @@ class Command(BaseCommand):
         self._setup_logging(verbosity)
         if metrics_port is not None:
             metrics.serve(metrics_port)
-        Worker(
+        worker = Worker(
             queues=queues,
             concurrency=concurrency,
             async_concurrency=async_concurrency,
@@ -65,7 +71,11 @@ class Command(BaseCommand):
             batch_size=batch_size,
             drain=drain,
             shutdown_timeout=shutdown_timeout,
-        ).run()
+        )
+        if reload:
+            run_with_reloader(worker, shutdown_timeout)
+        else:
+            worker.run()
 
     def _check_migrated(self) -> None:
         """A worker started before ``migrate`` says so in one line, not a traceback."""
