@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,11 @@ def test_a_broken_snippet_fails(tmp_path: Path, snippet: str, expected: str) -> 
     with pytest.raises(AssertionError, match=expected) as failure:
         run_document(doc)
     assert "broken.md, line " in str(failure.value)
+
+
+def test_the_readme_lists_every_extra() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in extras if f"| `{name}` |" not in readme]
+    assert not missing, f"extras missing from the README's table: {missing}"

@@ -138,3 +138,9 @@ def test_the_wheel_installs_into_a_new_project_and_runs_a_task(venv, tmp_path, b
     finally:
         if backend == "postgres":
             pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_make_dist_builds_without_the_dev_toolchain(tmp_path):
+    plan = run("make", "-n", "dist", f"VENVBUILD={tmp_path / 'build-venv'}", cwd=ROOT)
+    assert "build" in plan and "twine" in plan
+    assert ".[dev]" not in plan and ".venv/bin" not in plan, plan
