@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
 from .conf import DEFAULTS
+from .definitions.cron import second_field_trap
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
 from .definitions.values import MAX_SECONDS
@@ -210,6 +211,24 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="conductor_django.E008",
             ))
     return errors
+
+
+@register()
+def check_cron_traps(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """``@task(cron=...)`` expressions that fire every second of a minute by a likely
+    mistake (a seconds-first expression read with seconds last)."""
+    found = []
+    for name, t in sorted(all_tasks().items()):
+        for cron in t.cron:
+            trap = second_field_trap(cron.expr)
+            if trap is not None:
+                found.append(CheckWarning(
+                    f"Task {name!r}, schedule {cron.schedule_name!r}: {trap}",
+                    hint="If every second of those minutes is meant, silence this warning "
+                    "with SILENCED_SYSTEM_CHECKS = ['conductor_django.W003'].",
+                    id="conductor_django.W003",
+                ))
+    return found
 
 
 @register()
