@@ -329,6 +329,20 @@ class MySQL(Dialect):
             row = cursor.fetchone()
         return -1 if row is None or row[0] is None else int(row[0])
 
+    def text_collation(self, connection: Any, table: str, column: str) -> str | None:
+        """The collation ``column`` of ``table`` compares with: the column's own, or the
+        database's default when the table is not created yet."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT collation_name FROM information_schema.columns"
+                           " WHERE table_schema = DATABASE() AND table_name = %s"
+                           " AND column_name = %s", [table, column])
+            row = cursor.fetchone()
+            if row is None or not row[0]:
+                cursor.execute("SELECT default_collation_name FROM information_schema.schemata"
+                               " WHERE schema_name = DATABASE()")
+                row = cursor.fetchone()
+        return None if row is None or not row[0] else str(row[0])
+
     def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {sql}", params)
