@@ -134,6 +134,11 @@ class Dialect:
             return None
         return str(connection.settings_dict["NAME"])
 
+    def text_collation(self, connection: Any, table: str, column: str) -> str | None:
+        """The collation ``column`` of ``table`` compares with, where it can make keys
+        that differ only in case equal (MySQL/MariaDB); ``None`` elsewhere."""
+        return None
+
     def table_estimate(self, connection: Any, table: str) -> int | None:
         """The planner's row count of ``table`` (``None``: no cheap estimate here)."""
         return None
