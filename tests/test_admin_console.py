@@ -399,3 +399,24 @@ def test_the_migration_marks_only_the_cancels_it_can_be_sure_of():
     marked = set(Execution.objects.filter(cancel_requested=True).values_list("pk", flat=True))
     assert marked == {unstarted.pk, ran.pk}
     assert looks_like.pk not in marked and failed.pk not in marked
+
+
+@pytest.mark.django_db
+def test_an_unknown_estimate_reads_more_than_the_limit_never_a_number(monkeypatch):
+    from conductor_django.admin import pagination
+
+    for _ in range(4):
+        make("pending")
+    monkeypatch.setattr(pagination.EstimatedCountPaginator, "exact_limit", 3)
+    # the planner of a table never analysed: no estimate, or one below what was counted
+    monkeypatch.setattr(pagination, "table_estimate", lambda connection, table: -1)
+    for estimate in (None, 1):
+        monkeypatch.setattr(pagination, "query_estimate", lambda qs, c, e=estimate: e)
+        paginator = pagination.EstimatedCountPaginator(Execution.objects.all(), 50)
+        assert (paginator.count, paginator.estimated, paginator.more_than) == (4, True, "3")
+    html = staff().get(reverse(CHANGELIST)).content.decode()
+    assert "more than 3" in html and "about 4" not in html
+    monkeypatch.setattr(pagination, "query_estimate", lambda qs, c: 12_000)
+    paginator = pagination.EstimatedCountPaginator(Execution.objects.all(), 50)
+    assert (paginator.count, paginator.more_than) == (12_000, "")
+    assert "about 12000" in staff().get(reverse(CHANGELIST)).content.decode()
