@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from .definitions.cron import check_schedule as check_schedule_definition
 from .definitions.cron import next_fire, second_field_trap, zone
-from .definitions.registry import Task, all_tasks, get_task
+from .definitions.registry import Task, all_tasks, get_task, not_found_message
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
 from .store.transactions import retry_locked, write_transaction
@@ -325,7 +325,7 @@ def unschedule(
             row = _locked(task_name, name, db)
             if row is None:
                 if task_name not in all_tasks():
-                    raise TaskNotFound(f"No task named {task_name!r} is registered")
+                    raise TaskNotFound(not_found_message(task_name))
                 return False
             _drop_queued(row, reason or f"Schedule {name!r} was removed", db)
             row.delete()
