@@ -420,3 +420,26 @@ def test_an_unknown_estimate_reads_more_than_the_limit_never_a_number(monkeypatc
     paginator = pagination.EstimatedCountPaginator(Execution.objects.all(), 50)
     assert (paginator.count, paginator.more_than) == (12_000, "")
     assert "about 12000" in staff().get(reverse(CHANGELIST)).content.decode()
+
+
+@pytest.mark.django_db
+def test_every_time_on_the_execution_page_has_one_format():
+    from conductor_django.models import ExecutionLog, Signal
+
+    at = timezone.now().replace(microsecond=123456)
+    until = at + timedelta(hours=1)
+    ex = make("suspended", attempts=1, started_at=at, run_at=until,
+              waiting_for={"signal": "decision", "until": until.isoformat(), "choices": None})
+    Attempt.objects.create(execution=ex, number=1, started_at=at, finished_at=at,
+                           ended="failed", error="boom")
+    ExecutionLog.objects.create(execution=ex, attempt=1, created_at=at, level=20,
+                                logger="task", message="hello")
+    Signal.objects.create(execution=ex, name="early", payload=None, sent_at=at,
+                          consumed_at=at)
+    html = staff().get(change_url(ex.pk)).content.decode()
+    text = re.sub(r"<[^>]+>", " ", html.split('id="content"')[1])
+    stamp = at.strftime("%Y-%m-%d %H:%M:%S.123 UTC")
+    # the attempt history (twice), the log line, the signal (twice), the deadline
+    assert text.count(stamp) >= 6, text.count(stamp)
+    assert until.strftime("%Y-%m-%d %H:%M:%S.123 UTC") in text
+    assert "+00:00" not in text and "a.m." not in text and "p.m." not in text
