@@ -280,9 +280,8 @@ def check_mysql_collation(app_configs: Any = None, databases: Any = None,
     """MySQL/MariaDB: the collation of ``dedupe_key``, read from the database (a database
     check: ``migrate`` and ``check --database`` run it)."""
     alias = router.db_for_write(Execution)
-    if databases is None or alias not in databases \
-            or connections[alias].vendor != "mysql":
-        return []
+    if databases is None or alias not in databases:
+        return []  # elsewhere than MySQL/MariaDB, text_collation reads nothing
     try:
         collation = dialect(connections[alias]).text_collation(
             connections[alias], Execution._meta.db_table, "dedupe_key")
