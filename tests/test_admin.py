@@ -476,3 +476,4 @@ def test_cancel_action_stops_a_running_execution_in_a_real_worker(start_worker):
     assert messages_of(response) == ["1 execution cancelled; 0 already finished."]
     poll(lambda: conductor.get(eid).status == "cancelled", timeout=30, message="cancelled")
     assert conductor.get(eid).last_error == "Admin stop"
+    assert conductor.get(eid).cancel_requested  # kept through the worker's final write
