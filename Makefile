@@ -32,11 +32,19 @@ $(VENV61)/.installed: pyproject.toml
 
 install-matrix: install $(VENV61)/.installed
 
-dist: install
+# Building needs only build (and twine to check the result), in a small virtualenv of
+# its own: not the test suite and linters of .venv.
+VENVBUILD ?= .venv-build
+$(VENVBUILD)/.installed:
+	test -x $(VENVBUILD)/bin/python || $(PYTHON) -m venv $(VENVBUILD)
+	$(VENVBUILD)/bin/python -m pip install -q --disable-pip-version-check 'build>=1.2' 'twine>=5'
+	touch $@
+
+dist: $(VENVBUILD)/.installed
 	rm -rf dist build
-	$(PY) -m build --sdist --wheel --outdir dist .
-	$(PY) -m twine check --strict dist/*
-	$(PY) scripts/check_dist.py dist
+	$(VENVBUILD)/bin/python -m build --sdist --wheel --outdir dist .
+	$(VENVBUILD)/bin/python -m twine check --strict dist/*
+	$(VENVBUILD)/bin/python scripts/check_dist.py dist
 
 demo: install
 	$(PY) example_project/demo.py
@@ -74,4 +82,4 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 clean:
-	rm -rf $(VENV) $(VENV61) build dist *.egg-info example_project/db.sqlite3*
+	rm -rf $(VENV) $(VENV61) $(VENVBUILD) build dist *.egg-info example_project/db.sqlite3*

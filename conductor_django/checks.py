@@ -7,12 +7,13 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router
+from django.db import DatabaseError, connections, router
 
 from .conf import DEFAULTS
+from .definitions.cron import second_field_trap
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
 from .definitions.values import MAX_SECONDS
@@ -20,6 +21,7 @@ from .events import resolve_fields, resolve_model
 from .models import Execution
 from .runtime.custom_context import load_factory
 from .runtime.logs import level_number
+from .store.vendor import dialect
 
 VALID = ", ".join(sorted(DEFAULTS))
 
@@ -213,6 +215,24 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 
 @register()
+def check_cron_traps(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """``@task(cron=...)`` expressions that fire every second of a minute by a likely
+    mistake (a seconds-first expression read with seconds last)."""
+    found = []
+    for name, t in sorted(all_tasks().items()):
+        for cron in t.cron:
+            trap = second_field_trap(cron.expr)
+            if trap is not None:
+                found.append(CheckWarning(
+                    f"Task {name!r}, schedule {cron.schedule_name!r}: {trap}",
+                    hint="If every second of those minutes is meant, silence this warning "
+                    "with SILENCED_SYSTEM_CHECKS = ['conductor_django.W003'].",
+                    id="conductor_django.W003",
+                ))
+    return found
+
+
+@register()
 def check_sqlite_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
     """SQLite for conductor's tables: recommend WAL and ``BEGIN IMMEDIATE``.
 
@@ -252,6 +272,38 @@ def check_mysql_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckWa
     """MySQL/MariaDB for conductor's tables: READ COMMITTED and utf8mb4 (settings only)."""
     alias = router.db_for_write(Execution)
     return mysql_advice(alias, settings.DATABASES.get(alias) or {})
+
+
+@register(Tags.database)
+def check_mysql_collation(app_configs: Any = None, databases: Any = None,
+                          **kwargs: Any) -> list[CheckWarning]:
+    """MySQL/MariaDB: the collation of ``dedupe_key``, read from the database (a database
+    check: ``migrate`` and ``check --database`` run it)."""
+    alias = router.db_for_write(Execution)
+    if databases is None or alias not in databases:
+        return []  # elsewhere than MySQL/MariaDB, text_collation reads nothing
+    try:
+        collation = dialect(connections[alias]).text_collation(
+            connections[alias], Execution._meta.db_table, "dedupe_key")
+    except DatabaseError:
+        return []  # not reachable: Django's own checks say so
+    return collation_advice(alias, collation)
+
+
+def collation_advice(alias: str, collation: str | None) -> list[CheckWarning]:
+    """The W002 warning for a case-insensitive (``_ci``) collation, if any."""
+    if not collation or not collation.lower().endswith("_ci"):
+        return []
+    return [CheckWarning(
+        f"Database {alias!r} compares conductor's keys with the collation {collation!r}, "
+        "which ignores case: dedupe keys (and keys, task names) that differ only in case "
+        "are one key there.",
+        hint="Create the database with CHARACTER SET utf8mb4 COLLATE utf8mb4_bin (before "
+        "migrate), or convert the tables: ALTER TABLE conductor_django_execution CONVERT "
+        "TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin (and the other conductor_django "
+        "tables). See the MySQL page of the docs.",
+        id="conductor_django.W002",
+    )]
 
 
 def mysql_advice(alias: str, config: dict[str, Any]) -> list[CheckWarning]:

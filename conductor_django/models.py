@@ -49,6 +49,11 @@ class Execution(models.Model):
     cancelled = models.BooleanField(
         default=False, help_text="Cancellation was requested while the execution was running."
     )
+    cancel_requested = models.BooleanField(
+        default=False, db_default=False,
+        help_text="An operator's cancel took effect: a pending or suspended execution ended "
+        "failed because of it, a running one was asked to stop (then it ends cancelled).",
+    )
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     priority = models.IntegerField(default=0)
@@ -185,9 +190,11 @@ class Execution(models.Model):
                 condition=Q(key__isnull=False),
             ),
             # The admin's dashboard: the executions finished in the last day by queue,
-            # task and status, with their run time (an index-only scan, 0015).
+            # task, status and whether a cancel ended it, with their run time (an
+            # index-only scan, 0015 and 0020).
             models.Index(
-                fields=["finished_at", "queue", "task_name", "status", "started_at"],
+                fields=["finished_at", "queue", "task_name", "status", "started_at",
+                        "cancel_requested"],
                 name="cdj_exec_finished_idx",
                 condition=Q(status__in=["completed", "failed", "cancelled"]),
             ),

@@ -25,6 +25,8 @@ schedule anything.
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -34,8 +36,8 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from .definitions.cron import check_schedule as check_schedule_definition
-from .definitions.cron import next_fire, zone
-from .definitions.registry import Task, all_tasks, get_task
+from .definitions.cron import next_fire, second_field_trap, zone
+from .definitions.registry import Task, all_tasks, get_task, not_found_message
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
 from .store.transactions import retry_locked, write_transaction
@@ -250,6 +252,16 @@ def check_schedule(task: str | Task, name: Any, cron: Any, payload: Any = None,
     return t
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside conductor_django (the caller of
+    ``conductor.schedule`` or ``scheduler.schedule``), counted from the warning's caller."""
+    level, frame = 1, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            "conductor_django"):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    return level + 1
+
+
 def schedule(
     task: str | Task,
     name: str,
@@ -262,9 +274,15 @@ def schedule(
     """Create the dynamic schedule ``name`` of ``task``, or replace the one of that name.
 
     Its next run is queued at once; replacing moves the queued run to the new cron's
-    next fire time (a run going on finishes first).
+    next fire time (a run going on finishes first). An expression that fires every
+    second of a minute by a likely mistake (``"0 */5 * * * *"`` written seconds-first)
+    is saved, with a ``UserWarning`` saying so.
     """
     t = check_schedule(task, name, cron, payload, timezone)
+    trap = second_field_trap(cron)
+    if trap is not None:
+        warnings.warn(f"schedule {name!r} of task {t.name!r}: {trap}", UserWarning,
+                      stacklevel=_caller_level())
     db = _db(using)
     fields = {"cron": cron, "payload": payload, "timezone": timezone or "", "static": False}
     return retry_locked(lambda: _replace(t, name, fields, db), db)
@@ -307,7 +325,7 @@ def unschedule(
             row = _locked(task_name, name, db)
             if row is None:
                 if task_name not in all_tasks():
-                    raise TaskNotFound(f"No task named {task_name!r} is registered")
+                    raise TaskNotFound(not_found_message(task_name))
                 return False
             _drop_queued(row, reason or f"Schedule {name!r} was removed", db)
             row.delete()

@@ -60,8 +60,12 @@ def check_alive(procs: dict) -> None:
 
 
 def free_port(wanted: int) -> tuple[int, bool]:
-    """``wanted`` if nothing listens on it, else a free port chosen by the system."""
+    """``wanted`` if nothing listens on it, else a free port chosen by the system.
+
+    ``SO_REUSEADDR``, as ``runserver`` binds: a port left in TIME-WAIT by a demo stopped
+    a moment ago is free for it (only a listening socket makes it busy)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", wanted))  # 0: any free port
             return sock.getsockname()[1], True

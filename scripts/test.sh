@@ -76,7 +76,8 @@ command -v chromium >/dev/null && command -v chromedriver >/dev/null && browser=
 # slowest first, one in each slot, so that they never run one after the other in the same
 # slot while the other slot has run out of work - MariaDB (no LISTEN/NOTIFY: every start
 # and cancel waits for a poll) and dj52-sqlite (it also drives the browser and installs
-# the wheel) - then the shorter cells fill whichever slot frees first.
+# the wheel) - then the shorter cells fill whichever slot frees first (dj61-sqlite
+# drives the browser too, for Django 6.1's admin templates).
 # Each cell's duration is in $LOGS/NAME.seconds after a run (and in the summary below).
 ORDER=(dj61-mysql dj52-sqlite dj52-postgres dj61-sqlite dj61-postgres)
 declare -A can
@@ -108,9 +109,13 @@ run_cell() {  # run_cell NAME: the suite of one cell, its output in $LOGS/NAME.l
   db=${name#*-}
   local env=(CONDUCTOR_TEST_DB="$db" CONDUCTOR_PG_TEST_NAME="test_conductor_${name//-/_}"
              CONDUCTOR_MYSQL_TEST_NAME="test_conductor_${name//-/_}")
-  # One cell drives the browser: the admin's pages do not depend on the database.
-  [ "$name" = "dj52-sqlite" ] && [ "$browser" = "1" ] && env+=(CONDUCTOR_REQUIRE_BROWSER=1)
-  [ "$name" = "dj52-sqlite" ] || env+=(CONDUCTOR_SKIP_BROWSER=1)
+  # One cell per Django version drives the browser: the admin's pages do not depend on
+  # the database, but they do on Django's admin templates (6.1 moved the object tools).
+  case "$name" in
+    dj52-sqlite|dj61-sqlite)
+      [ "$browser" = "1" ] && env+=(CONDUCTOR_REQUIRE_BROWSER=1) ;;
+    *) env+=(CONDUCTOR_SKIP_BROWSER=1) ;;
+  esac
   local began=$SECONDS rc=0
   env "${env[@]}" "$python" -m pytest -p no:cacheprovider "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
   echo $(( SECONDS - began )) >"$LOGS/$name.seconds"

@@ -83,7 +83,9 @@ def test_cancel_action_confirms_then_cancels_with_the_reason_and_reports_counts(
     pending.refresh_from_db()
     assert (pending.status, pending.last_error, pending.cancelled) == ("failed", "Bad batch",
                                                                        False)
+    assert pending.cancel_requested  # an operator's cancel, not a failure
     assert Execution.objects.get(pk=finished.pk).status == "completed"
+    assert not Execution.objects.get(pk=finished.pk).cancel_requested
 
 
 @pytest.mark.django_db
@@ -99,7 +101,8 @@ def test_cancel_action_on_running_requests_cancellation():
     ex = make("running")
     act(staff("cancel_execution"), "cancel_selected", [ex.pk], confirm="yes", reason="stop")
     ex.refresh_from_db()
-    assert (ex.status, ex.cancelled, ex.last_error) == ("running", True, "stop")
+    assert (ex.status, ex.cancelled, ex.last_error, ex.cancel_requested) == (
+        "running", True, "stop", True)
 
 
 @pytest.mark.django_db
@@ -473,3 +476,4 @@ def test_cancel_action_stops_a_running_execution_in_a_real_worker(start_worker):
     assert messages_of(response) == ["1 execution cancelled; 0 already finished."]
     poll(lambda: conductor.get(eid).status == "cancelled", timeout=30, message="cancelled")
     assert conductor.get(eid).last_error == "Admin stop"
+    assert conductor.get(eid).cancel_requested  # kept through the worker's final write

@@ -150,6 +150,11 @@ def test_every_page_at_1280_and_1920_px_live_updates_and_no_sideways_scroll(
     poll(lambda: live_text(browser, "#cdj-current-status") == "Cancelled", timeout=30,
          message="the page shows the cancel by itself")
     assert browser.execute_script("return window.cdjSamePage") is True
+    # the heading is redrawn too (Django 5.2: #content > h2; 6.1: inside .titles)
+    heading = browser.execute_script(
+        "return [...document.querySelectorAll('#content h2')]"
+        ".map(h => h.textContent).find(t => t.includes('(')) || ''")
+    assert "(cancelled)" in heading and "(running)" not in heading, heading
     assert not browser.find_elements(By.ID, "cdj-cancel-button")
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-cdj-live]")  # polling stopped
 

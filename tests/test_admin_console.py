@@ -258,7 +258,7 @@ def test_dashboard_tasks_failure_rate_and_percentiles_from_the_rows():
     assert resize.p95 == pytest.approx(9.55, abs=0.01)
     assert (mail.runs_day, mail.failed_day) == (1, 1)  # the cancel before start is no run
     queue = {q.queue: q for q in overview.queues}["default"]
-    assert (queue.completed, queue.failed, queue.cancelled_before_start) == (10, 2, 1)
+    assert (queue.completed, queue.failed, queue.cancelled_before_finishing) == (10, 2, 1)
     html = staff().get(reverse("admin:conductor_django_execution_dashboard")).content.decode()
     assert 'data-task="resize"' in html and "9.1 %" in html
     row = html.split('data-task="resize"')[1].split("</tr>")[0]
@@ -291,7 +291,7 @@ def test_dashboard_queue_lag_scheduled_and_the_failed_bar():
     assert (mail.pending, mail.scheduled, mail.suspended) == (2, 1, 1)
     assert mail.lag == pytest.approx(90, abs=5)
     assert (default.pending, default.scheduled, default.lag) == (0, 1, None)
-    assert (default.failed, default.cancelled_before_start) == (1, 1)
+    assert (default.failed, default.cancelled_before_finishing) == (1, 1)
     minutes = stats.throughput(minutes=5)
     assert sum(m.failed for m in minutes) == 1  # the cancel before start is no failure
 
@@ -311,3 +311,135 @@ def test_dashboard_recent_failures_and_worker_load():
     assert "Traceback: &lt;b&gt;boom&lt;/b&gt;" in html  # escaped
     assert 'value="75"' in html and ">3/4<" in html
     assert 'data-cdj-refresh="10"' in html
+
+
+def cancelled_while_waiting(task: str = "approve") -> Execution:
+    """An execution that ran, then waited (suspended), then an operator cancelled it."""
+    ex = make("suspended", task_name=task, attempts=1,
+              started_at=timezone.now() - timedelta(minutes=2), run_at=None)
+    assert ex.cancel("not needed any more")
+    ex.refresh_from_db()
+    assert (ex.status, ex.cancel_requested, ex.last_error) == (
+        "failed", True, "not needed any more")
+    return ex
+
+
+@pytest.mark.django_db
+def test_a_cancel_while_suspended_is_not_a_failure_on_the_dashboard():
+    cancelled = cancelled_while_waiting()
+    finished("approve", 1.0, status="failed", last_error="boom", ago=timedelta(seconds=30))
+    finished("approve", 1.0)
+    overview = stats.overview()
+    queue = {q.queue: q for q in overview.queues}["default"]
+    assert (queue.completed, queue.failed, queue.cancelled_before_finishing) == (1, 1, 1)
+    task = {t.task_name: t for t in overview.tasks}["approve"]
+    assert (task.runs_day, task.failed_day, task.failure_rate) == (2, 1, 0.5)
+    assert sum(m.failed for m in stats.throughput(minutes=5)) == 1
+    response = staff().get(reverse("admin:conductor_django_execution_dashboard"))
+    assert [f.last_error for f, *_ in response.context["failures"]] == ["boom"]
+    html = response.content.decode()
+    assert "cancelled before finishing" in html and "50.0 %" in html
+    assert cancelled.pk not in [f.pk for f, *_ in response.context["failures"]]
+
+
+@pytest.mark.django_db
+def test_the_list_filter_and_badge_tell_a_cancel_from_a_failure():
+    cancelled = cancelled_while_waiting()
+    unstarted = make("pending")
+    assert unstarted.cancel()
+    failed = make("failed", last_error="boom")
+    client = staff()
+
+    def listed(query: str) -> set:
+        return {e.pk for e in client.get(reverse(CHANGELIST) + query)
+                .context["cl"].result_list}
+
+    assert listed("?cancel=yes") == {cancelled.pk, unstarted.pk}
+    assert listed("?cancel=no") == {failed.pk}
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert "cancelled before finishing" in html and "failed, not cancelled" in html
+    badge = client.get(reverse(CHANGELIST)).context["cl"].model_admin.status_display
+    assert ">Cancelled before finishing<" in badge(cancelled)
+    assert ">Cancelled before start<" in badge(unstarted)
+    assert ">Failed<" in badge(failed)
+
+
+@pytest.mark.django_db
+def test_retry_clears_cancel_requested_and_a_tree_cancel_sets_it():
+    parent = make("suspended", attempts=1, started_at=timezone.now(), run_at=None)
+    child = make("running", parent=parent)
+    grandchild = make("pending", parent=child)
+    assert Execution.objects.cancel(parent.pk, "stop the tree")
+    rows = {e.pk: e for e in Execution.objects.filter(
+        pk__in=[parent.pk, child.pk, grandchild.pk])}
+    assert all(e.cancel_requested for e in rows.values())
+    assert (rows[parent.pk].status, rows[child.pk].status, rows[child.pk].cancelled) == (
+        "failed", "running", True)
+    assert Execution.objects.retry(parent.pk)
+    parent.refresh_from_db()
+    assert (parent.status, parent.cancel_requested) == ("pending", False)
+
+
+@pytest.mark.django_db
+def test_the_migration_marks_only_the_cancels_it_can_be_sure_of():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("conductor_django.migrations.0020_cancel_requested")
+    unstarted = make("failed", attempts=0, started_at=None, last_error="Cancelled by user")
+    ran = make("cancelled", cancelled=True, last_error="stop")
+    looks_like = make("failed", attempts=1, last_error="Cancelled by user")  # can't know
+    failed = make("failed", last_error="ValueError: boom")
+
+    class Editor:
+        connection = connection
+
+    migration.mark_known_cancels(apps, Editor())
+    marked = set(Execution.objects.filter(cancel_requested=True).values_list("pk", flat=True))
+    assert marked == {unstarted.pk, ran.pk}
+    assert looks_like.pk not in marked and failed.pk not in marked
+
+
+@pytest.mark.django_db
+def test_an_unknown_estimate_reads_more_than_the_limit_never_a_number(monkeypatch):
+    from conductor_django.admin import pagination
+
+    for _ in range(4):
+        make("pending")
+    monkeypatch.setattr(pagination.EstimatedCountPaginator, "exact_limit", 3)
+    # the planner of a table never analysed: no estimate, or one below what was counted
+    monkeypatch.setattr(pagination, "table_estimate", lambda connection, table: -1)
+    for estimate in (None, 1):
+        monkeypatch.setattr(pagination, "query_estimate", lambda qs, c, e=estimate: e)
+        paginator = pagination.EstimatedCountPaginator(Execution.objects.all(), 50)
+        assert (paginator.count, paginator.estimated, paginator.more_than) == (4, True, "3")
+    html = staff().get(reverse(CHANGELIST)).content.decode()
+    assert "more than 3" in html and "about 4" not in html
+    monkeypatch.setattr(pagination, "query_estimate", lambda qs, c: 12_000)
+    paginator = pagination.EstimatedCountPaginator(Execution.objects.all(), 50)
+    assert (paginator.count, paginator.more_than) == (12_000, "")
+    assert "about 12000" in staff().get(reverse(CHANGELIST)).content.decode()
+
+
+@pytest.mark.django_db
+def test_every_time_on_the_execution_page_has_one_format():
+    from conductor_django.models import ExecutionLog, Signal
+
+    at = timezone.now().replace(microsecond=123456)
+    until = at + timedelta(hours=1)
+    ex = make("suspended", attempts=1, started_at=at, run_at=until,
+              waiting_for={"signal": "decision", "until": until.isoformat(), "choices": None})
+    Attempt.objects.create(execution=ex, number=1, started_at=at, finished_at=at,
+                           ended="failed", error="boom")
+    ExecutionLog.objects.create(execution=ex, attempt=1, created_at=at, level=20,
+                                logger="task", message="hello")
+    Signal.objects.create(execution=ex, name="early", payload=None, sent_at=at,
+                          consumed_at=at)
+    html = staff().get(change_url(ex.pk)).content.decode()
+    text = re.sub(r"<[^>]+>", " ", html.split('id="content"')[1])
+    stamp = at.strftime("%Y-%m-%d %H:%M:%S.123 UTC")
+    # the attempt history (twice), the log line, the signal (twice), the deadline
+    assert text.count(stamp) >= 6, text.count(stamp)
+    assert until.strftime("%Y-%m-%d %H:%M:%S.123 UTC") in text
+    assert "+00:00" not in text and "a.m." not in text and "p.m." not in text

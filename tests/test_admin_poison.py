@@ -85,3 +85,17 @@ def test_schedule_form_refuses_nul_in_names(client):
     assert response.status_code == 200
     assert "Null characters are not allowed" in response.content.decode()
     assert not Schedule.objects.exists()
+
+
+def test_schedule_form_warns_about_a_seconds_first_cron_and_refuses_seven_fields(client):
+    response = client.post(reverse("admin:conductor_django_schedule_add"), {
+        "task_name": "echo", "name": "quartz", "cron": "0 */5 * * * *", "payload": "null",
+        "timezone": "", "enabled": "on"}, follow=True)
+    assert Schedule.objects.filter(name="quartz").exists()  # saved, with a warning
+    warned = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+    assert any("fires every second of each minute" in m for m in warned), warned
+    response = client.post(reverse("admin:conductor_django_schedule_add"), {
+        "task_name": "echo", "name": "year", "cron": "0 0 12 * * 1 2030", "payload": "null",
+        "timezone": "", "enabled": "on"})
+    assert response.status_code == 200 and "it has 7 fields" in response.content.decode()
+    assert not Schedule.objects.filter(name="year").exists()

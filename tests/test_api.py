@@ -253,3 +253,16 @@ def test_invoke_in_atomic_is_visible_after_commit_and_gone_after_rollback():
     finally:
         other.close()
     assert connection.vendor in ("sqlite", "postgresql", "mysql")
+
+
+@pytest.mark.django_db
+def test_task_not_found_suggests_the_near_miss_name():
+    with pytest.raises(conductor.TaskNotFound, match="No task named 'ehco' is registered; "
+                                                      "did you mean 'echo'\\?"):
+        conductor.invoke("ehco")
+    with pytest.raises(conductor.TaskNotFound, match="did you mean 'wait-for-signal'"):
+        conductor.invoke("wait_for_signal")
+    with pytest.raises(conductor.TaskNotFound) as nothing_close:
+        conductor.invoke("zzzzzz-quux")
+    assert "did you mean" not in str(nothing_close.value)
+    assert not Execution.objects.exists()

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from conductor_django import Retention
-from conductor_django.checks import check_settings, check_tasks
+from conductor_django import Cron, Retention
+from conductor_django.checks import check_cron_traps, check_settings, check_tasks
 from conductor_django.definitions.registry import (
     all_tasks,
     autodiscover,
@@ -127,6 +127,22 @@ def test_model_triggers_naming_unknown_models_or_fields(on_model, fields, text):
         unregister("bad-trigger")
     assert error.id == "conductor_django.E008"
     assert "'bad-trigger'" in error.msg and text in error.msg
+
+
+def test_a_task_cron_that_fires_every_second_of_a_minute_is_warned_about():
+    def handler(event, ctx):
+        return None
+
+    assert check_cron_traps() == []
+    register(build_task(handler, name="quartz-cron",
+                        cron=["*/5 * * * *", Cron("0 */5 * * * *", name="five")]))
+    try:
+        (warning,) = check_cron_traps()
+    finally:
+        unregister("quartz-cron")
+    assert warning.id == "conductor_django.W003"
+    assert "'quartz-cron'" in warning.msg and "'five'" in warning.msg
+    assert "'*/5 * * * * 0'" in warning.msg  # the seconds-last reading of it
 
 
 def run_check(**env):

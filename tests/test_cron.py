@@ -7,7 +7,13 @@ import pytest
 from croniter import croniter
 
 from conductor_django import Cron, task
-from conductor_django.definitions.cron import check_timezone, next_fire, validate, zone
+from conductor_django.definitions.cron import (
+    check_timezone,
+    next_fire,
+    second_field_trap,
+    validate,
+    zone,
+)
 from conductor_django.definitions.registry import all_tasks, build_task
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -128,3 +134,41 @@ def test_task_cron_argument():
     with pytest.raises(ValueError, match="invalid cron expression 'every day'"):
         task(name="t-bad-cron", cron="every day")(handler)
     assert "t-bad-cron" not in all_tasks()
+
+
+@pytest.mark.parametrize("expr", ["0 0 12 * * 1 2030", "0 */5 * * * * *"])
+def test_seven_fields_are_refused_naming_the_trap(expr):
+    assert croniter.is_valid(expr)  # croniter would take the seventh as a year
+    with pytest.raises(ValueError, match="it has 7 fields.*seconds last"):
+        validate(expr)
+    with pytest.raises(ValueError, match="7 fields"):
+        Cron(expr)
+
+
+@pytest.mark.parametrize(("expr", "trap"), [
+    ("0 */5 * * * *", True),  # Quartz's every five minutes: 60 runs at minute 0
+    ("30 9 * * 1-5 0-59", True),
+    ("0 9 * * * */1", True),
+    ("* * * * * *", False),  # every second, plainly meant
+    ("*/5 * * * *", False),
+    ("* * * * * */10", False),
+    ("0 9 * * * 0", False),
+])
+def test_second_field_trap(expr, trap):
+    found = second_field_trap(expr)
+    assert (found is not None) == trap
+    if trap:
+        assert repr(expr) in found and "every second" in found
+
+
+def test_schedule_warns_about_a_second_field_trap(db):
+    import warnings
+
+    import conductor_django as conductor
+
+    with pytest.warns(UserWarning, match="'0 \\*/5 \\* \\* \\* \\*' fires every second") as w:
+        conductor.schedule("echo", "quartz-style", cron="0 */5 * * * *")
+    assert w[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conductor.schedule("echo", "plain", cron="*/5 * * * *")

@@ -15,12 +15,16 @@ back as it was afterwards, so two documents may both define, say, ``"report"``.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
+from django.middleware.csrf import CsrfViewMiddleware
+from django.test import RequestFactory
 from sybil import Document, Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
@@ -148,3 +152,23 @@ def test_a_broken_snippet_fails(tmp_path: Path, snippet: str, expected: str) -> 
     with pytest.raises(AssertionError, match=expected) as failure:
         run_document(doc)
     assert "broken.md, line " in str(failure.value)
+
+
+def test_the_readme_lists_every_extra() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in extras if f"| `{name}` |" not in readme]
+    assert not missing, f"extras missing from the README's table: {missing}"
+
+
+def test_the_async_docs_view_accepts_a_post_from_another_program() -> None:
+    """docs/async.md's view, called over HTTP without a CSRF token (curl, a service):
+    Django's CSRF middleware lets it through."""
+    section = (ROOT / "docs" / "async.md").read_text().split("## Async views", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+    namespace: dict = {}
+    exec(code, namespace)  # defines the view, runs nothing
+    request = RequestFactory().post("/invoice/", data="{}", content_type="application/json")
+    middleware = CsrfViewMiddleware(lambda request: None)
+    assert middleware.process_view(request, namespace["invoice_view"], (), {}) is None

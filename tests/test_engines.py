@@ -152,11 +152,14 @@ def test_django_q_engine_without_the_package_says_what_to_install(settings, monk
 def test_stopped_dispatcher_gives_back_what_it_held(engine):
     import signal
 
-    dispatcher = engine.start(qcluster=False)
+    dispatcher = engine.start(qcluster=False, env={"CONDUCTOR_LOG_LEVEL": "INFO"})
     eid = conductor.invoke("record-run", {"n": 3})
     poll(lambda: conductor.get(eid).status == "running")
     dispatcher.signal(signal.SIGTERM)
     assert dispatcher.wait(timeout=20) == 0
+    # it ran nothing itself: its last line counts what it sent, not "0 executions"
+    assert "stopped after sending 1 executions to django-q2" in dispatcher.output()
+    assert "stopped after 0 executions" not in dispatcher.output()
     ex = conductor.get(eid)
     assert (ex.status, ex.locked_by, ex.attempts) == ("pending", None, 1)
 

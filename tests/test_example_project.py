@@ -42,6 +42,25 @@ def test_demo_cancels_a_running_execution_and_steps_aside_from_a_busy_port(tmp_p
     assert "password 'admin'" in banners[-1]
 
 
+def test_a_port_in_time_wait_is_taken_again_after_a_quick_restart(tmp_path):
+    with socket.socket() as server:  # the admin of a demo stopped a moment ago
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver's
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its port is in TIME-WAIT
+            client.recv(1)
+    env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "demo.sqlite3"), "PYTHONPATH": str(ROOT)}
+    env.pop("CONDUCTOR_TEST_DB_NAME", None)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import demo; print(demo.free_port({port}))"],
+        cwd=ROOT / "example_project", env=env, text=True, capture_output=True, timeout=60,
+        check=True).stdout
+    assert out.strip() == f"({port}, True)"
+
+
 def test_demo_exits_non_zero_when_the_worker_dies(tmp_path):
     log = tmp_path / "demo.log"
     with open(log, "w") as out:

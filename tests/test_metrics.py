@@ -171,3 +171,21 @@ def test_a_batch_counts_each_item_in_the_process_that_ran_it():
     scraped = scrape(staff_client())
     assert value(scraped, "conductor_executions_started_total", task="batched",
                  queue="default") == started + 3
+
+
+@pytest.mark.django_db
+def test_an_operators_cancel_is_not_counted_as_failed():
+    from django.utils import timezone
+
+    from tests.test_admin import make
+
+    waiting = make("suspended", task_name="approve", attempts=1, started_at=timezone.now(),
+                   run_at=None)
+    pending = make("pending", task_name="approve")
+    make("failed", task_name="approve", last_error="boom")
+    assert conductor.cancel(waiting.pk) and conductor.cancel(pending.pk)
+    now = scrape(staff_client())
+    assert value(now, "conductor_executions_recently_finished", task="approve",
+                 queue="default", status="failed") == 1
+    assert value(now, "conductor_executions_recently_finished", task="approve",
+                 queue="default", status="cancelled_before_finishing") == 2

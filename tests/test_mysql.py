@@ -13,6 +13,7 @@ from django.utils import timezone
 import conductor_django as conductor
 from conductor_django import checks
 from conductor_django.models import Execution
+from conductor_django.store.vendor import dialect
 
 on_mysql = pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB only")
 
@@ -27,6 +28,37 @@ def test_system_check_recommends_read_committed_and_utf8mb4_on_mysql():
     assert "utf8mb4_bin" in warning.hint
     assert checks.mysql_advice("default", {"ENGINE": "django.db.backends.sqlite3"}) == []
     assert checks.check_mysql_settings() == []  # the test settings follow the advice
+
+
+def test_a_case_insensitive_collation_is_warned_about():
+    [warning] = checks.collation_advice("default", "utf8mb4_uca1400_ai_ci")  # MariaDB 11
+    assert warning.id == "conductor_django.W002"
+    assert "'utf8mb4_uca1400_ai_ci'" in warning.msg and "differ only in case" in warning.msg
+    assert "COLLATE utf8mb4_bin" in warning.hint
+    assert checks.collation_advice("default", "utf8mb4_bin") == []
+    assert checks.collation_advice("default", None) == []
+
+
+@on_mysql
+@pytest.mark.django_db(transaction=True)
+def test_the_collation_check_reads_the_database():
+    # the test database is created COLLATE utf8mb4_bin (tests/settings.py)
+    assert checks.check_mysql_collation(databases=["default"]) == []
+    assert checks.check_mysql_collation() == []  # not a database check run: no query
+    assert dialect(connection).text_collation(
+        connection, Execution._meta.db_table, "dedupe_key") == "utf8mb4_bin"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE cdj_collation_probe (k varchar(10)"
+                       " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci)")
+    try:
+        assert dialect(connection).text_collation(
+            connection, "cdj_collation_probe", "k") == "utf8mb4_general_ci"
+        # a table not created yet: the database's default
+        assert dialect(connection).text_collation(
+            connection, "cdj_no_such_table", "k") == "utf8mb4_bin"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE cdj_collation_probe")
 
 
 @pytest.mark.django_db(databases=["default", "other"])

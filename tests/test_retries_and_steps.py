@@ -10,7 +10,7 @@ from django.utils import timezone
 import conductor_django as conductor
 from conductor_django import NonRetryableError, task
 from conductor_django.definitions.registry import unregister
-from conductor_django.models import Execution, Step
+from conductor_django.models import Attempt, Execution, Step
 from conductor_django.testing import drain
 from tests.testapp.models import Mark
 
@@ -28,6 +28,12 @@ def test_a_step_runs_once_even_when_a_later_step_fails_twice():
     assert Mark.count("k:b") == 3
     steps = {s.name: s.result for s in Step.objects.filter(execution_id=eid)}
     assert steps == {"a": "A", "b": "B"}
+    # healed: no error shown any more; the earlier attempts' errors are in the history
+    assert row.last_error == ""
+    errors = list(Attempt.objects.filter(execution_id=eid).order_by("number")
+                  .values_list("ended", "error"))
+    assert [ended for ended, _ in errors] == ["retrying", "retrying", "completed"]
+    assert all(error for ended, error in errors if ended == "retrying")
 
 
 def test_failures_retry_until_max_attempts_then_fail_with_the_message():
@@ -201,7 +207,8 @@ def test_unregistered_task_fails_the_attempt_clearly():
     drain()
     row = conductor.get(eid)
     assert row.status == "failed"
-    assert row.last_error == "Task 'gone-task' is not registered in this worker"
+    assert row.last_error.startswith("Task 'gone-task' is not registered in this worker: ")
+    assert "restart" in row.last_error
 
 
 @pytest.mark.parametrize(("exc", "expected"), [

@@ -89,22 +89,27 @@ def is_scheduled(obj: Execution, now: datetime | None = None) -> bool:
         and obj.run_at > (now or timezone.now())
 
 
-def cancelled_before_start(obj: Execution) -> bool:
-    """Failed without ever starting: a pending execution that was cancelled (§5)."""
-    return obj.status == S.FAILED and obj.started_at is None and not obj.attempts
+def cancelled_before_finishing(obj: Execution) -> bool:
+    """Failed because an operator cancelled it while pending or suspended (§5)."""
+    return obj.status == S.FAILED and obj.cancel_requested
 
 
 def execution_status(obj: Execution, now: datetime | None = None) -> str:
     """The status badge, told apart where one status covers two situations: a pending
-    execution due later is *scheduled*, a failed one that never started was *cancelled
-    before start*, a running one whose cancel was accepted is *cancelling…*."""
+    execution due later is *scheduled*, a failed one that an operator cancelled was
+    *cancelled before start* (it never ran) or *cancelled before finishing* (it waited),
+    a running one whose cancel was accepted is *cancelling…*."""
     if is_scheduled(obj, now):
         return format_html('<span class="cdj-status cdj-status-scheduled" title="pending, '
                            'runs at {}">Scheduled</span>', stamp_text(obj.run_at))
-    if cancelled_before_start(obj):
+    if cancelled_before_finishing(obj):
+        if obj.started_at is None:
+            return mark_safe('<span class="cdj-status cdj-status-unstarted" title="status '
+                             'failed: cancelled while pending, it never ran">Cancelled '
+                             'before start</span>')
         return mark_safe('<span class="cdj-status cdj-status-unstarted" title="status '
-                         'failed: cancelled while pending, it never ran">Cancelled before '
-                         'start</span>')
+                         'failed: cancelled while waiting, not a failure">Cancelled before '
+                         'finishing</span>')
     badge = status_badge(obj.status)
     if obj.cancelled and obj.status == S.RUNNING:
         return format_html('{} <span class="cdj-note cdj-cancelling">cancelling…</span>', badge)

@@ -1,7 +1,7 @@
 """The dashboard of ``ExecutionAdmin``: what an operator checks first.
 
 Per queue: what is pending now, scheduled for later, running and suspended, what
-finished in the last day (cancelled-before-start apart from failed), and the queue lag
+finished in the last day (cancelled before finishing apart from failed), and the queue lag
 (age of the oldest runnable execution). Per task: runs in the last hour and day,
 failure rate, p50/p95 run time. The throughput of the last hour, the workers with their
 load, the latest failures with their errors. The page refreshes itself every
@@ -82,5 +82,5 @@ class DashboardMixin:
 
 def _totals(queues: list[stats.QueueRow]) -> dict[str, int]:
     names = ("pending", "scheduled", "running", "suspended", "completed", "failed",
-             "cancelled_before_start", "cancelled")
+             "cancelled_before_finishing", "cancelled")
     return {n: sum(getattr(q, n) for q in queues) for n in names}

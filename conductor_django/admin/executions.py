@@ -101,6 +101,23 @@ class KeyFilter(admin.SimpleListFilter):
         return queryset if value is None else queryset.filter(key=value)
 
 
+class CancelFilter(admin.SimpleListFilter):
+    """Failed executions told apart: cancelled by an operator before they finished
+    (status ``failed``, ``cancel_requested``) or failed on their own."""
+
+    title = "failed"
+    parameter_name = "cancel"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "cancelled before finishing"), ("no", "failed, not cancelled")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        value = self.value()
+        if value not in ("yes", "no"):
+            return queryset
+        return queryset.filter(status=Execution.Status.FAILED, cancel_requested=value == "yes")
+
+
 # --- executions ------------------------------------------------------------------------
 
 
@@ -121,7 +138,7 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
                      ExecutionSignalsAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "key_link",
                     "attempts_display", "run_at_display", "duration_display", "error_excerpt")
-    list_filter = ("status", TaskFilter, QueueFilter, KeyFilter, "created_at")
+    list_filter = ("status", CancelFilter, TaskFilter, QueueFilter, KeyFilter, "created_at")
     search_fields = ("id", "task_name", "dedupe_key", "key")  # see get_search_results
     search_help_text = ("An execution id or its first characters (the short id shown), or "
                         "an exact task name, dedupe key or key.")

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from ..models import ExecutionLog
+from .cells import stamp
 from .display import ExecutionPartInline
 
 
@@ -14,8 +15,12 @@ class ExecutionLogInline(ExecutionPartInline):
 
     model = ExecutionLog
     verbose_name = "log line"
-    fields = ("created_at", "attempt", "level_display", "logger", "message_display")
+    fields = ("created_display", "attempt", "level_display", "logger", "message_display")
     readonly_fields = fields
+
+    @admin.display(description="time")
+    def created_display(self, obj: ExecutionLog) -> str:
+        return stamp(obj.created_at, ms=True)  # as every time of the execution page
 
     @admin.display(description="level")
     def level_display(self, obj: ExecutionLog) -> str:

@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from ..models import Execution, Step
 from ..state.attempts import history
 from ..state.operator import RETRYABLE
+from .cells import stamp
 from .display import LIST_ON_CONFIRMATION
 
 RETRY_FROM_STEP = "retry_from_step_selected"
@@ -95,8 +96,8 @@ class OperatorAdminMixin:
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
             "<td><pre class=\"cdj-error\">{}</pre></td></tr>",
-            ((v.number, v.how, v.outcome, v.worker or "-", v.started_at or "-",
-              v.finished_at or "-", v.error) for v in views),
+            ((v.number, v.how, v.outcome, v.worker or "-", stamp(v.started_at, ms=True),
+              stamp(v.finished_at, ms=True), v.error) for v in views),
         )
         return format_html(
             '<table class="cdj-attempts"><thead><tr><th>#</th><th>how it ended</th>'

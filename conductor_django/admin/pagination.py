@@ -4,7 +4,9 @@ On PostgreSQL an unfiltered list takes the planner's row estimate of the table
 (``pg_class.reltuples``, kept fresh by autovacuum); a filtered one counts exactly up to
 ``exact_limit`` rows (``SELECT count(*) FROM (... LIMIT n)``, which stops early) and
 beyond that takes the planner's estimate of the filtered query (``EXPLAIN``). Counts
-that are estimates set ``estimated`` so the page can say "about". Other databases
+that are estimates set ``estimated`` so the page can say "about"; where the planner
+knows no better than the exact count's limit (a table never analysed), ``more_than``
+is set and the page says "more than 10,000", never a made-up number. Other databases
 count exactly (SQLite deployments are small).
 """
 
@@ -25,6 +27,8 @@ class EstimatedCountPaginator(Paginator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.estimated = False
+        #: "10,000" when the count is only known to be above ``exact_limit``.
+        self.more_than = ""
 
     @cached_property
     def count(self) -> int:
@@ -45,4 +49,9 @@ class EstimatedCountPaginator(Paginator):
         if capped <= self.exact_limit:
             return capped
         self.estimated = True
-        return max(capped, query_estimate(qs, connection) or 0)
+        estimate = query_estimate(qs, connection)
+        if estimate is None or estimate <= self.exact_limit:
+            # No usable estimate (a table never analysed): only the lower bound is known.
+            self.more_than = f"{self.exact_limit:,}"
+            return capped
+        return estimate

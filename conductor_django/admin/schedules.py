@@ -13,7 +13,13 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from .. import scheduler
-from ..definitions.cron import check_timezone, next_fire_times, validate, zone
+from ..definitions.cron import (
+    check_timezone,
+    next_fire_times,
+    second_field_trap,
+    validate,
+    zone,
+)
 from ..definitions.registry import all_tasks
 from ..models import Schedule
 from .cells import one_line, stamp
@@ -144,6 +150,9 @@ class ScheduleAdmin(StorableLookups, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Schedule, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        trap = second_field_trap(obj.cron)
+        if trap is not None and "cron" in form.changed_data:
+            self.message_user(request, trap, messages.WARNING)
         if not change or {"cron", "payload", "timezone", "enabled"} & set(form.changed_data):
             scheduler.save_changes(obj)
 

@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from ..models import Execution, Signal
+from .cells import stamp
 from .display import ExecutionPartInline, pretty_json
 
 SIGNAL_PERMISSION = "conductor_django.signal_execution"
@@ -62,10 +63,18 @@ def progress_bar(progress: Any) -> str:
 
 class SignalInline(ExecutionPartInline):
     model = Signal
-    fields = ("name", "payload_display", "sent_by", "sent_at", "consumed_at")
+    fields = ("name", "payload_display", "sent_by", "sent_display", "consumed_display")
     readonly_fields = fields
     verbose_name = "signal received"
     verbose_name_plural = "signals received"
+
+    @admin.display(description="sent at")
+    def sent_display(self, obj: Signal) -> str:
+        return stamp(obj.sent_at, ms=True)
+
+    @admin.display(description="consumed at")
+    def consumed_display(self, obj: Signal) -> str:
+        return stamp(obj.consumed_at, ms=True)
 
     @admin.display(description="payload")
     def payload_display(self, obj: Signal) -> str:
@@ -115,7 +124,7 @@ class ExecutionSignalsAdmin(admin.ModelAdmin):
         if wait["until"] is None:
             return format_html('signal <code>{}</code>', wait["name"])
         return format_html('signal <code>{}</code> until {}', wait["name"],
-                           wait["until"].isoformat(timespec="seconds"))
+                           stamp(wait["until"], short=True))
 
     # --- execution page --------------------------------------------------------------
 
@@ -134,8 +143,10 @@ class ExecutionSignalsAdmin(admin.ModelAdmin):
         obj = self.get_object(request, object_id)
         extra: dict[str, Any] = {}
         if obj is not None:
+            wait = waiting(obj)
             extra = {
-                "signal_wait": waiting(obj),
+                "signal_wait": wait,
+                "signal_until": stamp(wait["until"], ms=True) if wait and wait["until"] else "",
                 "can_signal": self.has_signal_permission(request),
                 "signal_url": reverse("admin:conductor_django_execution_signal",
                                       args=[obj.pk]),

@@ -71,15 +71,15 @@ def throughput(
     minutes: int = 60, now: datetime | None = None, using: str | None = None
 ) -> list[Minute]:
     """Completed and failed executions per minute (by ``finished_at``), oldest first; an
-    execution cancelled before it started is not counted as failed."""
+    execution an operator cancelled before it finished is not counted as failed."""
     db = using or router.db_for_read(Execution)
     now = now or timezone.now()
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
     grouped = (
         Execution.objects.using(db).order_by()
         .filter(status__in=(S.COMPLETED, S.FAILED), finished_at__gte=first, finished_at__lte=now)
-        # a pending execution cancelled before it started is no failure of its task
-        .exclude(status=S.FAILED, started_at__isnull=True)
+        # an operator's cancel of a pending or suspended execution is no failure of its task
+        .exclude(status=S.FAILED, cancel_requested=True)
         .annotate(minute=TruncMinute("finished_at"))
         .values_list("minute", "status")
         .annotate(n=Count("*"))
@@ -128,8 +128,8 @@ class QueueRow:
     running: int
     suspended: int
     completed: int  # in the last day, as the three below
-    failed: int  # after starting
-    cancelled_before_start: int  # failed without ever starting: a cancel while pending
+    failed: int  # not by a cancel
+    cancelled_before_finishing: int  # failed by a cancel while pending or suspended
     cancelled: int
     lag: float | None  # seconds since the oldest runnable execution was due
 
@@ -140,7 +140,8 @@ class QueueRow:
 
 @dataclass(frozen=True)
 class TaskRow:
-    """One task on the dashboard (executions that started and finished)."""
+    """One task on the dashboard (executions that started and finished, not counting
+    those an operator cancelled while they waited)."""
 
     task_name: str
     runs_hour: int
@@ -186,9 +187,9 @@ def _unfinished(db: str, now: datetime) -> dict[str, dict[str, Any]]:
     return queues
 
 
-def _finished(db: str, now: datetime) -> list[tuple[str, str, str, bool, bool, int]]:
-    """(queue, task, status, started, in the last hour, count) of the executions finished
-    in the last day: an index-only scan of ``cdj_exec_finished_idx`` (migration 0015)."""
+def _finished(db: str, now: datetime) -> list[tuple[str, str, str, bool, bool, bool, int]]:
+    """(queue, task, status, started, cancel requested, in the last hour, count) of the
+    executions finished in the last day: an index-only scan of ``cdj_exec_finished_idx``."""
     recent = Case(When(finished_at__gte=now - HOUR, then=Value(1)), default=Value(0),
                   output_field=IntegerField())
     unstarted = Case(When(started_at__isnull=True, then=Value(1)), default=Value(0),
@@ -198,10 +199,10 @@ def _finished(db: str, now: datetime) -> list[tuple[str, str, str, bool, bool, i
         .filter(status__in=Execution.FINAL, finished_at__gte=now - DAY,
                 finished_at__lte=now)
         .annotate(recent=recent, unstarted=unstarted)
-        .values_list("queue", "task_name", "status", "unstarted", "recent")
+        .values_list("queue", "task_name", "status", "unstarted", "cancel_requested", "recent")
         .annotate(n=Count("*"))
     )
-    return [(q, t, s, not u, bool(r), n) for q, t, s, u, r, n in rows]
+    return [(q, t, s, not u, bool(c), bool(r), n) for q, t, s, u, c, r, n in rows]
 
 
 def percentiles(db: str, since: datetime) -> dict[str, list[float]]:
@@ -234,14 +235,15 @@ def overview(now: datetime | None = None, using: str | None = None) -> Overview:
     open_rows = _unfinished(db, now)
     done: dict[str, dict[str, int]] = {}
     tasks: dict[str, list[int]] = {}
-    for queue, task, status, started, recent, n in _finished(db, now):
-        d = done.setdefault(queue, {"completed": 0, "failed": 0, "cancelled_before_start": 0,
-                                    "cancelled": 0})
-        if status == S.FAILED and not started:
-            d["cancelled_before_start"] += n
+    for queue, task, status, started, by_cancel, recent, n in _finished(db, now):
+        d = done.setdefault(queue, {"completed": 0, "failed": 0,
+                                    "cancelled_before_finishing": 0, "cancelled": 0})
+        waiting_cancelled = status == S.FAILED and by_cancel
+        if waiting_cancelled:
+            d["cancelled_before_finishing"] += n
         elif status in d:
             d[status] += n
-        if started:
+        if started and not waiting_cancelled:
             t = tasks.setdefault(task, [0, 0, 0])
             t[0] += n if recent else 0
             t[1] += n
@@ -255,7 +257,7 @@ def overview(now: datetime | None = None, using: str | None = None) -> Overview:
             queue=queue, pending=o.get("pending", 0), scheduled=o.get("scheduled", 0),
             running=o.get("running", 0), suspended=o.get("suspended", 0),
             completed=d.get("completed", 0), failed=d.get("failed", 0),
-            cancelled_before_start=d.get("cancelled_before_start", 0),
+            cancelled_before_finishing=d.get("cancelled_before_finishing", 0),
             cancelled=d.get("cancelled", 0),
             lag=max(0.0, (now - oldest).total_seconds()) if oldest else None,
         ))
@@ -268,11 +270,12 @@ def overview(now: datetime | None = None, using: str | None = None) -> Overview:
 
 
 def recent_failures(limit: int = 10, using: str | None = None) -> list[Execution]:
-    """The last executions that failed after starting (newest first), from
-    ``cdj_exec_status_fin_idx`` read backwards."""
+    """The last executions that failed after starting, not by an operator's cancel
+    (newest first), from ``cdj_exec_status_fin_idx`` read backwards."""
     db = using or router.db_for_read(Execution)
     return list(
-        Execution.objects.using(db).filter(status=S.FAILED, started_at__isnull=False)
+        Execution.objects.using(db).filter(status=S.FAILED, started_at__isnull=False,
+                                           cancel_requested=False)
         .order_by("-finished_at")
         .only("id", "task_name", "queue", "finished_at", "last_error", "attempts",
               "max_attempts")[:limit]

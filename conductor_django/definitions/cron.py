@@ -1,6 +1,8 @@
 """Cron expressions: validation and DST-safe fire times (pure time arithmetic, no database).
 
-Expressions are croniter's: five fields, or six with seconds last. They are read in
+Expressions are croniter's: five fields, or six with seconds last (seven, with a year,
+are refused; ``second_field_trap`` names six-field expressions that fire every second of
+a minute by mistake). They are read in
 the wall-clock time of a timezone (``zoneinfo``) and turned into aware UTC instants
 with these rules on the days the clocks change:
 
@@ -29,11 +31,43 @@ _MAX_CANDIDATES = 100_000
 
 
 def check_cron(expr: Any) -> str:
-    """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it."""
+    """Return ``expr`` when croniter accepts it, else ``ValueError`` quoting it.
+
+    Seven fields are refused: croniter would read the seventh as a year and the first
+    as minutes, while the expressions with seven fields people copy (Quartz, Spring)
+    start with seconds, so they would fire every second of some minute."""
     if (not isinstance(expr, str) or not expr.strip() or unstorable(expr)
             or not croniter.is_valid(expr)):
         raise ValueError(f"invalid cron expression {expr!r}")
+    if len(expr.split()) > 6:
+        raise ValueError(
+            f"invalid cron expression {expr!r}: it has {len(expr.split())} fields; use five "
+            "(minute hour day month weekday) or six with seconds last (Quartz and Spring "
+            "put seconds first and a year last: not supported)")
     return expr
+
+
+def second_field_trap(expr: str) -> str | None:
+    """Why a valid six-field expression reads like a mistake, or ``None``.
+
+    The seconds field comes last here: ``"0 */5 * * * *"`` (Quartz/Spring: every five
+    minutes) means every second of minute 0 of every fifth hour, 60 runs in a row. An
+    expression whose seconds field is every second while its other fields are not all
+    ``*`` fires 60 times in each minute it matches, which is seldom what was meant
+    (``"* * * * * *"``, every second, is taken as meant)."""
+    fields = expr.split()
+    if len(fields) != 6 or all(f == "*" for f in fields[:5]):
+        return None
+    try:
+        seconds = croniter(expr).expanded[5]
+    except (CroniterError, ValueError, IndexError):
+        return None
+    if seconds != ["*"] and len(seconds) < 60:
+        return None
+    return (f"cron expression {expr!r} fires every second of each minute it matches (60 "
+            "runs in a row): the seconds field is the sixth, last one. For a "
+            "seconds-first (Quartz, Spring) expression, move its first field to the end "
+            f"(e.g. {' '.join([*fields[1:], fields[0]])!r}), or use five fields.")
 
 
 def validate(expr: Any) -> str:

@@ -8,6 +8,7 @@ respect right now (skipped tasks, concurrency limits, batches).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import traceback
@@ -91,7 +92,18 @@ def get_task(name_or_task: str | Task, *, resolve: bool = False) -> Task:
         found = _resolve(name_or_task) if resolve else None
         if found is not None:
             return found
-        raise TaskNotFound(f"No task named {name_or_task!r} is registered") from None
+        raise TaskNotFound(not_found_message(name_or_task)) from None
+
+
+def not_found_message(name: Any) -> str:
+    """``No task named 'x' is registered``, with the nearest registered name when one is
+    close (a typo, ``send_email`` for ``send-email``)."""
+    message = f"No task named {name!r} is registered"
+    if isinstance(name, str):
+        near = difflib.get_close_matches(name, list(_registry), n=1, cutoff=0.75)
+        if near:
+            message += f"; did you mean {near[0]!r}?"
+    return message
 
 
 # --- resolvers: tasks registered on first use (e.g. Django Tasks functions) -------------

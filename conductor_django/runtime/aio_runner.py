@@ -33,7 +33,7 @@ from ..state import Claimed
 from . import Runtime, custom_context, logs, runner, telemetry
 from .aio_context import AsyncContext, AsyncSignal, DbCall, contained
 from .context import Context
-from .unit import TRANSIENT, Outcome, error_message, fail, final_write, unrecordable
+from .unit import TRANSIENT, Outcome, error_message, fail, fail_unknown, final_write, unrecordable
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -59,8 +59,7 @@ async def run(claimed: Claimed, runtime: Runtime, ctx: Context | None, db: DbCal
     if ctx is None:
         ctx = make_context(claimed, runtime)
     if ctx is None:
-        outcome = await db(lambda: fail(claimed, runtime, None, f"Task {claimed.task_name!r} "
-                                        "is not registered in this worker"))
+        outcome = await db(lambda: fail_unknown(claimed, runtime))
         runner._log_finish(claimed, outcome, started)
         return outcome
     task = get_task(claimed.task_name, resolve=True)

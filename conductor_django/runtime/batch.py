@@ -47,7 +47,7 @@ from ..exceptions import (
 from ..models import Execution
 from ..state import Claimed
 from .context import BaseContext, Signal, TaskLoggerAdapter
-from .unit import Outcome, error_message, fail, final_write
+from .unit import Outcome, error_message, fail, final_write, unknown_task_error
 
 if TYPE_CHECKING:
     from . import Runtime
@@ -187,7 +187,9 @@ def run_batch(batch: ClaimedBatch, runtime: Runtime) -> str:
     try:
         task = get_task(batch.task_name, resolve=True)
     except LookupError:
-        message = f"Task {batch.task_name!r} is not registered in this worker"
+        message = unknown_task_error(batch.task_name)
+        logger.warning("%s batch of %d: %s", batch.task_name, batch.size, message,
+                       extra={"task_name": batch.task_name})
         outcome = _fail_all(batch, runtime, None, message)
     else:
         ctx = BatchContext(batch, task, runtime)

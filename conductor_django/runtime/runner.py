@@ -32,6 +32,7 @@ from .unit import (
     Outcome,
     error_message,
     fail,
+    fail_unknown,
     final_write,
     unrecordable,
 )
@@ -85,8 +86,7 @@ def run(claimed: ExecutionUnit, runtime: Runtime, ctx: Context | None = None) ->
     eid = claimed.id
     ctx = ctx or make_context(claimed, runtime)
     if ctx is None:
-        outcome = fail(claimed, runtime, None, f"Task {claimed.task_name!r} is not registered "
-                        "in this worker")
+        outcome = fail_unknown(claimed, runtime)
         _log_finish(claimed, outcome, started)
         return outcome
     task = get_task(claimed.task_name, resolve=True)

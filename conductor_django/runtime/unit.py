@@ -92,6 +92,24 @@ def final_write(fn: Callable[[], int], using: str, eid: str) -> int:
     return retry_write(fn, using, f"the final write of {eid}")
 
 
+def unknown_task_error(task_name: str) -> str:
+    """The ``last_error`` of an attempt whose task this worker does not know."""
+    return (f"Task {task_name!r} is not registered in this worker: a worker knows the tasks "
+            "it imported when it started, so restart it after adding a task (or run "
+            "conductor_worker --reload while developing), and check that it imports the "
+            "module that defines the task (an installed app's tasks.py, or TASK_MODULES)")
+
+
+def fail_unknown(item: Claimed, runtime: Runtime) -> str:
+    """Fail (retry later) an attempt whose task is not registered here; the first attempt
+    says why at WARNING, so an edit loop with a stale worker is not silent."""
+    error = unknown_task_error(item.task_name)
+    level = logging.WARNING if item.attempts <= 1 else logging.INFO
+    logger.log(level, "%s %s: %s", item.task_name, item.id, error,
+               extra={"execution_id": item.id, "task_name": item.task_name})
+    return fail(item, runtime, None, error)
+
+
 def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
          retry: bool = True, ended: str | None = None) -> str:
     """Record a failed attempt: ``retrying`` at the task's backoff, or ``failed``."""

@@ -97,6 +97,7 @@ class Worker:
         self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0,
                                dead_after=self.dead_after)
         self.processed = 0
+        self.dispatched = 0  # sent to django-q2 (ENGINE = "django_q")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -154,8 +155,9 @@ class Worker:
             restore()
             raise
         logger.info(
-            "worker %s started: queues=%s concurrency=%d", self.id,
-            ",".join(self.queues) or "*", self.concurrency,
+            "%s %s started: queues=%s concurrency=%d",
+            "worker" if self.dispatcher is None else "dispatcher (django-q2 runs the tasks)",
+            self.id, ",".join(self.queues) or "*", self.concurrency,
         )
         try:
             if self.runtime.inline:
@@ -168,7 +170,11 @@ class Worker:
                 WorkerRow.objects.unregister(self.id, self.using)
             except DB_ERRORS:
                 logger.warning("could not remove worker row %s", self.id, exc_info=True)
-            logger.info("worker %s stopped after %d executions", self.id, self.processed)
+            if self.dispatcher is not None:  # it ran nothing itself: the qcluster did
+                logger.info("dispatcher %s stopped after sending %d executions to django-q2",
+                            self.id, self.dispatched)
+            else:
+                logger.info("worker %s stopped after %d executions", self.id, self.processed)
         return self.processed
 
     def _register(self) -> None:
@@ -269,6 +275,7 @@ class Worker:
         """
         if self.dispatcher is not None:
             dispatched = self.dispatcher.dispatch(self.queues)
+            self.dispatched += len(dispatched)
             return dispatched, bool(dispatched), True
         free = self._free()
         async_free = self._async_free()

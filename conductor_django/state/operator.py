@@ -12,15 +12,17 @@ statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and t
 reason (``store.vendor``), so that its worker hears of it at once (the rest of the
 path: ``runtime.cancellation``). Then every unfinished descendant (children, their
 children, ...) is cancelled the same way with the same reason, parents before
-children (``descendants``); the return value is about the execution itself.
+children (``descendants``); the return value is about the execution itself. Either way
+``cancel_requested`` is set, so that a view or a metric tells an operator's cancel from a
+failure.
 
 **Retry** (``retry``): a ``failed`` or ``cancelled`` execution becomes ``pending``
 again, runnable at once, *the same row*: its finished steps are kept, so it resumes
 where it stopped and never repeats a finished step. ``attempts`` keeps counting
 (history stays honest) and the execution gets a fresh budget: ``max_attempts``
 becomes ``attempts`` + the task's ``max_attempts`` (the row's old budget when the
-task is not registered in this process). ``cancelled`` is reset, ``finished_at``
-cleared, ``last_error`` keeps the previous error until the next attempt ends.
+task is not registered in this process). ``cancelled`` and ``cancel_requested`` are
+reset, ``finished_at`` cleared, ``last_error`` keeps the previous error until the next attempt ends.
 Not legal (returns ``False``) for unfinished or completed executions, nor when an
 unfinished execution of the same task holds the same ``dedupe_key``. With
 ``from_step``, the steps recorded from that step on (in the order they were recorded)
@@ -139,6 +141,7 @@ class OperatorTransitions:
             stopped = waiting.update(
                 status=S.FAILED,
                 last_error=reason,
+                cancel_requested=True,
                 finished_at=timezone.now(),
                 resume=False,
             )
@@ -195,6 +198,7 @@ class OperatorTransitions:
                     run_at=timezone.now(),
                     finished_at=None,
                     cancelled=False,
+                    cancel_requested=False,
                     resume=False,
                     locked_by=None,
                     locked_at=None,

@@ -131,12 +131,13 @@ class Dialect:
 
     def request_cancel(self, connection: Any, table: str, eid: uuid.UUID, reason: str,
                        channel: str, reason_bytes: int) -> bool:
-        """Flag a running execution ``cancelled`` with ``reason``; whether it was."""
+        """Flag a running execution ``cancelled`` (and ``cancel_requested``) with ``reason``;
+        whether it was."""
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} SET cancelled = %s, last_error = %s"
+                f"UPDATE {table} SET cancelled = %s, cancel_requested = %s, last_error = %s"
                 " WHERE id = %s AND status = 'running' AND NOT cancelled",
-                [True, reason, self.uuid_param(connection, eid)],
+                [True, True, reason, self.uuid_param(connection, eid)],
             )
             return bool(cursor.rowcount)
 
@@ -155,6 +156,11 @@ class Dialect:
         if in_memory is None or in_memory():
             return None
         return str(connection.settings_dict["NAME"])
+
+    def text_collation(self, connection: Any, table: str, column: str) -> str | None:
+        """The collation ``column`` of ``table`` compares with, where it can make keys
+        that differ only in case equal (MySQL/MariaDB); ``None`` elsewhere."""
+        return None
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         """The planner's row count of ``table`` (``None``: no cheap estimate here)."""
@@ -224,7 +230,7 @@ class PostgreSQL(Dialect):
         # the reason is too long to send).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH r AS (UPDATE {table} SET cancelled = true,"
+                f"WITH r AS (UPDATE {table} SET cancelled = true, cancel_requested = true,"
                 " last_error = %s WHERE id = %s AND status = 'running' AND NOT cancelled"
                 " RETURNING id, last_error) SELECT pg_notify(%s, id::text || CASE WHEN"
                 " octet_length(last_error) <= %s THEN E'\\n' || last_error ELSE '' END)"
@@ -356,6 +362,20 @@ class MySQL(Dialect):
                            " WHERE table_schema = DATABASE() AND table_name = %s", [table])
             row = cursor.fetchone()
         return -1 if row is None or row[0] is None else int(row[0])
+
+    def text_collation(self, connection: Any, table: str, column: str) -> str | None:
+        """The collation ``column`` of ``table`` compares with: the column's own, or the
+        database's default when the table is not created yet."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT collation_name FROM information_schema.columns"
+                           " WHERE table_schema = DATABASE() AND table_name = %s"
+                           " AND column_name = %s", [table, column])
+            row = cursor.fetchone()
+            if row is None or not row[0]:
+                cursor.execute("SELECT default_collation_name FROM information_schema.schemata"
+                               " WHERE schema_name = DATABASE()")
+                row = cursor.fetchone()
+        return None if row is None or not row[0] else str(row[0])
 
     def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
         with connection.cursor() as cursor:

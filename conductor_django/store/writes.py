@@ -31,7 +31,8 @@ def complete_many(connection: Any, table: str, items: Sequence[tuple[str, int, A
     """Complete many held executions in one statement; returns how many were written.
 
     ``items`` are ``(execution id, lease, JSON result)``; a row whose cancellation was
-    requested ends ``cancelled``.
+    requested ends ``cancelled`` (keeping the reason in ``last_error``); any other ends
+    ``completed`` with an empty ``last_error``.
     """
     if not items:
         return 0
@@ -43,7 +44,11 @@ def complete_many(connection: Any, table: str, items: Sequence[tuple[str, int, A
     sql, params = vendor.update_from_values(
         table, len(items),
         f"status = CASE WHEN {table}.cancelled THEN 'cancelled' ELSE 'completed' END,"
-        f" result = v.column3, finished_at = %s, locked_by = NULL, locked_at = NULL",
+        f" result = v.column3,"
+        # A completed execution shows no error (earlier attempts' are in the history);
+        # a cancelled one keeps the reason.
+        f" last_error = CASE WHEN {table}.cancelled THEN {table}.last_error ELSE '' END,"
+        f" finished_at = %s, locked_by = NULL, locked_at = NULL",
         [vendor.dt_param(connection, now)], values,
         f"{table}.id = v.column1 AND {table}.lease = v.column2"
         f" AND {table}.locked_by = %s AND {table}.status = 'running'",

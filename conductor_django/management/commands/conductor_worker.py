@@ -10,6 +10,7 @@ from conductor_django import metrics
 from conductor_django.definitions.values import to_seconds
 from conductor_django.models import Execution
 from conductor_django.runtime import supervisor
+from conductor_django.runtime.reload import run_with_reloader
 from conductor_django.runtime.retry import retry_write
 from conductor_django.runtime.worker import PREFETCH_BATCH, Worker
 
@@ -41,6 +42,9 @@ class Command(BaseCommand):
         parser.add_argument("--processes", default="1",
                             help="Worker processes under this one, each with its own threads "
                                  "(default 1; auto: one per CPU this process may use).")
+        parser.add_argument("--reload", action="store_true",
+                            help="Development: restart the worker when a Python file it "
+                                 "imported changes (Django's autoreloader, as runserver).")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve the worker's Prometheus metrics on this port, summed "
                                  "over its processes (needs prometheus_client: the [metrics] "
@@ -53,7 +57,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, queues, concurrency, poll_interval, batch_size, drain,
                shutdown_timeout, verbosity, metrics_port=None, async_concurrency=100,
-               processes="1", metrics_host=None, supervised=False, **options):
+               processes="1", metrics_host=None, supervised=False, reload=False, **options):
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
         if async_concurrency < 0:
@@ -72,6 +76,9 @@ class Command(BaseCommand):
                                "from it, and settings.configure() in this process is not "
                                "seen there")
         metrics_host = _metrics_address(metrics_port, metrics_host)
+        if reload and (drain or metrics_port is not None or processes > 1):
+            raise CommandError("--reload is for development: not with --drain, --metrics-port "
+                               "or --processes")
         if supervised:
             supervisor.watch_parent()  # a child never outlives its parent
         else:
@@ -93,7 +100,7 @@ class Command(BaseCommand):
             return
         if metrics_port is not None:
             _listen(lambda: metrics.serve(metrics_port, metrics_host), metrics_port, metrics_host)
-        Worker(
+        worker = Worker(
             queues=queues,
             concurrency=concurrency,
             async_concurrency=async_concurrency,
@@ -101,7 +108,11 @@ class Command(BaseCommand):
             batch_size=batch_size,
             drain=drain,
             shutdown_timeout=shutdown_timeout,
-        ).run()
+        )
+        if reload:
+            run_with_reloader(worker, shutdown_timeout)
+        else:
+            worker.run()
 
     def _check_migrated(self) -> None:
         """A worker started before ``migrate`` says so in one line, not a traceback."""

@@ -2,8 +2,9 @@
  *
  * - An element with data-cdj-live="<json url>" (the execution page): the JSON is polled
  *   every data-cdj-interval ms; when its "version" differs from data-cdj-version the
- *   page is fetched again and the element replaced by its new copy. Polling stops once
- *   the execution is finished.
+ *   page is fetched again and the admin's #content (the heading, the object tools and
+ *   the form: Django 6.1 puts the object tools beside the heading, outside the form's
+ *   block) patched from its new copy. Polling stops once the execution is finished.
  * - An element with data-cdj-refresh="<seconds>" (the dashboard): replaced by its copy
  *   from the page fetched again every that many seconds.
  * Nothing is replaced while the user types in a form inside the element, nor polled
@@ -23,6 +24,9 @@
     return node.outerHTML.replace(/name="csrfmiddlewaretoken" value="[^"]*"/g, "");
   }
 
+  // Containers patched part by part rather than replaced whole.
+  var NESTED = ["content-main", "cdj-live-region"];
+
   // Replace only the parts of old that changed (the same parts, by position), so that
   // what did not change (a form being filled in, a scrolled box) stays as it is.
   function patch(old, fresh) {
@@ -34,7 +38,7 @@
     for (var i = b.length - 1; i >= 0; i--) {
       if (markup(a[i]) === markup(b[i])) { continue; }
       if (a[i].tagName === b[i].tagName && a[i].id === b[i].id && a[i].children.length
-          && a[i].id === "content-main") {
+          && NESTED.indexOf(a[i].id) >= 0) {
         patch(a[i], b[i]);
       } else {
         a[i].replaceWith(document.importNode(b[i], true));
@@ -58,21 +62,25 @@
       });
   }
 
-  function pollExecution(region) {
-    var interval = parseInt(region.getAttribute("data-cdj-interval"), 10) || 2000;
-    var url = region.getAttribute("data-cdj-live");
+  // marker: the element with data-cdj-live; what is redrawn is the admin's #content
+  // around it (or the marker itself on a page without one).
+  function pollExecution(marker) {
+    var interval = parseInt(marker.getAttribute("data-cdj-interval"), 10) || 2000;
+    var url = marker.getAttribute("data-cdj-live");
+    var region = document.getElementById("content") || marker;
     function tick() {
       if (document.hidden) { return setTimeout(tick, interval); }
       fetch(url, {credentials: "same-origin", cache: "no-store"})
         .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
         .then(function (state) {
-          if (state.version === region.getAttribute("data-cdj-version")) {
+          if (state.version === marker.getAttribute("data-cdj-version")) {
             return setTimeout(tick, interval);
           }
           if (busy(region)) { return setTimeout(tick, interval); }
           return swap(region).then(function (copy) {
             region = copy;
-            if (region.getAttribute("data-cdj-live")) { setTimeout(tick, interval); }
+            marker = document.querySelector("[data-cdj-live]");
+            if (marker) { setTimeout(tick, interval); }  // none: the execution finished
           });
         })
         .catch(function () { setTimeout(tick, interval * 5); });
