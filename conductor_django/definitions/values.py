@@ -110,6 +110,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: ``repr(value)`` cut to 60 characters, for error messages that quote a value.
+short_repr = _short
+
+
 def check_int(value: Any, what: str, low: int = INT32_MIN, high: int = INT32_MAX) -> int:
     """``value`` if it is an int (not a bool) within ``low``..``high``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -257,17 +261,20 @@ def check_signal_name(name: Any) -> str:
 
 
 def check_choices(choices: Any) -> list[str] | None:
-    """``None``, or a list of 1 to ``MAX_CHOICES`` distinct non-empty short strings."""
+    """``None``, or a list of 1 to ``MAX_CHOICES`` distinct non-empty short storable
+    strings."""
     if choices is None:
         return None
     if not isinstance(choices, list | tuple) or not choices:
-        raise ValueError(f"choices must be a non-empty list of short strings, got {choices!r}")
+        raise ValueError(f"choices must be a non-empty list of short strings, got "
+                         f"{_short(choices)}")
     if len(choices) > MAX_CHOICES:
         raise ValueError(f"choices may have at most {MAX_CHOICES} entries, got {len(choices)}")
     for choice in choices:
         if not isinstance(choice, str) or not choice.strip() or len(choice) > CHOICE_LENGTH:
             raise ValueError(f"every choice must be a non-empty str of at most {CHOICE_LENGTH} "
-                             f"characters, got {choice!r}")
+                             f"characters, got {_short(choice)}")
+        check_text(choice, "choice")  # no NUL, no lone surrogate: it is sent back as text
     if len(set(choices)) != len(choices):
-        raise ValueError(f"choices must be distinct, got {list(choices)!r}")
+        raise ValueError(f"choices must be distinct, got {_short(list(choices))}")
     return list(choices)
