@@ -289,3 +289,33 @@ def test_the_execution_page_survives_a_hand_edited_wait():
     Execution.objects.filter(pk=ex.pk).update(
         waiting_for={"signal": "d", "until": "2020-01-01T00:00:00"})  # naive
     assert client.get(change_url(ex.pk)).status_code == 200
+
+
+# --- OpenTelemetry baggage ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_baggage_is_stored_and_reused_only_when_the_project_opts_in(monkeypatch):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import baggage, context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from conductor_django import tracing
+    from tests.settings import CONDUCTOR
+
+    provider = TracerProvider()
+    monkeypatch.setattr(tracing, "provider", provider)
+    with provider.get_tracer("web").start_as_current_span("POST /orders"):
+        token = context.attach(baggage.set_baggage("user", "mallory"))
+        try:
+            plain = conductor.invoke("echo")
+            with override_settings(CONDUCTOR={**CONDUCTOR, "TRACE_BAGGAGE": True}):
+                opted = conductor.invoke("echo")
+        finally:
+            context.detach(token)
+    assert set(Execution.objects.get(pk=plain).trace_context) == {"traceparent"}
+    assert Execution.objects.get(pk=opted).trace_context["baggage"] == "user=mallory"
+    # the worker's side: a stored baggage is not re-used unless opted in
+    stored = Execution.objects.get(pk=opted).trace_context
+    assert "baggage" not in tracing.headers_of(stored)
+    assert tracing.headers_of(stored, baggage=True)["baggage"] == "user=mallory"
