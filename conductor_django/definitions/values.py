@@ -35,9 +35,10 @@ from typing import Any
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Longest duration accepted anywhere (delay, throttle, debounce, timeout, backoff, sleep).
 MAX_SECONDS = 100 * 366 * 86400
-#: Deepest nesting of a stored JSON value (the database's parsers and Python's own
-#: recursion limit sit well above it).
-MAX_JSON_DEPTH = 100
+#: Deepest nesting of a stored JSON value: MariaDB's ``JSON_VALID`` (the check constraint
+#: of a JSON column there) refuses 32 levels, so a deeper value would be a database
+#: error on MariaDB only; the same limit holds on every database.
+MAX_JSON_DEPTH = 31
 #: Column lengths of the names conductor stores.
 NAME_LENGTH = 200  # task names, event names, schedule names
 QUEUE_LENGTH = 100
