@@ -91,12 +91,13 @@ def retry(execution_id: Any, from_step: str | None = None) -> bool:
     return _Execution.objects.retry(execution_id, from_step=from_step)
 
 
-def fork(execution_id: Any, from_step: str) -> str:
+def fork(execution_id: Any, from_step: str, *, dedupe_key: str | None = None) -> str:
     """A new execution of the same task and payload with the steps before ``from_step``
-    copied; returns its id (the original is left as it is)."""
+    copied; returns its id (the original is left as it is). With ``dedupe_key``, as for
+    ``invoke``: an unfinished execution of the task holding that key is returned instead."""
     from .models import Execution as _Execution
 
-    return _Execution.objects.fork(execution_id, from_step)
+    return _Execution.objects.fork(execution_id, from_step, dedupe_key=dedupe_key)
 
 
 def emit(name: str, payload: Any = None, **options: Any) -> list[str]:

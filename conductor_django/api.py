@@ -18,7 +18,7 @@ from typing import Any
 from django.db import IntegrityError, connections, router
 from django.utils import timezone
 
-from . import tracing
+from . import conf, tracing
 from .definitions.registry import Task, get_task
 from .definitions.values import (
     FLOW_KEY_LENGTH,
@@ -137,7 +137,7 @@ def prepare(
         throttle=throttle_s,
         debounce=debounce_s,
         payload_text=payload_text,
-        trace_context=tracing.carrier(),
+        trace_context=tracing.carrier(conf.get("TRACE_BAGGAGE") is True),
     )
 
 
@@ -341,7 +341,8 @@ def send_signal(execution_id: Any, name: str, payload: Any = None, *,
 #   within the period return that execution's id and write nothing. The executions
 #   also keep the dedupe key, so an unfinished one still wins after the period.
 # * **Debounce**: the first invocation creates an execution due in ``seconds``; every
-#   further one, while that execution has not started, replaces its payload and pushes
+#   further one, while that execution has not started, replaces its payload and its
+#   flow-control ``key`` (the execution runs as the last call describes it) and pushes
 #   its ``run_at`` to now + ``seconds`` and returns the same id. It runs once, after the
 #   calls stop. A call that arrives once it has started queues a new execution. The
 #   key lives in the slot, not in the execution's ``dedupe_key``, so that such a call is
@@ -399,7 +400,7 @@ def insert_debounced(new: NewExecution, seconds: float, using: str) -> str:
                 if slot is not None:
                     pushed = Execution.objects.using(using).filter(
                         pk=slot["execution_id"], status=Execution.Status.PENDING, attempts=0
-                    ).update(payload=new.payload, run_at=run_at)
+                    ).update(payload=new.payload, key=new.key, run_at=run_at)
                     if pushed:
                         _store(kind, new, slot["pk"], slot["execution_id"], run_at, using)
                         return str(slot["execution_id"])

@@ -16,7 +16,7 @@ from .conf import DEFAULTS
 from .definitions.cron import second_field_trap
 from .definitions.options import Retention
 from .definitions.registry import all_tasks, import_errors
-from .definitions.values import MAX_SECONDS
+from .definitions.values import MAX_SECONDS, QUEUE_LENGTH, check_text
 from .events import resolve_fields, resolve_model
 from .models import Execution
 from .runtime.custom_context import load_factory
@@ -44,6 +44,8 @@ TYPES: dict[str, tuple[type, ...]] = {
     "LOG_LEVEL": (str, int),
     "PREPARED_STATEMENTS": (bool,),
     "METRICS_TOKEN": (str, type(None)),
+    "METRICS_MAX_QUEUES": (int,),
+    "TRACE_BAGGAGE": (bool,),
 }
 
 ENGINES = ("database", "django_q")
@@ -153,6 +155,18 @@ def _check_value_settings(value: dict[str, Any]) -> list[Error]:
                     f"CONDUCTOR['TASK_MODULES'] must hold module paths (str), got {module!r}.",
                     id="conductor_django.E002",
                 ))
+    if isinstance(value.get("DEFAULT_QUEUE"), str):
+        try:  # what invoke(queue=...) accepts: a queue no execution could use is an error
+            check_text(value["DEFAULT_QUEUE"], "CONDUCTOR['DEFAULT_QUEUE']", QUEUE_LENGTH)
+        except ValueError as exc:
+            errors.append(Error(f"{exc}.", hint="A queue name is a non-empty str of at most "
+                                f"{QUEUE_LENGTH} characters, e.g. 'default'.",
+                                id="conductor_django.E002"))
+    if _is_int(value.get("METRICS_MAX_QUEUES")) and value["METRICS_MAX_QUEUES"] < 1:
+        errors.append(Error(
+            f"CONDUCTOR['METRICS_MAX_QUEUES'] must be at least 1, got "
+            f"{value['METRICS_MAX_QUEUES']!r}.", id="conductor_django.E002",
+        ))
     if _is_int(value.get("CLEANUP_BATCH_SIZE")) and value["CLEANUP_BATCH_SIZE"] < 1:
         errors.append(Error(
             f"CONDUCTOR['CLEANUP_BATCH_SIZE'] must be at least 1, got "

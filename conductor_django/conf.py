@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "PREPARED_STATEMENTS": True,
     # observability: the bearer token of the metrics endpoint (views.py); None: staff only
     "METRICS_TOKEN": None,
+    # the queues named in metric labels and on the dashboard (metrics.py); the others
+    # are counted under "other"
+    "METRICS_MAX_QUEUES": 50,
+    # tracing: also store and re-use the invoking request's OpenTelemetry baggage
+    "TRACE_BAGGAGE": False,
 }
 
 def user_settings() -> dict[str, Any]:

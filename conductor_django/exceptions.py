@@ -120,16 +120,18 @@ def error_text(exc: BaseException) -> str:
     alone for conductor's own errors (``NonRetryableError`` and its subclasses: their
     message is written for people) and for a plain ``Exception("...")``. The type alone
     when there is no message. An exception whose ``__str__`` raises (or returns no str)
-    is named as unprintable; this never raises.
+    is named with its type and as unprintable, conductor's own errors too; this never
+    raises.
     """
     try:
         message = str(exc)
+        printable = isinstance(message, str)
     except BaseException as failed:  # noqa: BLE001 - any __str__ may fail in any way
-        message = f"<unprintable message: str() raised {type(failed).__name__}>"
+        message, printable = f"<unprintable message: str() raised {type(failed).__name__}>", False
     if not isinstance(message, str):
         message = "<unprintable message>"
     if not message:
         return type(exc).__name__
-    if isinstance(exc, ConductorError) or type(exc) is Exception:
+    if printable and (isinstance(exc, ConductorError) or type(exc) is Exception):
         return message
     return f"{type(exc).__name__}: {message}"

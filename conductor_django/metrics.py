@@ -15,6 +15,12 @@ Two sources (docs/observability.md lists every metric):
   with ``--processes N`` the children count into a shared directory (``SharedCounters``)
   and the parent serves their sum.
 
+The ``queue`` label is bounded (``CONDUCTOR["METRICS_MAX_QUEUES"]``, default 50): any
+string is a queue, and each one adds series to every scrape. A scrape names the queues
+with the most unfinished executions (then the most recently finished ones, ties by name)
+up to the bound and counts the others under ``queue="other"``; a worker process names
+the first queues it runs, up to the bound, and counts the later ones under ``other``.
+
 Without ``prometheus_client`` installed, the counting functions return at once and
 ``INSTALLED`` is false (the endpoint then answers 501).
 """
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -53,6 +61,50 @@ CANCELLED_WAITING = "cancelled_before_finishing"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
                     900, 3600)
 
+#: The ``queue`` label of the queues beyond ``METRICS_MAX_QUEUES``.
+OTHER_QUEUE = "other"
+
+
+def max_queues() -> int:
+    """``CONDUCTOR["METRICS_MAX_QUEUES"]`` (a bad value, reported by the checks: 50)."""
+    value = conf.get("METRICS_MAX_QUEUES")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return int(conf.DEFAULTS["METRICS_MAX_QUEUES"])
+    return value
+
+
+def named_queues(*counts: Iterable[tuple[str, int]], limit: int | None = None) -> set[str]:
+    """The queues that keep their label: by ``counts`` (most first, ties by name), each
+    source filling what room the previous ones left, ``limit`` in all."""
+    room = max_queues() if limit is None else limit
+    named: set[str] = set()
+    for source in counts:
+        totals: Counter[str] = Counter()
+        for queue, n in source:
+            totals[queue] += n
+        for queue, _n in sorted(totals.items(), key=lambda item: (-item[1], item[0])):
+            if len(named) >= room:
+                return named
+            named.add(queue)
+    return named
+
+
+#: The queues this process's counters name (``queue_label``); the others are ``other``.
+_labelled: set[str] = set()
+_labelled_lock = threading.Lock()
+
+
+def queue_label(queue: str) -> str:
+    """The ``queue`` label of this process's counters for ``queue``."""
+    if queue in _labelled:
+        return queue
+    with _labelled_lock:
+        if queue in _labelled or len(_labelled) < max_queues():
+            _labelled.add(queue)
+            return queue
+    return OTHER_QUEUE
+
+
 # --- the worker's own counters ---------------------------------------------------------
 
 if INSTALLED:
@@ -78,12 +130,13 @@ if INSTALLED:
 
 def started(task: str, queue: str) -> None:
     if INSTALLED:
-        STARTED.labels(task, queue).inc()
+        STARTED.labels(task, queue_label(queue)).inc()
 
 
 def finished(task: str, queue: str, outcome: str, seconds: float) -> None:
     if not INSTALLED:
         return
+    queue = queue_label(queue)
     FINISHED.labels(task, queue, outcome).inc()
     DURATION.labels(task).observe(seconds)
     if outcome == "cancelled":
@@ -158,11 +211,29 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Any]:
         db = self.using or router.db_for_read(Execution)
         now = timezone.now()
-        yield from self._unfinished(db, now)
-        yield self._recent(db, now)
+        unfinished = self._unfinished_rows(db, now)
+        recent = self._recent_rows(db, now)
+        named = named_queues(((row[0], row[3]) for row in unfinished),
+                             ((row[1], row[3]) for row in recent))
+        yield from self._unfinished(unfinished, named, now)
+        yield self._recent(recent, named)
         yield self._workers(db, now)
 
-    def _unfinished(self, db: str, now: Any) -> Iterator[Any]:
+    def _unfinished_rows(self, db: str, now: Any) -> list[tuple[Any, ...]]:
+        """(queue, task, status, count, due count, oldest due run_at) of the unfinished."""
+        # Every column read is in cdj_exec_open_idx: an index-only scan of the unfinished
+        # rows (migration 0013), however many finished rows the table holds.
+        due = Q(status__in=Execution.RUNNABLE, run_at__lte=now)
+        return list(
+            Execution.objects.using(db).order_by()
+            .filter(status__in=Execution.UNFINISHED)
+            .values_list("queue", "task_name", "status")
+            .annotate(n=Count("*"), due=Count("run_at", filter=due),
+                      oldest=Min("run_at", filter=due))
+        )
+
+    def _unfinished(self, rows: list[tuple[Any, ...]], named: set[str],
+                    now: Any) -> Iterator[Any]:
         executions = GaugeMetricFamily(
             "conductor_executions", "Unfinished executions by task, queue and status.",
             labels=["task", "queue", "status"])
@@ -177,19 +248,11 @@ class DatabaseCollector(Collector):
         lag = GaugeMetricFamily(
             "conductor_queue_lag_seconds", "Age of the oldest runnable execution (now minus "
             "its run_at), per queue; 0 when none is runnable.", labels=["queue"])
-        # Every column read is in cdj_exec_open_idx: an index-only scan of the unfinished
-        # rows (migration 0013), however many finished rows the table holds.
-        due = Q(status__in=Execution.RUNNABLE, run_at__lte=now)
-        rows = (
-            Execution.objects.using(db).order_by()
-            .filter(status__in=Execution.UNFINISHED)
-            .values_list("queue", "task_name", "status")
-            .annotate(n=Count("*"), due=Count("run_at", filter=due),
-                      oldest=Min("run_at", filter=due))
-        )
+        counts: Counter[tuple[str, str, str]] = Counter()
         queues: dict[str, list[Any]] = {}
         for queue, task, status, n, n_due, oldest in rows:
-            executions.add_metric([task, queue, status], n)
+            queue = queue if queue in named else OTHER_QUEUE
+            counts[(task, queue, status)] += n
             q = queues.setdefault(queue, [0, 0, 0, None])
             q[0] += n_due
             if status == S.RUNNING:
@@ -198,6 +261,8 @@ class DatabaseCollector(Collector):
                 q[2] += n - n_due
             if oldest is not None and (q[3] is None or oldest < q[3]):
                 q[3] = oldest
+        for labels, n in counts.items():
+            executions.add_metric(list(labels), n)
         for queue, (n_due, n_running, n_waiting, oldest) in sorted(queues.items()):
             runnable.add_metric([queue], n_due)
             running.add_metric([queue], n_running)
@@ -205,11 +270,8 @@ class DatabaseCollector(Collector):
             lag.add_metric([queue], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
         yield from (executions, runnable, running, waiting, lag)
 
-    def _recent(self, db: str, now: Any) -> Any:
-        family = GaugeMetricFamily(
-            "conductor_executions_recently_finished",
-            f"Executions finished in the last {RECENT_SECONDS} s by task, queue and status.",
-            labels=["task", "queue", "status"])
+    def _recent_rows(self, db: str, now: Any) -> list[tuple[Any, ...]]:
+        """(task, queue, status, count) of the executions finished recently."""
         since = now - timedelta(seconds=RECENT_SECONDS)
         # One range of the (status, finished_at) index per status: with status IN (...),
         # PostgreSQL drops the status condition (the partial index implies it) and reads
@@ -218,14 +280,27 @@ class DatabaseCollector(Collector):
         # queries as Django writes it.)
         # A failed execution an operator cancelled while it waited is reported as
         # ``cancelled_before_finishing``, so that an alert on ``failed`` ignores cancels.
+        found = []
         for status in Execution.FINAL:
             rows = (Execution.objects.using(db).order_by()
                     .filter(status=status, finished_at__gte=since)
                     .values_list("task_name", "queue", "cancel_requested")
                     .annotate(n=Count("*")))
-            for task, queue, by_cancel, n in rows:
-                shown = CANCELLED_WAITING if status == S.FAILED and by_cancel else status
-                family.add_metric([task, queue, shown], n)
+            found += [(task, queue,
+                       CANCELLED_WAITING if status == S.FAILED and by_cancel else status, n)
+                      for task, queue, by_cancel, n in rows]
+        return found
+
+    def _recent(self, rows: list[tuple[Any, ...]], named: set[str]) -> Any:
+        family = GaugeMetricFamily(
+            "conductor_executions_recently_finished",
+            f"Executions finished in the last {RECENT_SECONDS} s by task, queue and status.",
+            labels=["task", "queue", "status"])
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for task, queue, status, n in rows:
+            counts[(task, queue if queue in named else OTHER_QUEUE, status)] += n
+        for labels, n in counts.items():
+            family.add_metric(list(labels), n)
         return family
 
     def _workers(self, db: str, now: Any) -> Any:

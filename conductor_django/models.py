@@ -277,9 +277,11 @@ class Execution(models.Model):
         self.refresh_from_db()
         return done
 
-    def fork(self, from_step: str, *, by: str = "") -> Execution:
-        """A new execution of this task and payload with the steps before ``from_step``."""
-        new_id = Execution.objects.fork(self.pk, from_step, by=by, using=self._state.db)
+    def fork(self, from_step: str, *, dedupe_key: str | None = None, by: str = "") -> Execution:
+        """A new execution of this task and payload with the steps before ``from_step``
+        (with ``dedupe_key``: an unfinished execution holding it instead, as ``invoke``)."""
+        new_id = Execution.objects.fork(self.pk, from_step, dedupe_key=dedupe_key, by=by,
+                                        using=self._state.db)
         return Execution.objects.using(self._state.db).get(pk=new_id)
 
     def run_again(self) -> Execution | None:

@@ -38,6 +38,7 @@ from django.utils import timezone
 from .definitions.cron import check_schedule as check_schedule_definition
 from .definitions.cron import next_fire, second_field_trap, zone
 from .definitions.registry import Task, all_tasks, get_task, not_found_message
+from .definitions.values import NAME_LENGTH, check_text
 from .exceptions import TaskNotFound
 from .models import Execution, Schedule
 from .store.transactions import retry_locked, write_transaction
@@ -318,6 +319,10 @@ def unschedule(
     task_name = task.name if isinstance(task, Task) else task
     if not isinstance(task_name, str) or not isinstance(name, str):
         raise TypeError("unschedule needs a task (name) and a schedule name (str)")
+    check_text(task_name, "task name", NAME_LENGTH)  # before any query
+    check_text(name, "schedule name", NAME_LENGTH)
+    if reason is not None:
+        check_text(reason, "reason", allow_empty=True)
     db = _db(using)
 
     def delete() -> bool:

@@ -1,7 +1,9 @@
 """OpenTelemetry traces (extra ``[otel]``): the only module that imports ``opentelemetry``.
 
-* ``carrier()``: the caller's trace context at ``invoke()`` (W3C ``traceparent``), stored
-  with the execution (``Execution.trace_context``).
+* ``carrier()``: the caller's trace context at ``invoke()`` (W3C ``traceparent`` and
+  ``tracestate``), stored with the execution (``Execution.trace_context``). Baggage
+  (client-supplied data of the invoking request) is left out unless the project opts in
+  (``CONDUCTOR["TRACE_BAGGAGE"]``, passed as ``baggage=True``).
 * ``attempt(...)``: one span per attempt of an execution, a child of the stored context,
   current on the handler's thread while the handler runs.
 * ``step(...)``: one child span per ``ctx.step`` (memoized or not).
@@ -45,13 +47,32 @@ def enabled() -> bool:
     return not isinstance(current, ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
-def carrier() -> dict[str, str] | None:
+#: The W3C trace context headers; ``baggage`` is kept only when the project opts in.
+TRACE_HEADERS = ("traceparent", "tracestate")
+BAGGAGE_HEADER = "baggage"
+#: Longest header value kept from a stored context (W3C: tracestate <= 512 bytes,
+#: baggage <= 8192 bytes).
+HEADER_LENGTH = 8192
+
+
+def carrier(baggage: bool = False) -> dict[str, str] | None:
     """The current trace context as W3C headers, or ``None`` outside a sampled span."""
     if trace is None or not trace.get_current_span().get_span_context().is_valid:
         return None
     headers: dict[str, str] = {}
     propagate.inject(headers)
-    return headers or None
+    return headers_of(headers, baggage)
+
+
+def headers_of(stored: Any, baggage: bool = False) -> dict[str, str] | None:
+    """The trace context headers of ``stored`` (a carrier, or a row's ``trace_context``
+    as read back): the known headers whose value is a str, nothing else."""
+    if not isinstance(stored, Mapping):
+        return None
+    names = (*TRACE_HEADERS, BAGGAGE_HEADER) if baggage else TRACE_HEADERS
+    kept = {name: stored[name] for name in names
+            if isinstance(stored.get(name), str) and len(stored[name]) <= HEADER_LENGTH}
+    return kept or None
 
 
 def _tracer() -> Any:
@@ -86,15 +107,21 @@ class Attempt:
         self.span.end()
 
 
-def start_attempt(name: str, parent: Mapping[str, str] | None,
-                  attributes: Mapping[str, Any]) -> Attempt | None:
+def start_attempt(name: str, parent: Any, attributes: Mapping[str, Any],
+                  baggage: bool = False) -> Attempt | None:
     """Start the span of an attempt under ``parent`` (a stored ``carrier()``) and make it
-    current on this thread; ``None`` when tracing is off."""
+    current on this thread; ``None`` when tracing is off. A stored context that is not
+    one (a hand-edited row: a header that is not a str, junk a propagator refuses) is
+    ignored: the attempt gets a root span and runs."""
     if not enabled():
         return None
-    # no stored context: a root span (not a child of whatever runs the worker loop)
-    under = (propagate.extract(dict(parent)) if isinstance(parent, Mapping) and parent
-             else otel_context.Context())
+    headers = headers_of(parent, baggage)
+    under = otel_context.Context()  # no context: a root span, not a child of the loop's
+    if headers:
+        try:
+            under = propagate.extract(headers)
+        except Exception:  # noqa: BLE001 - a propagator may fail on any junk
+            under = otel_context.Context()
     span = _tracer().start_span(name, context=under, kind=SpanKind.CONSUMER,
                                 attributes=dict(attributes))
     token = otel_context.attach(trace.set_span_in_context(span))

@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django.models import Execution, Signal, Worker
@@ -109,3 +110,36 @@ def test_a_waiting_execution_survives_kill_9_of_its_worker(start_worker):
     assert Mark.count("k:before") == 1
     step = row.steps.get(name="decision").result
     assert step["payload"] == {"refund": 12} and step["sent_by"] == "shell"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_worker_one_signal_decides_and_a_retry_waits_for_a_new_decision(start_worker):
+    eid = conductor.invoke("await-decision", {"key": "r", "fail_after": True,
+                                              "choices": ["approve", "reject"]})
+    start_worker("--concurrency", "1", "--poll-interval", "0.2")
+    poll(lambda: status(eid) == S.SUSPENDED, timeout=30, message="the wait to suspend")
+    assert conductor.send_signal(eid, "decision", "approve", sent_by="ann") is True
+    assert conductor.send_signal(eid, "decision", "reject", sent_by="bob") is False
+    poll(lambda: status(eid) == S.FAILED, timeout=30, message="the attempts to fail")
+    assert [m.value for m in Mark.objects.filter(key="r:after")] == ["approve"] * 3
+    assert conductor.retry(eid, from_step="decision") is True
+    poll(lambda: status(eid) == S.SUSPENDED and Execution.objects.get(pk=eid).waiting_for,
+         timeout=30, message="the re-run to wait for a new decision")
+    assert Mark.count("r:after") == 3  # the leftover did not decide the re-run
+    assert conductor.send_signal(eid, "decision", "reject", sent_by="bob") is True
+    poll(lambda: Mark.count("r:after") == 4, timeout=30, message="the new decision")
+    assert Mark.objects.filter(key="r:after").order_by("-id").first().value == "reject"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_worker_the_deadline_wins_before_the_timeout_is_recorded(start_worker):
+    eid = conductor.invoke("await-decision", {"key": "d", "timeout": 3600, "catch": True})
+    start_worker("--concurrency", "1", "--poll-interval", "0.2")
+    poll(lambda: status(eid) == S.SUSPENDED, timeout=30, message="the wait to suspend")
+    spec = Execution.objects.get(pk=eid).waiting_for
+    Execution.objects.filter(pk=eid).update(  # the deadline passed; the worker sleeps on
+        waiting_for={**spec, "until": timezone.now().isoformat()})
+    assert conductor.send_signal(eid, "decision", "late") is False
+    assert not Signal.objects.filter(execution_id=eid).exists()
+    Execution.objects.filter(pk=eid).update(run_at=timezone.now())  # the worker's turn
+    assert "timed_out" in conductor.wait(eid, timeout=30)

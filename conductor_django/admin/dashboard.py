@@ -2,11 +2,12 @@
 
 Per queue: what is pending now, scheduled for later, running and suspended, what
 finished in the last day (cancelled before finishing apart from failed), and the queue lag
-(age of the oldest runnable execution). Per task: runs in the last hour and day,
-failure rate, p50/p95 run time. The throughput of the last hour, the workers with their
-load, the latest failures with their errors. The page refreshes itself every
-``REFRESH_SECONDS`` (``static/conductor_django/live.js``). Each number is one query
-whose cost does not grow with the table (docs/admin.md shows their plans).
+(age of the oldest runnable execution), ``QUEUES_PER_PAGE`` queues a page. Per task:
+runs in the last hour and day, failure rate, p50/p95 run time. The throughput of the
+last hour, the workers with their load, the latest failures with their errors. The
+page refreshes itself every ``REFRESH_SECONDS`` (``static/conductor_django/live.js``).
+Each number is one query whose cost does not grow with the table (docs/admin.md shows
+their plans).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,6 +27,9 @@ from .display import worker_rows
 
 REFRESH_SECONDS = 10
 FAILURES_SHOWN = 10
+#: Rows of the queue table per page (``?queues_page=N``); the totals count every queue.
+QUEUES_PER_PAGE = 50
+QUEUES_PAGE = "queues_page"
 
 
 def load(running: int, concurrency: int) -> tuple[int, str]:
@@ -59,13 +64,17 @@ class DashboardMixin:
         ]
         tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95))
                  for t in overview.tasks]
-        queues = [(q, seconds(q.lag) if q.lag is not None else "-") for q in overview.queues]
+        page = Paginator(overview.queues, QUEUES_PER_PAGE).get_page(
+            request.GET.get(QUEUES_PAGE))
+        queues = [(q, seconds(q.lag) if q.lag is not None else "-") for q in page]
         context = {
             **self.admin_site.each_context(request),
             "title": "Conductor dashboard",
             "opts": self.model._meta,
             "overview": overview,
             "queues": queues,
+            "queues_page": page,
+            "queues_page_param": QUEUES_PAGE,
             "tasks": tasks,
             "totals": _totals(overview.queues),
             "changelist_url": changelist,

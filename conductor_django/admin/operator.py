@@ -4,7 +4,8 @@
   cancelled execution: ``Execution.retry(from_step=...)``, permission
   ``retry_execution``) and "Fork from here" (``Execution.fork``, permission
   ``rerun_execution``); both open a confirmation page listing the steps that will be
-  discarded or copied, and act on its POST (CSRF-protected).
+  discarded or copied, and act on its POST (CSRF-protected). Both need the view
+  permission too, since the page shows the execution.
 - The bulk action "Retry from step…" asks for a step name, lists the selected
   executions that have it (and the steps each will discard), then retries them.
 - The execution page shows the attempt history (``state.attempts.history``) and the
@@ -25,6 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from ..definitions.values import STEP_NAME_LENGTH, check_text
 from ..models import Execution, Step
 from ..state.attempts import history
 from ..state.operator import RETRYABLE
@@ -148,6 +150,10 @@ class OperatorAdminMixin:
             if _is_uuid(object_id) else None
         if step is None:
             raise Http404("No such step")
+        # The page shows the execution (task, status, steps): seeing it needs the view
+        # permission as well, as the execution page itself does.
+        if not self.has_view_permission(request, step.execution):  # type: ignore[attr-defined]
+            raise PermissionDenied
         return step.execution, step
 
     def _step_page(self, request: HttpRequest, execution: Execution, step: Step, *,
@@ -202,6 +208,12 @@ class OperatorAdminMixin:
     @admin.action(description="Retry from step…", permissions=["retry"])
     def retry_from_step_selected(self, request: HttpRequest, queryset: Any) -> Any:
         name = (request.POST.get("step") or "").strip()
+        if name:
+            try:  # a name no step can have (NUL, lone surrogate, too long): no query
+                check_text(name, "The step name", STEP_NAME_LENGTH)
+            except ValueError as exc:
+                self.message_user(request, f"Not retried: {exc}", messages.WARNING)  # type: ignore[attr-defined]
+                return None
         legal = queryset.filter(status__in=RETRYABLE)
         if name:
             legal = legal.filter(steps__name=name)

@@ -7,9 +7,10 @@
   "waiting for a signal";
 * on the execution page, the progress bar and, while the execution waits for a signal,
   its name and deadline and a form to send it: one button per entry of ``choices``, or
-  a JSON payload field. The form is a POST with CSRF to ``<id>/signal/``, needs the
-  ``conductor_django.signal_execution`` permission (403 without it) and records the
-  admin user as ``sent_by``;
+  a JSON payload field, until the deadline passes. The form is a POST with CSRF to
+  ``<id>/signal/``, needs the ``conductor_django.signal_execution`` and view
+  permissions (403 without them) and records the admin user as ``sent_by``; a signal
+  that is not used (``Signal.objects.deliver``) is reported with the reason;
 * the signals received (``SignalInline``), with who sent them and when they were
   consumed.
 """
@@ -24,9 +25,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from ..definitions.values import MAX_JSON_DEPTH
 from ..models import Execution, Signal
 from .cells import stamp
 from .display import ExecutionPartInline, pretty_json
@@ -35,13 +38,25 @@ SIGNAL_PERMISSION = "conductor_django.signal_execution"
 
 
 def waiting(obj: Execution) -> dict[str, Any] | None:
-    """What an unfinished execution waits for: ``{"name", "until", "choices"}``, or None."""
+    """What an unfinished execution waits for: ``{"name", "until", "choices", "expired"}``,
+    or None. ``expired``: the deadline has passed (no signal is taken any more, the
+    timeout is recorded when a worker resumes it)."""
     spec = obj.waiting_for
-    if obj.is_finished or not isinstance(spec, dict) or not spec.get("signal"):
+    if obj.is_finished or not isinstance(spec, dict) or not isinstance(spec.get("signal"), str):
         return None
     until = spec.get("until")
-    return {"name": spec["signal"], "choices": spec.get("choices") or [],
-            "until": datetime.fromisoformat(until) if until else None}
+    try:
+        deadline = datetime.fromisoformat(until) if isinstance(until, str) else None
+    except ValueError:
+        deadline = None
+    if deadline is not None and deadline.tzinfo is None:
+        deadline = None  # not written by conductor (an aware ISO datetime)
+    choices = spec.get("choices")
+    return {"name": spec["signal"],
+            "choices": [c for c in choices if isinstance(c, str)]
+            if isinstance(choices, list) else [],
+            "until": deadline,
+            "expired": deadline is not None and timezone.now() >= deadline}
 
 
 def progress_bar(progress: Any) -> str:
@@ -123,7 +138,8 @@ class ExecutionSignalsAdmin(admin.ModelAdmin):
             return "-"
         if wait["until"] is None:
             return format_html('signal <code>{}</code>', wait["name"])
-        return format_html('signal <code>{}</code> until {}', wait["name"],
+        return format_html('signal <code>{}</code> {} {}', wait["name"],
+                           "timed out at" if wait["expired"] else "until",
                            stamp(wait["until"], short=True))
 
     # --- execution page --------------------------------------------------------------
@@ -171,6 +187,8 @@ class ExecutionSignalsAdmin(admin.ModelAdmin):
         obj = self.get_object(request, object_id)
         if obj is None:
             raise Http404("No such execution")
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
         back = HttpResponseRedirect(reverse("admin:conductor_django_execution_change",
                                             args=[obj.pk]))
         name = request.POST.get("name", "")
@@ -179,20 +197,23 @@ class ExecutionSignalsAdmin(admin.ModelAdmin):
         else:
             try:
                 payload = json.loads(request.POST.get("payload") or "null")
+            except RecursionError:
+                self.message_user(request, "Not sent: the payload nests deeper than "
+                                  f"{MAX_JSON_DEPTH} levels.", messages.WARNING)
+                return back
             except ValueError as exc:
                 self.message_user(request, f"Not sent: the payload is not JSON ({exc}).",
                                   messages.WARNING)
                 return back
         try:
-            sent = Signal.objects.send(obj.pk, name, payload,
-                                       sent_by=request.user.get_username())
+            unused = Signal.objects.deliver(obj.pk, name, payload,
+                                            sent_by=request.user.get_username())
         except (TypeError, ValueError) as exc:
             self.message_user(request, f"Not sent: {exc}", messages.WARNING)
             return back
-        if sent:
+        if unused:
+            self.message_user(request, f"Not sent: {unused}.", messages.WARNING)
+        else:
             self.message_user(request, f"Signal {name!r} sent: {json.dumps(payload)}",
                               messages.SUCCESS)
-        else:
-            self.message_user(request, "Not sent: the execution has finished.",
-                              messages.WARNING)
         return back

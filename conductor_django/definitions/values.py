@@ -35,9 +35,10 @@ from typing import Any
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Longest duration accepted anywhere (delay, throttle, debounce, timeout, backoff, sleep).
 MAX_SECONDS = 100 * 366 * 86400
-#: Deepest nesting of a stored JSON value (the database's parsers and Python's own
-#: recursion limit sit well above it).
-MAX_JSON_DEPTH = 100
+#: Deepest nesting of a stored JSON value: MariaDB's ``JSON_VALID`` (the check constraint
+#: of a JSON column there) refuses 32 levels, so a deeper value would be a database
+#: error on MariaDB only; the same limit holds on every database.
+MAX_JSON_DEPTH = 31
 #: Column lengths of the names conductor stores.
 NAME_LENGTH = 200  # task names, event names, schedule names
 QUEUE_LENGTH = 100
@@ -108,6 +109,10 @@ def check_text(value: Any, what: str, max_length: int | None = None, *,
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+#: ``repr(value)`` cut to 60 characters, for error messages that quote a value.
+short_repr = _short
 
 
 def check_int(value: Any, what: str, low: int = INT32_MIN, high: int = INT32_MAX) -> int:
@@ -257,17 +262,20 @@ def check_signal_name(name: Any) -> str:
 
 
 def check_choices(choices: Any) -> list[str] | None:
-    """``None``, or a list of 1 to ``MAX_CHOICES`` distinct non-empty short strings."""
+    """``None``, or a list of 1 to ``MAX_CHOICES`` distinct non-empty short storable
+    strings."""
     if choices is None:
         return None
     if not isinstance(choices, list | tuple) or not choices:
-        raise ValueError(f"choices must be a non-empty list of short strings, got {choices!r}")
+        raise ValueError(f"choices must be a non-empty list of short strings, got "
+                         f"{_short(choices)}")
     if len(choices) > MAX_CHOICES:
         raise ValueError(f"choices may have at most {MAX_CHOICES} entries, got {len(choices)}")
     for choice in choices:
         if not isinstance(choice, str) or not choice.strip() or len(choice) > CHOICE_LENGTH:
             raise ValueError(f"every choice must be a non-empty str of at most {CHOICE_LENGTH} "
-                             f"characters, got {choice!r}")
+                             f"characters, got {_short(choice)}")
+        check_text(choice, "choice")  # no NUL, no lone surrogate: it is sent back as text
     if len(set(choices)) != len(choices):
-        raise ValueError(f"choices must be distinct, got {list(choices)!r}")
+        raise ValueError(f"choices must be distinct, got {_short(list(choices))}")
     return list(choices)

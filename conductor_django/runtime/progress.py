@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..definitions.values import storable_text
+
 logger = logging.getLogger("conductor_django.worker")
 
 #: Seconds between two writes of one execution's progress.
@@ -25,7 +27,11 @@ MESSAGE_LENGTH = 500
 
 
 def progress_value(done: Any, total: Any = None, message: Any = "") -> dict[str, Any]:
-    """``{"done", "total", "message"}`` after checking each (``TypeError``/``ValueError``)."""
+    """``{"done", "total", "message"}`` after checking each (``TypeError``/``ValueError``).
+
+    The message is made storable as a log line is (a NUL becomes ``\\x00``, a lone
+    surrogate ``\\udXXX``): a file name read from elsewhere must not fail the attempt.
+    """
     for what, value in (("done", done), ("total", total)):
         if value is None and what == "total":
             continue
@@ -35,7 +41,8 @@ def progress_value(done: Any, total: Any = None, message: Any = "") -> dict[str,
             raise ValueError(f"progress {what} must be a finite number >= 0, got {value!r}")
     if not isinstance(message, str):
         raise TypeError(f"progress message must be a str, got {message!r}")
-    return {"done": done, "total": total, "message": message[:MESSAGE_LENGTH]}
+    return {"done": done, "total": total,
+            "message": storable_text(message[:MESSAGE_LENGTH])[:MESSAGE_LENGTH]}
 
 
 class Progress:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from .. import metrics, tracing
+from .. import conf, metrics, tracing
 from ..models import Execution
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def start(ctx: Context, using: str) -> Run:
             "conductor.task": ctx.task_name,
             "conductor.queue": ctx.queue,
             "conductor.attempt": ctx.attempt,
-        })
+        }, baggage=conf.get("TRACE_BAGGAGE") is True)
     return Run(ctx, span)
 
 

@@ -12,9 +12,12 @@ statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and t
 reason (``store.vendor``), so that its worker hears of it at once (the rest of the
 path: ``runtime.cancellation``). Then every unfinished descendant (children, their
 children, ...) is cancelled the same way with the same reason, parents before
-children (``descendants``); the return value is about the execution itself. Either way
-``cancel_requested`` is set, so that a view or a metric tells an operator's cancel from a
-failure.
+children (``descendants``); the return value is about the execution itself. A
+finished (or unknown) execution is not cancelled and neither is its tree: ``False``
+means nothing was cancelled, unless the execution is running with a cancel requested
+already (its descendants are cancelled again, which reaches those started since).
+Whatever is cancelled gets ``cancel_requested``, so that a view or a metric tells an
+operator's cancel from a failure.
 
 **Retry** (``retry``): a ``failed`` or ``cancelled`` execution becomes ``pending``
 again, runnable at once, *the same row*: its finished steps are kept, so it resumes
@@ -31,10 +34,12 @@ unknown step name raises ``ValueError`` before anything is written. Each retry t
 took effect adds a ``retried`` row (by whom, from which step) to the attempt history.
 
 **Fork** (``fork``): a new ``pending`` execution of the same task with the same
-payload, queue, priority and event name (no dedupe key, no parent), ``forked_from`` the
-original, with copies of the steps recorded before ``from_step``; the original is not
-touched, whatever its state. A fork with copied steps keeps the original's
-``started_at`` (its steps started then), so its first claim loads them.
+payload, queue, priority and event name (no parent; the dedupe key given to ``fork``,
+if any, with ``invoke``'s rule), ``forked_from`` the original, with copies of the steps
+recorded before ``from_step`` (its signals are not copied: a wait after ``from_step``
+waits for a new decision); the original is not touched, whatever its state. A fork
+with copied steps keeps the original's ``started_at`` (its steps started then), so its
+first claim loads them.
 
 **Run again** (``run_again``): a new ``pending`` execution of the same task with the
 same payload, queue, priority, event name, ``dedupe_key`` and key, no steps, no parent and
@@ -53,7 +58,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..definitions.registry import all_tasks
-from ..definitions.values import as_uuid, check_text
+from ..definitions.values import KEY_LENGTH, STEP_NAME_LENGTH, as_uuid, check_text
 from ..exceptions import DEFAULT_REASON
 from ..store import wakeup
 from ..store.transactions import retry_locked, write_transaction
@@ -94,6 +99,9 @@ class OperatorTransitions:
         reason = reason or DEFAULT_REASON
         db = self._write_db(using)
         done = self._cancel_one(eid, reason, db)
+        if not done and not self.model._default_manager.using(db).filter(
+                pk=eid, status__in=UNFINISHED).exists():
+            return False  # finished or unknown: its tree is left alone
         for descendant in self.descendants(eid, using=db):
             self._cancel_one(descendant, reason, db)
         return done
@@ -180,6 +188,8 @@ class OperatorTransitions:
         ``from_step``: discard the steps recorded from that one on (``ValueError`` if the
         execution has no such step); ``by``: who retried it, for the attempt history.
         """
+        if from_step is not None:
+            check_text(from_step, "from_step", STEP_NAME_LENGTH)  # before any query
         eid = as_uuid(execution_id)
         if eid is None:
             return False
@@ -214,10 +224,17 @@ class OperatorTransitions:
             return False  # an unfinished twin holds the dedupe key
         return bool(updated)
 
-    def fork(self, execution_id: Any, from_step: str, *, by: str = "",
-             using: str | None = None) -> str:
+    def fork(self, execution_id: Any, from_step: str, *, dedupe_key: str | None = None,
+             by: str = "", using: str | None = None) -> str:
         """A new execution of the same task and payload with copies of the steps recorded
-        before ``from_step``; its id. ``ValueError`` if there is no such execution or step."""
+        before ``from_step``; its id. ``ValueError`` if there is no such execution or step.
+
+        ``dedupe_key``: as ``invoke``'s, the fork's own; while an unfinished execution of
+        the task holds it, the fork creates nothing and returns that execution's id (two
+        operators forking at once make one execution)."""
+        check_text(from_step, "from_step", STEP_NAME_LENGTH)  # before any query
+        if dedupe_key is not None:
+            check_text(dedupe_key, "dedupe_key", KEY_LENGTH)
         eid = as_uuid(execution_id)
         db = self._write_db(using)
         old = None if eid is None else self.model._default_manager.using(db).filter(
@@ -229,6 +246,7 @@ class OperatorTransitions:
             task_name=old.task_name, queue=old.queue, payload=old.payload,
             priority=old.priority, event_name=old.event_name, forked_from_id=old.pk,
             key=old.key, max_attempts=_budget(old.task_name, old.max_attempts),
+            dedupe_key=dedupe_key,
         )
         steps = self._steps(db)
         kept = list(steps.filter(execution_id=old.pk, pk__lt=first_left).order_by("pk"))
@@ -236,14 +254,24 @@ class OperatorTransitions:
             # Its copied steps started with the original; a claim seeing ``started_at``
             # set loads the steps (a fresh first attempt is assumed to have none).
             new.started_at = old.started_at or kept[0].started_at or kept[0].created_at
-        with write_transaction(db):
-            new.save(using=db, force_insert=True)
-            steps.bulk_create([
-                steps.model(execution_id=new.pk, name=s.name, result=s.result,
-                            started_at=s.started_at, created_at=s.created_at)
-                for s in kept
-            ])
-        return str(new.pk)
+        copies = [steps.model(execution_id=new.pk, name=s.name, result=s.result,
+                              started_at=s.started_at, created_at=s.created_at) for s in kept]
+        for _ in range(10):
+            try:
+                with write_transaction(db):  # a savepoint: a dedupe clash leaves no trace
+                    new.save(using=db, force_insert=True)
+                    steps.bulk_create(copies)
+                return str(new.pk)
+            except IntegrityError:
+                if dedupe_key is None:
+                    raise
+                twin = self.model._default_manager.using(db).filter(
+                    task_name=old.task_name, dedupe_key=dedupe_key,
+                    status__in=UNFINISHED).values_list("pk", flat=True).first()
+                if twin is not None:
+                    return str(twin)
+        raise IntegrityError(f"fork: could not insert or find the execution with dedupe_key "
+                             f"{dedupe_key!r}")
 
     def run_again(self, execution_id: Any, *, using: str | None = None) -> str | None:
         """Start a new execution with the payload of a finished one; its id, or ``None``."""
