@@ -25,7 +25,7 @@ from django.db import DatabaseError, InterfaceError, connections
 from ..definitions.values import storable_text
 from ..exceptions import error_text
 from ..models import Execution
-from .retry import Backoff
+from .retry import Backoff, Outage
 from .sessions import enroll
 from .unit import TRANSIENT
 
@@ -72,6 +72,7 @@ class Completer(threading.Thread):
     def run(self) -> None:
         enroll(self.using, self.dead_after)
         backoff = Backoff(0.05, 2.0)
+        outage = Outage("the result writer")
         try:
             while True:
                 with self._cond:
@@ -84,13 +85,13 @@ class Completer(threading.Thread):
                     batch = self._items[:MAX_BATCH]
                 try:
                     written = self._write(batch)
-                except (DatabaseError, InterfaceError):
-                    logger.warning("could not write %d results; retrying", len(batch),
-                                   exc_info=True)
+                except (DatabaseError, InterfaceError) as exc:
+                    outage.failed(exc, backoff.pause)  # the results wait in the buffer
                     connections[self.using].close()
                     backoff.wait()
                     continue
                 backoff.reset()
+                outage.recovered()
                 with self._cond:
                     del self._items[: len(batch)]
                 if written < len(batch):

@@ -21,7 +21,7 @@ from ..exceptions import timed_out
 from ..models import Execution
 from . import Runtime
 from .cancellation import poll_cancellations
-from .retry import Backoff, reset_connection
+from .retry import Backoff, Outage, reset_connection
 from .sessions import enroll
 
 logger = logging.getLogger("conductor_django.worker")
@@ -102,17 +102,19 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         using = self.runtime.using
         backoff = Backoff(0.1, 5.0)
+        outage = Outage("the heartbeat")
         enroll(using, self.runtime.dead_after)
         try:
             while not self._stop_event.is_set():
                 try:
                     self.runtime.heartbeat(self.row)
-                except (DatabaseError, InterfaceError):
-                    logger.warning("database error while heartbeating; retrying", exc_info=True)
+                except (DatabaseError, InterfaceError) as exc:
+                    outage.failed(exc, backoff.pause)
                     reset_connection(using)
                     backoff.wait(self._stop_event)
                     continue
                 backoff.reset()
+                outage.recovered()
                 self._stop_event.wait(self.interval)
         finally:
             connections.close_all()

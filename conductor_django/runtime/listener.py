@@ -23,7 +23,7 @@ from ..models import Execution
 from ..state.operator import CANCEL_CHANNEL
 from ..store import wakeup
 from ..store.vendor import dialect
-from .retry import Backoff
+from .retry import Backoff, Outage
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -57,6 +57,7 @@ class Listener(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff(0.1, 5.0)
+        outage = Outage("the LISTEN connection")
         while not self._stop.is_set():
             wrapper = connections.create_connection(self.using)
             try:
@@ -68,16 +69,17 @@ class Listener(threading.Thread):
                 self.ready.set()
                 self.on_new("")  # anything announced while not listening: look now
                 backoff.reset()
+                outage.recovered()
                 while not self._stop.is_set():
                     for note in raw.notifies(timeout=0.5):
                         if note.channel == CANCEL_CHANNEL:
                             self.on_cancel(*cancel_request(raw, note.payload))
                         else:
                             self.on_new(note.payload)
-            except Exception:
+            except Exception as exc:
                 if self._stop.is_set():
                     break
-                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                outage.failed(exc, backoff.pause)
                 backoff.wait(self._stop)
             finally:
                 try:

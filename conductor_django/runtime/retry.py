@@ -44,6 +44,42 @@ class Backoff:
         self.pause = min(self.pause * 2, self.cap)
 
 
+class Outage:
+    """How a reconnect loop logs a database that went away: one WARNING with the error's
+    traceback when it goes, one short line (no traceback) per failed retry, and one line
+    when the loop works again, saying how long it was away. A 10-second outage used to
+    write a full traceback for every retry of every loop."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # e.g. "the worker loop"
+        self.since: float | None = None
+        self.retries = 0
+
+    def failed(self, exc: BaseException, pause: float) -> None:
+        """A try failed with ``exc``; the loop retries in ``pause`` seconds."""
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("database error in %s (%s); retrying in %.1f s", self.what,
+                           _one_line(exc), pause, exc_info=exc)
+            return
+        self.retries += 1
+        logger.warning("database still unavailable for %s after %.1f s (%s); retrying in "
+                       "%.1f s", self.what, time.monotonic() - self.since, _one_line(exc),
+                       pause)
+
+    def recovered(self) -> None:
+        """A try worked: say so once if the database had been away."""
+        if self.since is not None:
+            logger.warning("database back for %s after %.1f s (%d retries)", self.what,
+                           time.monotonic() - self.since, self.retries)
+            self.since, self.retries = None, 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def reset_connection(using: str) -> None:
     """Close this thread's connection so that the next query opens a new one."""
     try:

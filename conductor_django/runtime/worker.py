@@ -34,7 +34,7 @@ from .cancellation import deliver
 from .completer import Completer
 from .dispatch import make_dispatcher
 from .housekeeper import Heartbeat, Housekeeper
-from .retry import Backoff, ensure_usable, retry_write
+from .retry import Backoff, Outage, ensure_usable, retry_write
 from .sessions import enroll
 from .unit import FINISHED, ExecutionUnit
 
@@ -242,6 +242,7 @@ class Worker:
 
     def _loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
+        outage = Outage("the worker loop")
         while not self._stop.is_set():
             self._wake.clear()  # before the claim: work announced from now on wakes us
             try:
@@ -249,8 +250,9 @@ class Worker:
                 claimed, maybe_more, looked = self._claim()
                 self._periodic()
                 backoff.reset()
-            except DB_ERRORS:
-                logger.warning("database error in the worker loop; retrying", exc_info=True)
+                outage.recovered()
+            except DB_ERRORS as exc:
+                outage.failed(exc, backoff.pause)
                 self._unsure = True
                 self._close_connection()
                 backoff.wait(self._stop)
