@@ -116,7 +116,7 @@ def test_a_waiting_execution_survives_kill_9_of_its_worker(start_worker):
 def test_with_a_worker_one_signal_decides_and_a_retry_waits_for_a_new_decision(start_worker):
     eid = conductor.invoke("await-decision", {"key": "r", "fail_after": True,
                                               "choices": ["approve", "reject"]})
-    start_worker("--concurrency", "1", "--poll-interval", "0.2")
+    worker = start_worker("--concurrency", "1", "--poll-interval", "0.2")
     poll(lambda: status(eid) == S.SUSPENDED, timeout=30, message="the wait to suspend")
     assert conductor.send_signal(eid, "decision", "approve", sent_by="ann") is True
     assert conductor.send_signal(eid, "decision", "reject", sent_by="bob") is False
@@ -127,7 +127,13 @@ def test_with_a_worker_one_signal_decides_and_a_retry_waits_for_a_new_decision(s
          timeout=30, message="the re-run to wait for a new decision")
     assert Mark.count("r:after") == 3  # the leftover did not decide the re-run
     assert conductor.send_signal(eid, "decision", "reject", sent_by="bob") is True
-    poll(lambda: Mark.count("r:after") == 4, timeout=30, message="the new decision")
+    try:
+        poll(lambda: Mark.count("r:after") == 4, timeout=30, message="the new decision")
+    except AssertionError as exc:  # what the worker did, and the row and its signals now
+        row = Execution.objects.filter(pk=eid).values().first()
+        signals = list(Signal.objects.filter(execution_id=eid).values())
+        raise AssertionError(f"{exc}\nrow: {row}\nsignals: {signals}\n"
+                             f"worker log:\n{worker.output()[-4000:]}") from None
     assert Mark.objects.filter(key="r:after").order_by("-id").first().value == "reject"
 
 
