@@ -58,7 +58,7 @@ bench: install-matrix
 	$(VENV61)/bin/python bench/run.py --db mysql  # mysqlclient is in .venv-dj61
 
 screenshots: install
-	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_browser_pages.py
+	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_browser_pages.py tests/test_admin_browser_bulk.py
 
 lint: install
 	$(PY) -m ruff check .
