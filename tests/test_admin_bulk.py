@@ -152,6 +152,11 @@ def test_permission_csrf_bad_confirmations_and_escaping():
     # An unknown filter on the list: said, nothing offered.
     response = client.get(bulk_url("cancel", nope="1"), follow=True)
     assert "is not a filter of executions" in messages_of(response)[0]
+    # A lookup the list itself refuses, a value that is no date: said, nothing done.
+    response = client.get(bulk_url("cancel", steps__name="s1"), follow=True)
+    assert "is not a filter of the execution list" in messages_of(response)[0]
+    response = client.get(bulk_url("cancel", created_at__gte="soon"), follow=True)
+    assert "created_at__gte='soon'" in messages_of(response)[0]
     # Everything from the list's query is escaped.
     html = client.get(bulk_url("cancel", q=XSS, key=XSS)).content.decode()
     assert XSS not in html and "&lt;script&gt;" in html
@@ -196,3 +201,25 @@ def test_the_bulk_task_runs_on_a_real_worker(start_worker, monkeypatch):
     assert task_row.progress["done"] == 450
     assert statuses(rows) == ["pending"] * 450
     assert task_row.steps.count() == 3
+
+
+@pytest.mark.django_db
+def test_the_confirmation_counts_what_the_list_selects_with_its_own_filter_links():
+    recent = parked(3)
+    old = parked(2)
+    Execution.objects.filter(pk__in=[o.pk for o in old]).update(
+        created_at=timezone.now() - timedelta(days=30))
+    make("pending", task_name="other")
+    client = staff("cancel_execution")
+    listing = client.get(reverse(CHANGELIST) + "?queue=parked&status__exact=pending")
+    cl = listing.context["cl"]
+    spec = next(s for s in cl.filter_specs if getattr(s, "field_path", "") == "created_at")
+    week = next(c for c in spec.choices(cl) if c["display"] == "Past 7 days")
+    shown = client.get(reverse(CHANGELIST) + week["query_string"]).context["cl"]
+    assert shown.queryset.count() == 3
+    url = reverse("admin:conductor_django_execution_bulk", args=["cancel"])
+    page = client.get(url + week["query_string"])
+    assert page.context["matching_count"] == 3
+    assert "created_at__gte" in page.content.decode()
+    client.post(url, {"selection": page.context["selection"], "count": 3})
+    assert statuses(recent) == ["failed"] * 3 and statuses(old) == ["pending"] * 2

@@ -29,7 +29,7 @@ from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import prepare_lookup_value
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -122,7 +122,10 @@ def matching(selection: dict[str, Any]) -> QuerySet:
             if value == "yes":
                 rows = rows.filter(status__in=UNFINISHED, waiting_for__isnull=False)
             continue
-        rows = rows.filter(**{name: prepare_lookup_value(name, value, ",")})
+        try:
+            rows = rows.filter(**{name: prepare_lookup_value(name, value, ",")})
+        except ValidationError as exc:  # "created_at__gte=soon"
+            raise ValueError(f"{name}={value!r}: {' '.join(exc.messages)}") from None
     rows, _ = search(rows, selection.get("search", ""))
     until = selection.get("until")
     if until:
@@ -185,6 +188,7 @@ class BulkAdminMixin:
 
     has_operation_permission: Any  # ExecutionAdmin's
     message_user: Any  # ModelAdmin's
+    lookup_allowed: Any  # ModelAdmin's
 
     def bulk_links(self, request: HttpRequest) -> list[tuple[str, str]]:
         """(label, url) of the operations this user may run on all the list's matches."""
@@ -203,6 +207,13 @@ class BulkAdminMixin:
             *super().get_urls(),  # type: ignore[misc]
         ]
 
+    def _allowed(self, request: HttpRequest, selection: dict[str, Any]) -> dict[str, Any]:
+        """``selection`` if the list itself accepts each of its filters (``ValueError``)."""
+        for name, value in selection["filters"].items():
+            if name != SIGNAL_FILTER and not self.lookup_allowed(name, value, request):
+                raise ValueError(f"{name!r} is not a filter of the execution list")
+        return selection
+
     def bulk_view(self, request: HttpRequest, verb: str) -> HttpResponse:
         operation = VERBS.get(verb)
         if operation is None:
@@ -213,14 +224,14 @@ class BulkAdminMixin:
             return self._bulk_post(request, verb, operation)
         changelist = reverse("admin:conductor_django_execution_changelist")
         try:
-            selection = selection_of(request.GET)
+            selection = self._allowed(request, selection_of(request.GET))
+            selection["until"] = timezone.now().isoformat()
+            rows = matching(selection)
+            legal = rows.filter(status__in=operation.legal).count()
         except ValueError as exc:
             self.message_user(request, f"Cannot act on all matching executions: {exc}.",
                               messages.ERROR)
             return HttpResponseRedirect(changelist)
-        selection["until"] = timezone.now().isoformat()
-        rows = matching(selection)
-        legal = rows.filter(status__in=operation.legal).count()
         context = {
             **self.admin_site.each_context(request),
             "title": operation.title, "opts": self.model._meta,
@@ -241,25 +252,27 @@ class BulkAdminMixin:
         try:
             raw = json.loads(request.POST.get("selection", ""))
             confirmed = int(request.POST.get("count", ""))
-            selection = selection_of({**raw["filters"], "q": raw["search"]})
+            selection = self._allowed(request, selection_of({**raw["filters"],
+                                                             "q": raw["search"]}))
             selection["until"] = str(raw["until"])
             rows = matching(selection)
+            legal = rows.filter(status__in=operation.legal)
+            ids = list(legal.order_by("pk").values_list("pk", flat=True)[:INLINE_LIMIT + 1])
         except (ValueError, TypeError, KeyError):
             self.message_user(request, "The confirmation could not be read: nothing was "
                               "done. Please start again from the list.", messages.ERROR)
             return HttpResponseRedirect(changelist)
-        legal = rows.filter(status__in=operation.legal)
         who = str(request.user.get_username())
         payload: dict[str, Any] = {"verb": verb, "selection": selection, "by": who,
                    "reason": clean_reason(request.POST.get("reason"))
                    if verb == "cancel" else ""}
-        ids = list(legal.order_by("pk").values_list("pk", flat=True)[:INLINE_LIMIT + 1])
         if not ids:
             self.message_user(request, f"No execution to be {operation.done}: none of the "
                               "matching executions is in a state where it applies.",
                               messages.WARNING)
             return HttpResponseRedirect(changelist)
-        changed = "" if confirmed == len(ids) or len(ids) > INLINE_LIMIT else (
+        count = len(ids) if len(ids) <= INLINE_LIMIT else legal.count()
+        changed = "" if confirmed == count else (
             f" The confirmation counted {confirmed}: executions changed state since.")
         if len(ids) <= INLINE_LIMIT:
             done = operation.act(Execution.objects.filter(pk__in=ids), payload)
@@ -271,13 +284,13 @@ class BulkAdminMixin:
                       f"{done} {operation.done}")
             self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
             return HttpResponseRedirect(changelist)
-        payload["total"] = legal.count()
+        payload["total"] = count
         new = bulk_operation.invoke(payload)
         self._log(request, f"{operation.title} ({'; '.join(describe(selection))}): "
-                  f"{payload['total']} handed to execution {new}")
-        self.message_user(request, f"{payload['total']} executions are being "
-                          f"{operation.done} in the background by execution {new}; its "
-                          "progress is shown here.", messages.SUCCESS)
+                  f"{count} handed to execution {new}")
+        self.message_user(request, f"{count} executions are being {operation.done} in the "
+                          f"background by execution {new}; its progress is shown here."
+                          f"{changed}", messages.SUCCESS)
         return HttpResponseRedirect(
             reverse("admin:conductor_django_execution_change", args=[new]))
 
