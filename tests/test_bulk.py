@@ -4,9 +4,12 @@ verb accepts, in chunks, and return how many changed; bad input writes nothing."
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from conductor_django.models import Attempt, Execution, Step
 from tests.test_admin import make
@@ -84,3 +87,13 @@ def test_bad_input_raises_before_anything_is_written(call, error):
         call(Execution.objects.all())
     assert statuses(pending, failed) == ["pending", "failed"]
     assert not Attempt.objects.exists()
+
+
+@pytest.mark.django_db
+def test_cancel_all_wakes_the_parent_waiting_on_a_cancelled_child():
+    parent = make("suspended", run_at=timezone.now() + timedelta(days=1))
+    child = make("pending", task_name="child", parent=parent)
+    assert Execution.objects.filter(task_name="child").cancel_all() == 1
+    parent.refresh_from_db()
+    assert statuses(child) == ["failed"] and parent.status == "suspended"
+    assert parent.run_at <= timezone.now()  # woken: it reads its child's outcome now

@@ -47,7 +47,7 @@ from .search import search
 BULK_TASK = "conductor_django.bulk"
 
 #: At most this many executions are acted on inside the admin's request.
-INLINE_LIMIT = 1000
+INLINE_LIMIT = 500
 
 #: Executions per step of the background task (one transaction each).
 TASK_CHUNK = 200

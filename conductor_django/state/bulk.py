@@ -6,9 +6,10 @@ accept (``cancel``: unfinished; ``retry``: failed or cancelled, and with ``from_
 only those that recorded that step; ``run_again``: finished) and returns how many it
 changed. It walks the matching rows by primary key, ``chunk`` ids at a time (one
 short read per chunk, never one statement over thousands of rows), and applies the
-single verb to each id, so every rule of the one-execution transition holds: a cancel
-takes the running or the waiting path by the row's state at that moment and cancels
-the unfinished descendants, a retry keeps or discards steps and records who retried,
+single verb's rules to each, so every rule of the one-execution transition holds: a
+cancel stops the chunk's waiting executions in one guarded write (their parents woken
+first, as ``cancel`` does), flags the running ones one by one (each its NOTIFY), and
+cancels the unfinished descendants, a retry keeps or discards steps and records who retried,
 a row that changed meanwhile is skipped. The count is of the matching executions the
 verb took effect on (a descendant cancelled with its parent is not counted again).
 
@@ -23,8 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.utils import timezone
+
 from ..definitions.values import check_int, check_text
-from .status import FINAL, UNFINISHED, Status
+from ..exceptions import DEFAULT_REASON
+from ..store.transactions import retry_locked, write_transaction
+from .status import FINAL, RUNNABLE, UNFINISHED, Status
 
 RETRYABLE = (Status.FAILED, Status.CANCELLED)
 
@@ -39,8 +44,9 @@ class BulkTransitions:
     query: Any
     db: str
 
-    def _write_db(self, using: str | None) -> str:
-        raise NotImplementedError  # OperatorTransitions
+    _write_db: Any  # these three: OperatorTransitions'
+    _cancel_one: Any
+    _unfinished_below: Any
 
     def _chunks(self, legal: tuple[str, ...], chunk: int) -> Iterator[list[Any]]:
         """The ids of the matching rows in ``legal`` states, ``chunk`` at a time (by id)."""
@@ -56,13 +62,12 @@ class BulkTransitions:
             if len(ids) < chunk:
                 return
 
-    def _walk(self, legal: tuple[str, ...], act: Callable[[Any], bool], chunk: int,
+    def _walk(self, legal: tuple[str, ...], act: Callable[[list[Any]], int], chunk: int,
               on_chunk: Progress) -> int:
         check_int(chunk, "chunk", 1, 10_000)
         changed = seen = 0
         for ids in self._chunks(legal, chunk):
-            for pk in ids:
-                changed += bool(act(pk))
+            changed += act(ids)
             seen += len(ids)
             if on_chunk is not None:
                 on_chunk(changed, seen)
@@ -80,9 +85,30 @@ class BulkTransitions:
         if reason is not None:
             check_text(reason, "cancel reason", allow_empty=True)  # before any write
         db = self._write_db(using)
-        manager = self.model._default_manager
-        return self._walk(UNFINISHED, lambda pk: manager.cancel(pk, reason, using=db),
+        text = reason or DEFAULT_REASON
+        return self._walk(UNFINISHED, lambda ids: self._cancel_chunk(ids, text, db),
                           chunk, on_chunk)
+
+    def _cancel_chunk(self, ids: list[Any], reason: str, db: str) -> int:
+        """``cancel`` for each of ``ids``: the waiting ones in one guarded write (their
+        parents woken first, in the same transaction), the running ones (and any that
+        changed state meanwhile) one by one, then the unfinished descendants."""
+        rows = self.model._default_manager.using(db).filter(pk__in=ids)
+
+        def stop_waiting() -> int:
+            with write_transaction(db):
+                waiting = rows.filter(status__in=RUNNABLE)
+                self.model._default_manager.wake_parents(waiting, db)
+                return int(waiting.update(status=Status.FAILED, last_error=reason,
+                                          finished_at=timezone.now(), resume=False))
+
+        changed = retry_locked(stop_waiting, db)
+        for pk in list(rows.filter(status__in=UNFINISHED, cancelled=False)
+                       .values_list("pk", flat=True)):
+            changed += self._cancel_one(pk, reason, db)
+        for pk in self._unfinished_below(ids, db):
+            self._cancel_one(pk, reason, db)
+        return changed
 
     def retry_all(self, from_step: str | None = None, *, by: str = "",
                   using: str | None = None, chunk: int = CHUNK,
@@ -102,7 +128,8 @@ class BulkTransitions:
         manager = self.model._default_manager
         return target._walk(
             RETRYABLE,
-            lambda pk: manager.retry(pk, from_step=from_step, by=by, using=db),
+            lambda ids: sum(manager.retry(pk, from_step=from_step, by=by, using=db)
+                            for pk in ids),
             chunk, on_chunk)
 
     def run_again_all(self, *, using: str | None = None, chunk: int = CHUNK,
@@ -112,5 +139,6 @@ class BulkTransitions:
         self._not_sliced("run_again_all")
         db = self._write_db(using)
         manager = self.model._default_manager
-        return self._walk(FINAL, lambda pk: manager.run_again(pk, using=db) is not None,
-                          chunk, on_chunk)
+        return self._walk(
+            FINAL, lambda ids: sum(manager.run_again(pk, using=db) is not None for pk in ids),
+            chunk, on_chunk)
