@@ -62,7 +62,7 @@ def test_cancel_all_matching_confirms_then_cancels_every_match_not_only_the_page
     running = make("running", task_name="parked", queue="parked")
     other, done = make("pending", task_name="other"), make("completed", task_name="parked")
     client = staff("cancel_execution")
-    page, data = confirm(client, "cancel", task_name="parked")
+    page, data = confirm(client, "cancel", task_name="parked", o="-2", p="2", _facets="True")
     html = page.content.decode()
     assert page.context["legal_count"] == 61 and page.context["matching_count"] == 62
     assert "task_name = parked" in html and 'name="reason"' in html

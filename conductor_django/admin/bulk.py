@@ -28,6 +28,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import prepare_lookup_value
+from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import QuerySet
@@ -53,8 +54,7 @@ INLINE_LIMIT = 500
 TASK_CHUNK = 200
 
 #: Query parameters of the execution list that are not filters.
-NOT_FILTERS = frozenset({"q", "o", "p", "e", "_popup", "_to_field", "_changelist_filters",
-                         "all"})
+NOT_FILTERS = frozenset({*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG, "_changelist_filters"})
 
 #: The list's filters that are not field lookups: their meaning, as lookups.
 SIGNAL_FILTER = "waiting_for_signal"
