@@ -79,6 +79,7 @@ def test_cancel_all_matching_confirms_then_cancels_every_match_not_only_the_page
     entry = LogEntry.objects.get()
     assert entry.user.username == response.wsgi_request.user.username
     assert "61 cancelled" in entry.change_message and "task_name = parked" in entry.change_message
+    assert "all matching executions" in client.get(reverse("admin:index")).content.decode()
 
 
 @pytest.mark.django_db
@@ -223,3 +224,23 @@ def test_the_confirmation_counts_what_the_list_selects_with_its_own_filter_links
     assert "created_at__gte" in page.content.decode()
     client.post(url, {"selection": page.context["selection"], "count": 3})
     assert statuses(recent) == ["failed"] * 3 and statuses(old) == ["pending"] * 2
+
+
+@pytest.mark.django_db
+def test_a_retried_bulk_task_never_acts_on_a_chunk_twice(monkeypatch):
+    monkeypatch.setattr(bulk, "INLINE_LIMIT", 2)
+    monkeypatch.setattr(bulk, "TASK_CHUNK", 2)
+    parked(5, "completed")
+    client = staff("rerun_execution")
+    _, data = confirm(client, "run-again", queue="parked")
+    client.post(bulk_url("run-again"), data)
+    task_row = Execution.objects.get(task_name=bulk.BULK_TASK)
+    drain(queues=["default"])
+    assert Execution.objects.filter(queue="parked", status="pending").count() == 5
+    # As if its last attempt had failed after the chunks: retried, it replays its steps.
+    Execution.objects.filter(pk=task_row.pk).update(status="failed")
+    assert Execution.objects.retry(task_row.pk) is True
+    drain(queues=["default"])
+    task_row.refresh_from_db()
+    assert (task_row.status, task_row.result) == ("completed", {"changed": 5, "seen": 5})
+    assert Execution.objects.filter(queue="parked", status="pending").count() == 5  # not 10
