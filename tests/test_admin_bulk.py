@@ -146,6 +146,8 @@ def test_permission_csrf_bad_confirmations_and_escaping():
                 {"selection": json.dumps({"filters": {"nope": "1"}, "search": "",
                                           "until": timezone.now().isoformat()}), "count": 2},
                 {"selection": json.dumps({"filters": [], "search": "", "until": "x"}),
+                 "count": 2},
+                {"selection": json.dumps({"filters": {}, "search": "", "until": ""}),
                  "count": 2}):
         response = client.post(bulk_url("cancel"), bad, follow=True)
         assert "could not be read" in messages_of(response)[0]

@@ -147,9 +147,10 @@ def describe(selection: dict[str, Any]) -> list[str]:
 # --- the background task ----------------------------------------------------------------
 
 
-def _chunk(rows: QuerySet, last: str | None, verb: Verb, payload: dict[str, Any]) -> dict:
+def _chunk(rows: QuerySet, last: str | None, size: int, verb: Verb,
+           payload: dict[str, Any]) -> dict:
     page = rows if last is None else rows.filter(pk__gt=last)
-    ids = list(page.values_list("pk", flat=True)[:TASK_CHUNK])
+    ids = list(page.values_list("pk", flat=True)[:size])
     changed = verb.act(Execution.objects.filter(pk__in=ids), payload) if ids else 0
     return {"last": str(ids[-1]) if ids else None, "seen": len(ids), "changed": changed}
 
@@ -162,17 +163,18 @@ def bulk_operation(event: Any, ctx: Any) -> dict[str, Any]:
     rows = (matching(payload["selection"]).exclude(pk=event.execution_id)
             .filter(status__in=verb.legal).order_by("pk"))
     total = int(payload.get("total") or 0)
+    size = int(payload.get("chunk") or TASK_CHUNK)  # as when it began, if it is retried
     changed = seen = 0
     last = None
     number = 0
     while True:
         number += 1
-        out = ctx.step(f"chunk-{number}", functools.partial(_chunk, rows, last, verb, payload),
-                       atomic=True)
+        work = functools.partial(_chunk, rows, last, size, verb, payload)
+        out = ctx.step(f"chunk-{number}", work, atomic=True)
         changed += out["changed"]
         seen += out["seen"]
         ctx.progress(seen, max(total, seen), f"{changed} {verb.done}")
-        if out["seen"] < TASK_CHUNK:
+        if out["seen"] < size:
             return {"changed": changed, "seen": seen}
         last = out["last"]
 
@@ -255,6 +257,8 @@ class BulkAdminMixin:
             selection = self._allowed(request, selection_of({**raw["filters"],
                                                              "q": raw["search"]}))
             selection["until"] = str(raw["until"])
+            if parse_datetime(selection["until"]) is None:
+                raise ValueError("no moment of confirmation")
             rows = matching(selection)
             legal = rows.filter(status__in=operation.legal)
             ids = list(legal.order_by("pk").values_list("pk", flat=True)[:INLINE_LIMIT + 1])
@@ -284,7 +288,7 @@ class BulkAdminMixin:
                       f"{done} {operation.done}")
             self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
             return HttpResponseRedirect(changelist)
-        payload["total"] = count
+        payload.update(total=count, chunk=TASK_CHUNK)
         new = bulk_operation.invoke(payload)
         self._log(request, f"{operation.title} ({'; '.join(describe(selection))}): "
                   f"{count} handed to execution {new}")
