@@ -29,7 +29,7 @@ def test_retry_from_here_confirms_listing_the_discarded_steps_then_retries():
     ex = with_steps()
     client = staff("retry_execution")
     page = client.get(change_url(ex.pk)).content.decode()
-    assert "Retry from here" in page and "Fork from here" in page
+    assert "Retry from here" in page and "Fork from here" not in page  # needs rerun
     confirm = client.get(step_url("retry", ex, "s2")).content.decode()
     assert "<li>s2</li>" in confirm and "<li>s3</li>" in confirm and "<li>s1</li>" not in confirm
     assert Execution.objects.get(pk=ex.pk).status == "failed"  # a GET changes nothing
@@ -115,3 +115,22 @@ def test_the_re_drive_column_costs_no_query_per_step(django_assert_max_num_queri
         # 60 steps: the first page of 50 (the latest page has the last 10)
         page = client.get(change_url(many.pk) + "?steps=1").content.decode()
         assert page.count("Retry from here") == 50
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("perms, retry_link, fork_link", [
+    (("retry_execution",), True, False),
+    (("rerun_execution",), False, True),
+    (("retry_execution", "rerun_execution"), True, True),
+    ((), False, False),
+])
+def test_each_step_link_is_offered_only_with_its_permission(perms, retry_link, fork_link):
+    ex = with_steps()
+    page = staff(*perms).get(change_url(ex.pk)).content.decode()
+    assert ("cdj-retry-from" in page) == retry_link
+    assert ("cdj-fork-from" in page) == fork_link
+    # The buttons of the execution page follow the same rule.
+    assert ('action="' + reverse("admin:conductor_django_execution_retry", args=[ex.pk])
+            in page) == retry_link
+    assert ('action="' + reverse("admin:conductor_django_execution_run_again", args=[ex.pk])
+            in page) == fork_link

@@ -11,14 +11,12 @@ rows: see ``admin/pagination.py`` and ``admin/stats.py`` and docs/admin.md.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -32,6 +30,7 @@ from ..exceptions import DEFAULT_REASON
 from ..models import Execution
 from ..state.operator import RERUNNABLE, RETRYABLE
 from . import stats
+from .bulk import BulkAdminMixin
 from .cells import execution_status, one_line, stamp
 from .dashboard import DashboardMixin
 from .display import (
@@ -47,7 +46,7 @@ from .logs import ExecutionLogInline
 from .operator import RETRY_FROM_STEP, OperatorAdminMixin
 from .pagination import EstimatedCountPaginator
 from .safety import StorableLookups
-from .search import id_prefix
+from .search import search
 from .signals import ExecutionSignalsAdmin
 from .steps import StepInline
 
@@ -135,7 +134,7 @@ OPERATIONS = {
 # Operator actions: admin/operator.py; signals and progress: admin/signals.py; the live
 # execution page: admin/execution_page.py; the dashboard: admin/dashboard.py.
 class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, OperatorAdminMixin,
-                     ExecutionSignalsAdmin):
+                     BulkAdminMixin, ExecutionSignalsAdmin):
     list_display = ("short_id", "status_display", "task_name", "queue", "key_link",
                     "attempts_display", "run_at_display", "duration_display", "error_excerpt")
     list_filter = ("status", CancelFilter, TaskFilter, QueueFilter, KeyFilter, "created_at")
@@ -218,21 +217,15 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
             permission = OPERATIONS.get(request.POST.get("action", ""))
             if permission and not self.has_operation_permission(request, permission):
                 raise PermissionDenied
-        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard")}
+        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard"),
+                         "bulk_links": self.bulk_links(request)}
         return super().changelist_view(request, extra_context)
 
     # --- list ----------------------------------------------------------------------
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
         """Exact matches only, so that every search is an index lookup."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(pk=uuid.UUID(term)), False
-        except ValueError:
-            return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | Q(key=term)
-                                   | id_prefix(term, queryset.db)), False
+        return search(queryset, search_term)
 
     @admin.display(description="id")
     def short_id(self, obj: Execution) -> str:

@@ -45,7 +45,11 @@ def _who(request: HttpRequest) -> str:
 
 
 class RedriveStepColumn:
-    """The "Retry from here" / "Fork from here" links of a step row."""
+    """The "Retry from here" / "Fork from here" links of a step row, each only for a
+    user who may use it (``offer_retry``, ``offer_fork``: set per permission set)."""
+
+    offer_retry = False
+    offer_fork = False
 
     def get_queryset(self, request: HttpRequest) -> Any:
         # Each row's links read its execution's status: one join, not a query per step.
@@ -55,14 +59,18 @@ class RedriveStepColumn:
     def redrive_links(self, obj: Step) -> str:
         execution = obj.execution
         links = []
-        if execution.status in RETRYABLE:
+        if self.offer_retry and execution.status in RETRYABLE:
             links.append(format_html(
                 '<a class="cdj-retry-from" href="{}">Retry from here</a>',
                 reverse("admin:conductor_django_execution_retry_from",
                         args=[execution.pk, obj.pk])))
-        links.append(format_html(
-            '<a class="cdj-fork-from" href="{}">Fork from here</a>',
-            reverse("admin:conductor_django_execution_fork_from", args=[execution.pk, obj.pk])))
+        if self.offer_fork:
+            links.append(format_html(
+                '<a class="cdj-fork-from" href="{}">Fork from here</a>',
+                reverse("admin:conductor_django_execution_fork_from",
+                        args=[execution.pk, obj.pk])))
+        if not links:
+            return "-"
         return format_html_join(" · ", "{}", ((link,) for link in links))
 
 
@@ -76,10 +84,11 @@ class OperatorAdminMixin:
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list:
         inlines = list(super().get_inlines(request, obj))  # type: ignore[misc]
-        if not (request.user.has_perm("conductor_django.retry_execution")
-                or request.user.has_perm("conductor_django.rerun_execution")):
+        retry = request.user.has_perm("conductor_django.retry_execution")
+        fork = request.user.has_perm("conductor_django.rerun_execution")
+        if not (retry or fork):
             return inlines
-        return [_redrive_inline(i) if i.model is Step else i for i in inlines]
+        return [_redrive_inline(i, retry, fork) if i.model is Step else i for i in inlines]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
         fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
@@ -249,13 +258,15 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-_INLINES: dict[type, type] = {}
+_INLINES: dict[tuple[type, bool, bool], type] = {}
 
 
-def _redrive_inline(inline: type) -> type:
-    """``inline`` (the steps) with the re-drive column."""
-    if inline not in _INLINES:
+def _redrive_inline(inline: type, retry: bool, fork: bool) -> type:
+    """``inline`` (the steps) with the re-drive column offering the links allowed."""
+    key = (inline, retry, fork)
+    if key not in _INLINES:
         fields = (*inline.fields, "redrive_links")  # type: ignore[attr-defined]
-        _INLINES[inline] = type(f"Redrive{inline.__name__}", (RedriveStepColumn, inline),
-                                {"fields": fields, "readonly_fields": fields})
-    return _INLINES[inline]
+        _INLINES[key] = type(f"Redrive{inline.__name__}", (RedriveStepColumn, inline),
+                             {"fields": fields, "readonly_fields": fields,
+                              "offer_retry": retry, "offer_fork": fork})
+    return _INLINES[key]

@@ -67,3 +67,16 @@ def _ids_starting_with(text: str, using: str) -> QuerySet:
     return (Execution.objects.using(using).order_by()
             .annotate(id_text=Cast("id", CharField(max_length=36)))
             .filter(id_text__startswith=text).values("pk"))
+
+
+def search(queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+    """The execution list's search: exact matches only, so that every search is an index
+    lookup (an id, an id prefix, a task name, a dedupe key or a key)."""
+    term = search_term.strip()
+    if not term:
+        return queryset, False
+    try:
+        return queryset.filter(pk=uuid.UUID(term)), False
+    except ValueError:
+        return queryset.filter(Q(task_name=term) | Q(dedupe_key=term) | Q(key=term)
+                               | id_prefix(term, queryset.db)), False

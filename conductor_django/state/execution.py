@@ -46,6 +46,7 @@ from ..store import claim as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
 from . import attempts, waiting
+from .bulk import BulkTransitions
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
@@ -81,8 +82,8 @@ def _finished(when: Q, now: datetime, otherwise: datetime | None = None) -> Case
 WOKEN_WHILE_RUNNING = timedelta(microseconds=1)
 
 
-class ExecutionQuerySet(OperatorTransitions, DispatchTransitions, SignalTransitions,
-                        models.QuerySet):
+class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransitions,
+                        SignalTransitions, models.QuerySet):
     def unfinished(self) -> ExecutionQuerySet:
         return self.filter(status__in=UNFINISHED)
 

@@ -112,10 +112,14 @@ class OperatorTransitions:
         eid = as_uuid(execution_id)
         if eid is None:
             return []
-        rows = self.model._default_manager.using(self._write_db(using))
+        return self._unfinished_below([eid], self._write_db(using))
+
+    def _unfinished_below(self, ids: list[Any], db: str) -> list[uuid.UUID]:
+        """The ids of the unfinished descendants of ``ids``, parents first."""
+        rows = self.model._default_manager.using(db)
         found: list[uuid.UUID] = []
-        seen = {eid}
-        level = [eid]
+        seen = set(ids)
+        level = list(ids)
         while level:
             children = list(rows.filter(parent_id__in=level).values_list("pk", "status"))
             level = [pk for pk, _ in children if pk not in seen]
