@@ -30,6 +30,10 @@ def test_cancel_all_cancels_every_unfinished_match_by_the_single_rules():
     running.refresh_from_db()
     assert running.cancelled and running.last_error == "bulk"  # stops at its next step
     assert Execution.objects.get(pk=child.pk).status == "failed"  # the tree goes too
+    # told apart from failures, as a single cancel's are: every one a cancel stopped
+    assert [Execution.objects.get(pk=e.pk).cancel_requested
+            for e in (pending, suspended, child, done, other)] == [
+        True, True, True, False, False]
     # Again: nothing left that cancel would accept (the running one's cancel is accepted).
     assert Execution.objects.filter(task_name="echo").cancel_all() == 0
 

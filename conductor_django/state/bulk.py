@@ -24,12 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.utils import timezone
-
 from ..definitions.values import check_int, check_text
 from ..exceptions import DEFAULT_REASON
-from ..store.transactions import retry_locked, write_transaction
-from .status import FINAL, RUNNABLE, UNFINISHED, Status
+from ..store.transactions import retry_locked
+from .status import FINAL, UNFINISHED, Status
 
 RETRYABLE = (Status.FAILED, Status.CANCELLED)
 
@@ -44,9 +42,10 @@ class BulkTransitions:
     query: Any
     db: str
 
-    _write_db: Any  # these three: OperatorTransitions'
+    _write_db: Any  # these four: OperatorTransitions'
     _cancel_one: Any
     _unfinished_below: Any
+    _stop_waiting_rows: Any
 
     def _chunks(self, legal: tuple[str, ...], chunk: int) -> Iterator[list[Any]]:
         """The ids of the matching rows in ``legal`` states, ``chunk`` at a time (by id)."""
@@ -94,15 +93,7 @@ class BulkTransitions:
         parents woken first, in the same transaction), the running ones (and any that
         changed state meanwhile) one by one, then the unfinished descendants."""
         rows = self.model._default_manager.using(db).filter(pk__in=ids)
-
-        def stop_waiting() -> int:
-            with write_transaction(db):
-                waiting = rows.filter(status__in=RUNNABLE)
-                self.model._default_manager.wake_parents(waiting, db)
-                return int(waiting.update(status=Status.FAILED, last_error=reason,
-                                          finished_at=timezone.now(), resume=False))
-
-        changed = retry_locked(stop_waiting, db)
+        changed = retry_locked(lambda: self._stop_waiting_rows(db, ids, reason), db)
         for pk in list(rows.filter(status__in=UNFINISHED, cancelled=False)
                        .values_list("pk", flat=True)):
             changed += self._cancel_one(pk, reason, db)

@@ -146,9 +146,15 @@ class OperatorTransitions:
 
     def _stop_waiting(self, db: str, eid: uuid.UUID, reason: str) -> bool:
         """A pending or suspended execution ends ``failed`` with ``reason``, never runs."""
+        return bool(self._stop_waiting_rows(db, [eid], reason))
+
+    def _stop_waiting_rows(self, db: str, ids: list[Any], reason: str) -> int:
+        """The pending or suspended executions of ``ids`` end ``failed`` with ``reason``
+        and ``cancel_requested``, never run; their waiting parents are woken first, in
+        the same transaction. How many were stopped (the others started meanwhile)."""
         manager = self.model._default_manager
         with write_transaction(db):
-            waiting = manager.using(db).filter(pk=eid, status__in=RUNNABLE)
+            waiting = manager.using(db).filter(pk__in=ids, status__in=RUNNABLE)
             woken = manager.wake_parents(waiting, db)  # parent first: see state.execution
             stopped = waiting.update(
                 status=S.FAILED,
@@ -157,11 +163,9 @@ class OperatorTransitions:
                 finished_at=timezone.now(),
                 resume=False,
             )
-            if stopped:
-                return True
-            if woken:
-                transaction.set_rollback(True, using=db)  # it started meanwhile: no wake
-        return False
+            if not stopped and woken:
+                transaction.set_rollback(True, using=db)  # they started meanwhile: no wake
+        return int(stopped)
 
     def _request_running(self, db: str, eid: uuid.UUID, reason: str) -> bool:
         """Set ``cancelled`` and the reason on a running execution and notify its worker."""
