@@ -5,6 +5,8 @@ no import inside a function outside the documented few, no module over 600 lines
 from __future__ import annotations
 
 import ast
+import contextlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -37,12 +39,32 @@ def _name(path: Path) -> str:
     return path.relative_to(PACKAGE).as_posix()
 
 
+@contextlib.contextmanager
+def _logging_kept():
+    """Put the logging tree back as it was: import-linter configures logging when it
+    runs, which turned every existing logger off (``disabled``) for the rest of the
+    session, and later tests that read conductor's log lines saw none."""
+    manager = logging.root.manager
+    loggers = {name: lg.disabled for name, lg in manager.loggerDict.items()
+               if isinstance(lg, logging.Logger)}
+    handlers, level = list(logging.root.handlers), logging.root.level
+    try:
+        yield
+    finally:
+        for name, disabled in loggers.items():
+            manager.loggerDict[name].disabled = disabled  # type: ignore[union-attr]
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+
+
 def test_import_contracts_hold():
     pytest.importorskip("importlinter")
     from importlinter.cli import lint_imports
 
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0, (
-        "an import contract of pyproject.toml is broken: run lint-imports")
+    with _logging_kept():
+        broken = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True)
+    assert broken == 0, "an import contract of pyproject.toml is broken: run lint-imports"
+    assert not logging.getLogger("conductor_django.worker").disabled
 
 
 def _function_imports(tree: ast.AST) -> list[tuple[int, str]]:
