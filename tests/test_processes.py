@@ -277,25 +277,7 @@ def test_children_of_a_killed_parent_stop(start_worker):
     assert parent.output().count("the supervising process") == 2
 
 
-@pytest.fixture
-def worker_logs_on():
-    """The supervisor's log records reach ``caplog`` whatever earlier tests did to the
-    logging tree (a ``dictConfig`` with ``disable_existing_loggers`` turns existing
-    loggers off: in the whole suite this test saw 105 restarts and none of their lines)."""
-    names = ("conductor_django", "conductor_django.worker")
-    saved = [(logging.getLogger(n), logging.getLogger(n).disabled,
-              logging.getLogger(n).propagate) for n in names]
-    disabled_below = logging.root.manager.disable
-    logging.disable(logging.NOTSET)
-    for log, _, _ in saved:
-        log.disabled, log.propagate = False, True
-    yield
-    logging.disable(disabled_below)
-    for log, disabled, propagate in saved:
-        log.disabled, log.propagate = disabled, propagate
-
-
-def test_a_crash_loop_is_restarted_after_doubling_pauses(caplog, worker_logs_on):
+def test_a_crash_loop_is_restarted_after_doubling_pauses(caplog):
     """A child that dies at once (an option it refuses) is restarted after 0.05, 0.1,
     0.2 s... (here; 1 s up to 60 s by default), logged each time; never in a spin."""
     supervisor = Supervisor(processes=1, child_args=["--no-such-option"],
