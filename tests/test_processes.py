@@ -283,16 +283,18 @@ def test_a_crash_loop_is_restarted_after_doubling_pauses(caplog):
     supervisor = Supervisor(processes=1, child_args=["--no-such-option"],
                             handle_signals=False, restart_backoff=(0.05, 0.2))
     result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(supervisor.run()))
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()), daemon=True)
     with caplog.at_level(logging.INFO, logger="conductor_django.worker"):
         thread.start()
 
         def restarts() -> list[str]:
             return [r.getMessage() for r in caplog.records if "restarting it in" in r.getMessage()]
 
-        poll(lambda: len(restarts()) >= 4, timeout=120, message="four restarts")
-        supervisor.stop()
-        thread.join(60)
+        try:
+            poll(lambda: len(restarts()) >= 4, timeout=120, message="four restarts")
+        finally:  # a failure must not leave the loop restarting children after the test
+            supervisor.stop()
+            thread.join(60)
     assert result == [0]
     # all stopped; each restart counted (the last one logged may have been called off)
     running, restarted = supervisor.counts()
