@@ -43,6 +43,7 @@ from django.core.management import execute_from_command_line
 from django.db import connections
 
 from .. import metrics
+from .stopping import on_stop_signals
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -312,23 +313,9 @@ class Supervisor:
             self._shared = None
 
     def _install_signals(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        if not self.handle_signals:
             return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if not self._stop_requested:
-                logger.info("received %s: stopping", signal.Signals(signum).name)
-            self.stop()
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+        return on_stop_signals(self.stop, announce=lambda: not self._stop_requested)
 
 
 def _signal(process: Any, signum: int) -> None:

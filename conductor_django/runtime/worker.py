@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_mod
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
@@ -36,6 +35,7 @@ from .dispatch import make_dispatcher
 from .housekeeper import Heartbeat, Housekeeper
 from .retry import Backoff, Outage, ensure_usable, retry_write
 from .sessions import enroll
+from .stopping import on_stop_signals
 from .unit import FINISHED, ExecutionUnit
 
 logger = logging.getLogger("conductor_django.worker")
@@ -545,23 +545,8 @@ class Worker:
         # gone would take the worker for presumed dead and register it again.
         self._heartbeat.join(HEARTBEAT_JOIN_TIMEOUT)
 
-    def _install_signals(self):
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-
-        def handler(signum, frame):
-            logger.info("received %s: stopping", signal.Signals(signum).name)
-            self.stop()
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+    def _install_signals(self) -> Callable[[], None]:
+        return on_stop_signals(self.stop) if self.handle_signals else (lambda: None)
 
 
 def _leases(item: ExecutionUnit) -> list[tuple[str, int]]:
