@@ -17,7 +17,7 @@ the same machine, so a slower or busier machine moves both.
 
 ``--processes N`` also measures ``conductor_worker --processes N`` as a third peer.
 
-Usage: ``python bench/reference.py [--rounds 3] [--n 5000] [--processes 2]``
+Usage: ``python bench/reference.py [--rounds 3] [--n 5000] [--processes 2] [--also celery]``
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def run_harness(work: Path, args: argparse.Namespace) -> dict:
     peers = ["conductor_django", "pgconductor"]
     if args.processes > 1:
         peers.insert(1, "conductor_django_processes")
+    peers += [peer for peer in args.also.split(",") if peer and peer not in peers]
     env = {**os.environ, "BENCH_EXTRA_PIP": f"-e {ROOT}",
            "BENCH_CDJ_PROCESSES": str(args.processes)}
     cmd = ["bash", str(work / "run_peers.sh"), "--peers", ",".join(peers), "--no-cancel",
@@ -150,6 +151,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--processes", type=int, default=2,
                     help="also measure conductor_worker --processes N (1: not)")
+    ap.add_argument("--also", default="",
+                    help="more peers of the harness in the same rounds, e.g. celery (their "
+                         "numbers are printed with the rest; the ratios stay to the "
+                         "reference)")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "peerbench")
     ap.add_argument("--results-dir", type=Path, default=HERE / "results")
     a = ap.parse_args()
@@ -167,6 +172,12 @@ def main() -> int:
     rows = ratio_rows(results, "conductor_django", a.n)
     if a.processes > 1:
         rows += ratio_rows(results, "conductor_django_processes", a.n)
+    for peer in [p for p in a.also.split(",") if p]:
+        summary = results.get("summary", {}).get(peer) or {}
+        if summary.get("w3_p50_ms") is not None:
+            print(f"{peer}: start latency p50 {summary['w3_p50_ms']:.1f} ms "
+                  f"(conductor_django: {results['summary']['conductor_django']['w3_p50_ms']:.1f}"
+                  " ms)")
     print("\n| ratio to the reference (median of rounds) | value |\n|---|---|")
     for row in rows:
         print(f"| {row['label']} | {row['text']} |")
