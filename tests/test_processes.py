@@ -200,7 +200,8 @@ def test_drain_with_processes_exits_when_every_child_drained(tmp_path):
          "--concurrency", "2", "-v", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert Execution.objects.filter(pk__in=ids, status="completed").count() == n
+    done = Execution.objects.filter(pk__in=ids, status="completed").count()
+    assert done == n, (done, proc.stderr[-6000:])
     assert conductor.get(later).status == "pending"
     ran = starts(log)
     assert len(ran) == n and max(ran.values()) == 1
