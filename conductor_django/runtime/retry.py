@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from django.db import DatabaseError, DataError, IntegrityError, connections
 
+from ..exceptions import error_text
+
 logger = logging.getLogger("conductor_django.worker")
 
 T = TypeVar("T")
@@ -76,8 +78,9 @@ class Outage:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """``error_text`` (the type and message, safe whatever ``__str__`` does), first
+    line only: a driver's message often goes on with details and hints."""
+    return error_text(exc).strip().splitlines()[0]
 
 
 def reset_connection(using: str) -> None:
