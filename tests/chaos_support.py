@@ -267,6 +267,30 @@ def terminate_other_sessions() -> int:
         return cursor.fetchone()[0]
 
 
+def other_sessions_idle() -> bool:
+    """No other session on the test database is in the middle of a statement.
+
+    A client frozen with SIGSTOP cannot send anything new, but a statement it sent just
+    before is still run by the server (PostgreSQL, MariaDB): a claim that reaches the
+    server after a row was inserted may lock or take that row. Poll this after freezing a
+    worker to know that it will touch nothing more until it is woken. SQLite runs in the
+    frozen process itself: nothing is in flight there."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        return True
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute("SELECT count(*) FROM information_schema.processlist"
+                           " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                           " AND command <> 'Sleep'")
+        else:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                           " AND state = 'active'")
+        return cursor.fetchone()[0] == 0
+
+
 def db_activity() -> str:
     """On PostgreSQL, what every session of the test database is doing (who waits on whom)."""
     from django.db import connection

@@ -16,8 +16,9 @@ from conductor_django.models import Worker as WorkerRow
 from conductor_django.runtime import retry
 from conductor_django.state import ExecutionQuerySet
 from conductor_django.testing import drain
-from tests.chaos_support import terminate_other_sessions
+from tests.chaos_support import other_sessions_idle, terminate_other_sessions
 from tests.conftest import poll
+from tests.test_chaos import _freeze_outside_sqlite_writes
 from tests.testapp.models import Mark
 
 S = Execution.Status
@@ -203,8 +204,12 @@ def test_a_claim_whose_reply_was_lost_is_released_and_runs_once(start_worker):
     worker = start_worker("--concurrency", "2", env={"CONDUCTOR_TEST_DEAD_AFTER": "4"})
     poll(lambda: WorkerRow.objects.exists(), message="the worker to register")
     wid = WorkerRow.objects.get().id
-    os.kill(worker.pid, signal.SIGSTOP)  # frozen for far less than WORKER_DEAD_AFTER
+    # frozen for far less than WORKER_DEAD_AFTER, outside an SQLite write (it would hold
+    # the file's lock), and with no statement of its own left running in the server (its
+    # last poll could otherwise claim the row invoked below)
+    assert _freeze_outside_sqlite_writes(worker.pid)
     try:
+        poll(other_sessions_idle, message="the frozen worker's last statement to end")
         eid = conductor.invoke("record-run", {"n": "lost-reply"})
         # the claim, made for the worker here, whose reply the worker never sees
         claimed = Execution.objects.claim(wid, None, 1, "default")
