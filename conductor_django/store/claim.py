@@ -371,8 +371,8 @@ def claim_limited_named(
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             where, params = runnable_sql(connection, now_param, queues,
                                          skip=[*skip, *limits, *keyed], exclude=exclude)
-            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
-                           [*params, limit])
+            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {vendor.claim_source(table, queues)}"
+                           f" WHERE {where}{order}", [*params, limit])
             ranked = [(1, row) for row in cursor.fetchall()]
             for name in names:
                 if name in keyed:

@@ -312,7 +312,17 @@ class MySQL(Dialect):
     builds_partial_rules = True  # migration 0010_mysql
 
     def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
-        return table  # the planner's statistics choose the claim index
+        """InnoDB locks every row a ``FOR UPDATE`` pick reads, not the ``LIMIT`` it
+        returns: a plan that sorts (a table whose statistics were taken when it was
+        empty) locks every runnable row until the commit, and a concurrent claim then
+        skips them all and finds nothing (a ``--drain`` worker took that for "done").
+        Forced, the claim index reads the rows in the ``ORDER BY``'s order and stops
+        after ``LIMIT``: one queue, its range of ``cdj_my_claim_idx``; none or several,
+        ``cdj_my_claim_any_idx`` filtered by queue."""
+        if table != EXECUTION_TABLE:
+            return table
+        index = "cdj_my_claim_idx" if queues and len(queues) == 1 else "cdj_my_claim_any_idx"
+        return f"{table} FORCE INDEX ({index})"
 
     def picked(self, inner: str) -> str:
         raise NotImplementedError("MySQL claims select FOR UPDATE, then update by id")
