@@ -55,3 +55,23 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
 }
+
+if os.environ.get("BENCH_ADMIN"):  # bench/bulk_cancel.py drives the admin
+    INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth",
+                      "django.contrib.contenttypes", "django.contrib.sessions",
+                      "django.contrib.messages", "conductor_django", "benchproject"]
+    MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware",
+                  "django.middleware.csrf.CsrfViewMiddleware",
+                  "django.contrib.auth.middleware.AuthenticationMiddleware",
+                  "django.contrib.messages.middleware.MessageMiddleware"]
+    TEMPLATES = [{
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": [
+            "django.template.context_processors.request",
+            "django.contrib.auth.context_processors.auth",
+            "django.contrib.messages.context_processors.messages",
+        ]},
+    }]
+    ROOT_URLCONF = "benchproject.urls"
+    ALLOWED_HOSTS = ["testserver"]
