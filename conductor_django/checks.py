@@ -40,6 +40,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "DEFAULT_QUEUE": (str,),
     "CLEANUP_INTERVAL": NUMBER,
     "CLEANUP_BATCH_SIZE": (int,),
+    "LONG_TRANSACTION_WARNING": (int, float, type(None)),
     "LOG_LINES": (int,),
     "LOG_LEVEL": (str, int),
     "PREPARED_STATEMENTS": (bool,),
@@ -77,7 +78,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="conductor_django.E002",
             ))
     numbers = ("CANCEL_POLL_INTERVAL", "POLL_INTERVAL", "WORKER_DEAD_AFTER", "HEARTBEAT_INTERVAL",
-               "CLEANUP_INTERVAL")
+               "CLEANUP_INTERVAL", "LONG_TRANSACTION_WARNING")
     for key in numbers:
         v = value.get(key)
         if isinstance(v, int | float) and not isinstance(v, bool) and not (

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_BATCH_SIZE": 1000,
     "LOG_LINES": 100,
     "LOG_LEVEL": "INFO",
+    # the worker warns of another session's transaction open this long (s); None: never
+    "LONG_TRANSACTION_WARNING": 300.0,
     # PostgreSQL: prepare the hot statements (prepared.py)
     "PREPARED_STATEMENTS": True,
     # observability: the bearer token of the metrics endpoint (views.py); None: staff only

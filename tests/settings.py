@@ -121,6 +121,7 @@ CONDUCTOR = {
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),
+    "LONG_TRANSACTION_WARNING": float(os.environ.get("CONDUCTOR_TEST_LONG_TRANSACTION", "300")),
 }
 # --- Django Tasks backend (conductor_django.backends) ---------------------------------
 TASKS = {

@@ -19,12 +19,17 @@ from django.db import DatabaseError, InterfaceError, connections
 
 from ..exceptions import timed_out
 from ..models import Execution
+from ..store.stats import oldest_transaction
 from . import Runtime
 from .cancellation import poll_cancellations
 from .retry import Backoff, Outage, reset_connection
 from .sessions import enroll
 
 logger = logging.getLogger("conductor_django.worker")
+
+#: How often a worker looks for long transactions, and repeats its warning.
+TRANSACTION_CHECK = 60.0
+TRANSACTION_REPEAT = 600.0
 
 
 class Housekeeper:
@@ -38,6 +43,7 @@ class Housekeeper:
         self.cancel_poll_interval = cancel_poll_interval
         self.recover = recover
         self.due: dict[str, float] = {}
+        self._long_since: float | None = None  # when a long transaction was last reported
 
     def every(self, name: str, interval: float) -> bool:
         """Whether the chore ``name`` is due (then it is next due in ``interval`` s)."""
@@ -58,6 +64,28 @@ class Housekeeper:
                 logger.warning("recovered %d executions of dead workers", recovered)
         if runtime.inflight and self.every("cancel", self.cancel_poll_interval):
             poll_cancellations(runtime.worker_id, runtime.inflight, runtime.using)
+
+    def watch_transactions(self, warn_after: float | None) -> None:
+        """Report a transaction of another session open for ``warn_after`` seconds or
+        more (checked every minute): while it lasts, the database keeps every row version
+        it might read, so the executions' tables and their indexes grow and the claim
+        slows. Once when it is seen, again every ten minutes while it lasts, and once
+        when it has ended."""
+        if warn_after is None or not self.every("transactions",
+                                                min(TRANSACTION_CHECK, warn_after / 2)):
+            return
+        age = oldest_transaction(connections[self.runtime.using])
+        now = time.monotonic()
+        if age is not None and age >= warn_after:
+            if self._long_since is None or now - self._long_since >= TRANSACTION_REPEAT:
+                logger.warning(
+                    "a transaction on the database has been open for %.0f s: until it "
+                    "ends, no row version it may read is cleaned up, and the tables grow "
+                    "(see idle_in_transaction_session_timeout in the operations guide)", age)
+                self._long_since = now
+        elif self._long_since is not None:
+            logger.warning("the long transaction on the database has ended")
+            self._long_since = None
 
     def check_timeouts(self) -> None:
         """Abort the attempts running here that are past their deadline."""

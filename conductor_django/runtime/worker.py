@@ -93,6 +93,8 @@ class Worker:
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         self.dead_after = float(conf.get("WORKER_DEAD_AFTER"))
         self.cleanup_interval = float(conf.get("CLEANUP_INTERVAL"))
+        warn = conf.get("LONG_TRANSACTION_WARNING")
+        self.long_transaction_warning = None if warn is None else float(warn)
         self.id = uuid.uuid4()
         self.runtime = Runtime(worker_id=self.id, using=self.using, inline=concurrency == 0,
                                dead_after=self.dead_after)
@@ -420,6 +422,8 @@ class Worker:
             self._unsure = False
             self._release_orphans()
         self._tick_schedules()
+        if not self.runtime.stopping.is_set():
+            self._house.watch_transactions(self.long_transaction_warning)
         # retention: delete old executions at most every CLEANUP_INTERVAL (hourly)
         if (not self.runtime.stopping.is_set()
                 and self._house.every("cleanup", self.cleanup_interval)):

@@ -52,3 +52,9 @@ def duration_percentiles(connection: Any, table: str, since: Any,
 def uuid_ranges_are_prefixes(connection: Any) -> bool:
     """Whether an id prefix can be searched as a range of the primary key here."""
     return dialect(connection).uuid_ranges_are_prefixes(connection)
+
+
+def oldest_transaction(connection: Any) -> float | None:
+    """Seconds the oldest transaction of another session has been open, where it keeps
+    old row versions from being cleaned up (``None``: none, or not visible)."""
+    return dialect(connection).oldest_transaction(connection)

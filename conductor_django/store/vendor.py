@@ -16,6 +16,8 @@ from datetime import datetime
 from math import ceil
 from typing import Any
 
+from django.db import DatabaseError
+
 #: The executions' table (its indexes are named in ``Dialect.claim_source``).
 EXECUTION_TABLE = "conductor_django_execution"
 
@@ -174,6 +176,12 @@ class Dialect:
         ``x`` (SQLite stores 32 hex characters, PostgreSQL compares the bytes)."""
         return True
 
+    def oldest_transaction(self, connection: Any) -> float | None:
+        """Seconds since the oldest transaction of another session of this database
+        began, among those that keep old row versions alive (``None``: none, or not
+        visible here). SQLite: a reader only delays the checkpoint; not reported."""
+        return None
+
     def duration_percentiles(self, connection: Any, table: str, since: Any,
                              quantiles: Sequence[float]) -> dict[str, list[float]] | None:
         """Per task, the run time quantiles of the executions finished since ``since``
@@ -258,6 +266,18 @@ class PostgreSQL(Dialect):
             return False
         return bool(getattr(connection, "is_psycopg3", False)
                     or connection.Database.__name__ == "psycopg")
+
+    def oldest_transaction(self, connection: Any) -> float | None:
+        # a snapshot (backend_xmin) or a transaction id (backend_xid) holds back what
+        # VACUUM may remove in this database; another role's sessions show no xact_start
+        # without pg_read_all_stats
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT EXTRACT(EPOCH FROM now() - min(xact_start)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)")
+            row = cursor.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:
@@ -365,6 +385,21 @@ class MySQL(Dialect):
         # MySQL stores char(32); MariaDB >= 10.7's native UUID type compares an RFC UUID
         # by its segments from the last one, so a prefix of its text is no range there.
         return str(connection.data_types.get("UUIDField", "")).startswith("char")
+
+    def oldest_transaction(self, connection: Any) -> float | None:
+        # InnoDB purges no row version an open transaction may still read (the history
+        # list grows); reading innodb_trx needs the PROCESS privilege
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(t.trx_started), NOW(6)) / 1000000"
+                    " FROM information_schema.innodb_trx t"
+                    " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+                    " WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()")
+                row = cursor.fetchone()
+        except DatabaseError:
+            return None
+        return None if row is None or row[0] is None else float(row[0])
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:
