@@ -48,6 +48,7 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "conductor_django", "benchproje
 CONDUCTOR = {
     "POLL_INTERVAL": float(os.environ.get("BENCH_POLL", "0.1")),
     "CANCEL_POLL_INTERVAL": float(os.environ.get("BENCH_CANCEL_POLL", "0.1")),
+    "LONG_TRANSACTION_WARNING": float(os.environ.get("BENCH_LONG_TRANSACTION", "300")),
 }
 LOGGING = {
     "version": 1,
