@@ -103,6 +103,13 @@ def purge() -> None:
             cur.fetchall()
 
 
+def clear_work() -> None:
+    """Delete the benchmarks' own executions, keeping the history (``bench.old``)."""
+    from conductor_django.models import Execution
+
+    Execution.objects.exclude(task_name="bench.old").delete()
+
+
 def start_worker(*extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
     return subprocess.Popen(
@@ -135,31 +142,34 @@ def unfinished() -> int:
     return Execution.objects.unfinished().count()
 
 
-def enqueue(n: int) -> dict:
+def enqueue(n: int, fresh: bool = True) -> dict:
+    """``fresh``: on an emptied table (else beside what is there; see bench/scale.py)."""
     from django.db import connection
 
     import conductor_django as conductor
 
-    purge()
+    clear = purge if fresh else clear_work
+    clear()
     connection.ensure_connection()
     t0 = time.perf_counter()
     for i in range(n):
         conductor.invoke("bench.noop", {"i": i})
     single = time.perf_counter() - t0
-    purge()
+    clear()
     t0 = time.perf_counter()
     conductor.invoke_many("bench.noop", [{"payload": {"i": i}} for i in range(n)])
     bulk = time.perf_counter() - t0
     return {"enqueue_single_per_s": n / single, "enqueue_bulk_per_s": n / bulk}
 
 
-def drain(task_name: str, n: int, history: int = 0, sample_rss: bool = False) -> dict:
+def drain(task_name: str, n: int, history: int = 0, sample_rss: bool = False,
+          fresh: bool = True) -> dict:
     from django.db.models import Max, Min
 
     import conductor_django as conductor
     from conductor_django.models import Execution
 
-    purge()
+    purge() if fresh else clear_work()
     if history:
         add_history(history)
     for start in range(0, n, 10000):
@@ -247,11 +257,11 @@ def read_rss(pid: int) -> int:
     return read_status(pid, "VmRSS")
 
 
-def latency(count: int = 200, gap: float = 0.02) -> dict:
+def latency(count: int = 200, gap: float = 0.02, fresh: bool = True) -> dict:
     import conductor_django as conductor
     from conductor_django.models import Execution
 
-    purge()
+    purge() if fresh else clear_work()
     proc = start_worker()
     try:
         time.sleep(1.0)  # idle worker

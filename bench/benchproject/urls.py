@@ -1,6 +1,7 @@
-"""The admin, for bench/bulk_cancel.py."""
+"""The admin and the metrics URL, for the benchmarks that read them (bulk_cancel, scale)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+urlpatterns = [path("admin/", admin.site.urls),
+               path("conductor/", include("conductor_django.urls"))]
