@@ -23,7 +23,7 @@ from typing import Any
 from django.db import transaction
 
 from ...definitions.registry import KeyRule
-from ..vendor import dialect
+from ..vendor import EXECUTION_TABLE, dialect
 from .fragments import (
     BEST_FIRST,
     NO_LIMIT,
@@ -49,6 +49,22 @@ PICKED_COLUMNS = (
     "id, task_name, queue, payload, attempts, max_attempts, priority, started_at IS NULL,"
     " event_name, schedule_name, parent_id, lease, resume, run_at, flow_key"
 )
+
+def claim_source(table: str, queues: Sequence[str] | None) -> str:
+    """The ``FROM`` of a plain claim's pick: ``table``, with its claim index forced.
+
+    InnoDB locks every row a ``FOR UPDATE`` pick reads, not the ``LIMIT`` it returns: a
+    plan that sorts (a table whose statistics were taken when it was empty) locks every
+    runnable row until the commit, and a concurrent claim then skips them all and finds
+    nothing (a ``--drain`` worker took that for "done"). Forced, the claim index reads
+    the rows in the ``ORDER BY``'s order and stops after ``LIMIT``: one queue, its range
+    of ``cdj_my_claim_idx``; none or several, ``cdj_my_claim_any_idx`` filtered by queue.
+    """
+    if table != EXECUTION_TABLE:
+        return table
+    index = "cdj_my_claim_idx" if queues and len(queues) == 1 else "cdj_my_claim_any_idx"
+    return f"{table} FORCE INDEX ({index})"
+
 
 def lock_rows(
     connection: Any, table: str, worker_id: uuid.UUID, inner: str, params: list[Any],
@@ -85,10 +101,9 @@ def claim(
     connection: Any, table: str, worker_id: uuid.UUID, queues: Sequence[str] | None,
     limit: int, now: datetime, skip: Sequence[str] = (), exclude: Sequence[str] = (),
 ) -> list[tuple]:
-    """Lock up to ``limit`` runnable rows (no task limits apply), best first (the
-    planner's statistics choose the claim index)."""
-    inner, params = plain_pick(connection, table, queues, limit, now, skip, exclude,
-                               lock=SKIP_LOCKED)
+    """Lock up to ``limit`` runnable rows (no task limits apply), best first."""
+    inner, params = plain_pick(connection, claim_source(table, queues), queues, limit, now,
+                               skip, exclude, lock=SKIP_LOCKED)
     return lock_rows(connection, table, worker_id, inner, params, now)
 
 
@@ -128,8 +143,8 @@ def claim_limited(
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             where, params = runnable_sql(connection, now_param, queues,
                                          skip=[*skip, *limits, *keyed], exclude=exclude)
-            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {table} WHERE {where}{order}",
-                           [*params, limit])
+            cursor.execute(f"SELECT {PICKED_COLUMNS} FROM {claim_source(table, queues)}"
+                           f" WHERE {where}{order}", [*params, limit])
             ranked = [(1, row) for row in cursor.fetchall()]
             for name in names:
                 if name in keyed:
