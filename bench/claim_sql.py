@@ -56,7 +56,7 @@ def capture(out: str) -> None:
     try:
         from conductor_django.store import claims
     except ImportError:  # before store/claims/ (one module per database): the same API
-        from conductor_django.store import claim as claims  # type: ignore[no-redef]
+        from conductor_django.store import claim as claims
 
     connection = connections["default"]
     setup_test_environment()
