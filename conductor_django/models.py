@@ -165,7 +165,7 @@ class Execution(models.Model):
                 fields=["dedupe_key"], name="cdj_exec_dedupe_idx",
                 condition=Q(dedupe_key__isnull=False),
             ),
-            # Keys (store/claim.py): the runnable keys of a task and each key's best rows;
+            # Keys (store/claims/): the runnable keys of a task and each key's best rows;
             # the running executions of a key; the recent starts of a task and of a key
             # (rate limits); the admin's filter and search by key.
             models.Index(

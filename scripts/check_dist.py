@@ -1,4 +1,5 @@
-"""``make dist``: the wheel and the sdist hold the templates, static files and migrations.
+"""``make dist``: the wheel and the sdist hold the templates, static files, migrations and
+the SQL files (``store/sql/``).
 
 Usage: ``python scripts/check_dist.py dist`` (exits 1 naming what is missing).
 """
@@ -12,11 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "conductor_django"
-KINDS = ("templates", "static", "migrations")
+KINDS = ("templates", "static", "migrations", "store/sql")
 
 
 def expected() -> set[str]:
-    """Every file under the package's templates/, static/ and migrations/ (no caches)."""
+    """Every file under the package's templates/, static/, migrations/ and store/sql/
+    (no caches)."""
     files = set()
     for kind in KINDS:
         for path in (PACKAGE / kind).rglob("*"):
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"dist: {len(expected())} template, static and migration files in both")
+        print(f"dist: {len(expected())} template, static, migration and SQL files in both")
     return 1 if problems else 0
 
 

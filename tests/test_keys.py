@@ -8,13 +8,10 @@ the rows: a start and an end line per run, with the time.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import conductor_django as conductor
@@ -63,11 +60,6 @@ def most_in_window(starts: list[float], seconds: float) -> int:
 
 def finished(ids) -> bool:
     return not Execution.objects.filter(pk__in=ids).exclude(status__in=Execution.FINAL).exists()
-
-
-def claim(limit: int) -> list[Execution]:
-    got = Execution.objects.claim(uuid.uuid4(), None, limit, using="default")
-    return list(Execution.objects.filter(pk__in=[c.id for c in got]))
 
 
 # --- definitions and input --------------------------------------------------------------
@@ -148,119 +140,8 @@ def test_run_again_and_fork_keep_the_key():
         == "tenant-7"
 
 
-# --- the claim, in process ---------------------------------------------------------------
-# (``transaction=True``: a claim outside any transaction of the test's, so that MySQL's
-# named claim locks are released at once, as in a worker)
+# --- the claim, in process: tests/test_claim_contract.py (on every database) -------------
 
-
-@pytest.mark.django_db(transaction=True)
-def test_one_key_backlog_does_not_delay_another_keys_single_execution():
-    conductor.invoke_many("fair", [{"payload": {"n": n}, "key": "A"} for n in range(10_000)])
-    b = conductor.invoke("fair", {"n": "b"}, key="B")
-    first = claim(10)
-    assert b in {str(e.pk) for e in first}  # in the first batch, not after 10,000
-    assert len(first) == 10
-
-
-@pytest.mark.django_db(transaction=True)
-def test_round_robin_takes_the_first_row_of_every_key_before_any_second_row():
-    for key in ("A", "B", "C"):
-        conductor.invoke_many("fair", [{"payload": {"n": n}, "key": key} for n in range(5)])
-    conductor.invoke_many("fair", [{"payload": {"n": n}} for n in range(5)])  # no key
-    got = claim(6)
-    counts = defaultdict(int)
-    for e in got:
-        counts[e.key] += 1
-    # every group's first row, then second rows of two groups (in the order of the round)
-    assert set(counts) == {"A", "B", "C", None}
-    assert sorted(counts.values()) == [1, 1, 2, 2]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_claims_of_one_at_a_time_take_turns_across_keys_and_priority_within_a_key():
-    conductor.invoke_many("fair", [{"payload": {"n": n}, "key": key}
-                                   for key in ("A", "B", "C") for n in range(3)])
-    high = conductor.invoke("fair", {"n": "high"}, key="B", priority=9)
-    served = [claim(1)[0] for _ in range(6)]
-    assert sorted(e.key for e in served[:3]) == ["A", "B", "C"]  # one turn each
-    assert sorted(e.key for e in served[3:]) == ["A", "B", "C"]  # then again
-    assert str(next(e for e in served if e.key == "B").pk) == high  # B's best first
-
-
-@pytest.mark.django_db(transaction=True)
-def test_key_concurrency_and_concurrency_bound_the_claim():
-    for key in ("A", "B", "C"):
-        conductor.invoke_many("keyed-limited", [{"payload": {}, "key": key}] * 4)
-    got = claim(100)
-    assert sorted(e.key for e in got) == ["A", "A", "B", "B", "C"]  # 2 per key, 5 in all
-    assert claim(100) == []  # all held
-    Execution.objects.filter(pk=got[0].pk).update(status=S.COMPLETED, locked_by=None)
-    again = claim(100)
-    assert [e.key for e in again] == [got[0].key]  # the freed slot, of the same task
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_key_limit_above_the_claim_size_binds_once_the_key_runs_enough():
-    """While the whole task runs too few for any key to reach its limit in one claim,
-    the claim may leave the keys' own counts out; past that point each key's count
-    binds, and only its own."""
-    conductor.invoke_many("keyed-ten", [{"payload": {}, "key": "A"}] * 30)
-    first = claim(8)
-    assert [e.key for e in first] == ["A"] * 8
-    assert [e.key for e in claim(8)] == ["A"] * 2  # 10 - 8 running
-    assert claim(8) == []
-    conductor.invoke_many("keyed-ten", [{"payload": {}, "key": "B"}] * 9)
-    assert [e.key for e in claim(8)] == ["B"] * 8  # A's 10 running do not hold B back
-    Execution.objects.filter(pk__in=[e.pk for e in first[:5]]).update(
-        status=S.COMPLETED, locked_by=None)
-    assert sorted(e.key for e in claim(8)) == ["A"] * 5 + ["B"]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_keyed_claim_batch_is_one_statement():
-    """No per-key or per-task round trips: the locks, the counts of every key and the
-    claim are one statement (on PostgreSQL a call of the claim function)."""
-    if connection.vendor == "mysql":
-        pytest.skip("MySQL has no UPDATE ... RETURNING: a claim selects, then updates")
-    for key in ("A", "B", "C"):
-        conductor.invoke_many("keyed-limited", [{"payload": {}, "key": key}] * 4)
-    conductor.invoke_many("fair", [{"payload": {}, "key": f"k{n}"} for n in range(20)])
-    conductor.invoke("echo", 1)
-    with CaptureQueriesContext(connection) as queries:
-        got = Execution.objects.claim(uuid.uuid4(), None, 100, using="default")
-    assert len(queries.captured_queries) == 1, [q["sql"][:120] for q in queries]
-    counts: dict[str, int] = defaultdict(int)
-    per_key: dict[str, int] = defaultdict(int)
-    for c in got:
-        counts[c.task_name] += 1
-        if c.task_name == "keyed-limited":
-            per_key[c.key] += 1
-    assert counts == {"keyed-limited": 5, "fair": 20, "echo": 1}
-    assert sorted(per_key.values()) == [1, 2, 2]  # key_concurrency=2, concurrency=5
-
-
-@pytest.mark.django_db(transaction=True)
-def test_rate_limit_bounds_starts_in_the_window_and_retries_do_not_count():
-    conductor.invoke_many("rated", [{"payload": {}, "key": f"k{n}"} for n in range(5)])
-    first = claim(100)
-    assert len(first) == 3
-    Execution.objects.filter(pk__in=[e.pk for e in first]).update(
-        status=S.COMPLETED, locked_by=None)
-    assert claim(100) == []  # finished, but started within the window
-    # a window later, they may start again
-    Execution.objects.filter(pk__in=[e.pk for e in first]).update(
-        started_at=first[0].started_at - timedelta(seconds=2.5))
-    assert len(claim(100)) == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_per_key_rate_limit_counts_each_key_alone():
-    conductor.invoke_many("rated-per-key", [{"payload": {}, "key": k} for k in "AAAABBBBC"])
-    assert sorted(e.key for e in claim(100)) == ["A", "A", "B", "B", "C"]
-    assert claim(100) == []
-
-
-# --- three real workers ------------------------------------------------------------------
 
 #: How late a handler may record its start after its claim (threads hand over, a loaded
 #: machine); two claims ``per`` seconds apart can be recorded this much closer together.

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django.models import Execution
-from conductor_django.store.claim import claim
+from conductor_django.store.claims import claim
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 import conductor_django as conductor
 from conductor_django.models import Execution
-from conductor_django.store.claim import claim
+from conductor_django.store.claims.sqlite import claim
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

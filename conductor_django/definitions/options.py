@@ -4,7 +4,7 @@
 ``batch`` are validated here when a task is defined,
 with ``Retention`` and the checks of the events and model-trigger options.
 ``registry.claim_rules`` turns the registered tasks into what one claim needs (see
-``store/claim.py`` for how the limits are enforced).
+``store/claims/`` for how the limits are enforced).
 
 This module is imported with the package, before Django's app registry is ready, so
 it must not import models.

@@ -226,7 +226,7 @@ def check_window_open(task_name: str) -> None:
         window.raise_if_closed()
 
 
-# --- what the registered tasks mean for a claim (see store.claim) -----------------------
+# --- what the registered tasks mean for a claim (see store.claims) ----------------------
 
 
 @dataclass(frozen=True, slots=True)

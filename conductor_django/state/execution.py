@@ -42,7 +42,7 @@ from django.utils import timezone
 from ..definitions.options import Batch
 from ..definitions.registry import claim_rules
 from ..exceptions import DEFAULT_REASON
-from ..store import claim as claim_sql
+from ..store import claims as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
 from . import attempts, waiting
@@ -108,7 +108,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
         skipped here (batches are claimed by ``claim_batch``), and tasks with
         ``concurrency=N``, ``key_concurrency=N`` or a ``rate_limit`` go through
-        ``store.claim.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
+        ``store.claims.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
         executions not to claim (a stale handler of this worker may still run them).
         """
         connection = connections[using]
@@ -132,7 +132,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         self, worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: Batch,
         using: str, now: datetime, fill: bool, exclude: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Lock one batch of the batch task ``name`` (``store.claim.claim_batch``)."""
+        """Lock one batch of the batch task ``name`` (``store.claims.claim_batch``)."""
         connection = connections[using]
         rows = claim_sql.claim_batch(connection, self.model._meta.db_table, worker_id, queues,
                                      name, spec.size, spec.timeout_seconds, now, fill, exclude)

@@ -1,9 +1,10 @@
-"""The database dialects: every difference between SQLite, PostgreSQL and MySQL/MariaDB.
+"""The database dialects: the differences between SQLite, PostgreSQL and MySQL/MariaDB.
 
 ``dialect(connection)`` is the one place that reads ``connection.vendor``; the store's
 statements ask their ``Dialect`` for the few fragments that differ (locking clauses,
-casts, ``GREATEST``, the runnable condition), and the dialect runs the statements that
-exist on one database only (``pg_notify``, ``COPY``, the planner's estimates).
+casts, the runnable condition), and the dialect runs the statements that exist on one
+database only (``pg_notify``, ``COPY``, the planner's estimates). The claim has one
+module per database instead, chosen by the dialect's name (``store/claims/``).
 """
 
 from __future__ import annotations
@@ -18,63 +19,27 @@ from typing import Any
 
 from django.db import DatabaseError
 
-#: The executions' table (its indexes are named in ``Dialect.claim_source``).
+#: The executions' table (SQLite's claim names its indexes: ``store/claims/sqlite.py``).
 EXECUTION_TABLE = "conductor_django_execution"
 
 
 class Dialect:
     """SQLite, and the defaults of every dialect."""
 
+    #: The dialect's name (Django's vendor name), which also names its claim module.
     vendor = "sqlite"
-    #: Appended to a ``SELECT`` that picks rows to claim.
-    skip_locked = ""
     #: Appended to a ``SELECT`` of a held row that must stay held until the commit.
     share_lock = ""
-    #: The SQL function of the larger of two values.
-    greatest = "MAX"
-    #: The SQL function of the smallest of several values.
-    least = "MIN"
     #: A single writer at a time: write transactions begin ``IMMEDIATE`` and a busy
     #: database is waited for (``store.transactions``).
     single_writer = True
     #: The payload placeholder of an ``INSERT`` (the payload arrives as JSON text).
     json_mark = "%s"
-    #: ``UPDATE ... RETURNING`` exists (else a claim selects ``FOR UPDATE``, then updates).
-    update_returning = True
     #: The condition (unqualified columns) of a runnable status.
     runnable = "status IN ('pending', 'suspended')"
     #: Where Django builds no partial index or conditional unique constraint, conductor's
     #: migrations build equivalents (Django's models.W036/W037 do not apply).
     builds_partial_rules = False
-
-    def picked(self, inner: str) -> str:
-        """The ``WHERE`` of an ``UPDATE`` of the rows ``inner`` (a ``SELECT id``) picks.
-
-        SQLite runs an uncorrelated ``IN (subquery)`` once; the status is checked again
-        because nothing locked the picked rows between the pick and the update (the
-        statement holds the database write lock, so nothing can change them either).
-        The ``+`` keeps that check out of the index choice: without statistics (a new
-        database is never analysed) SQLite would read every runnable row through a
-        status index to find the few picked ones, instead of reading them by id.
-        """
-        return f"id IN ({inner}) AND +status IN ('pending', 'suspended')"
-
-    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
-        """The ``FROM`` of a plain claim's pick: ``table``, with the index that reads
-        runnable rows in the claim's order named where the planner must be told.
-
-        SQLite: a database nobody analysed has no statistics, and its planner then reads
-        every runnable row through a status index and sorts them (25 ms a claim at
-        19,000 runnable rows, under the only write lock). Named, the claim index gives
-        the rows in the ``ORDER BY``'s order and the pick stops after ``LIMIT`` rows: the
-        cost of a claim does not grow with the backlog. One queue: its own range of
-        ``cdj_exec_claim_idx``; none or several: ``cdj_exec_claim_any_idx`` in order,
-        filtered by queue.
-        """
-        if table != EXECUTION_TABLE:
-            return table
-        index = "cdj_exec_claim_idx" if queues and len(queues) == 1 else "cdj_exec_claim_any_idx"
-        return f"{table} INDEXED BY {index}"
 
     def values_row(self, first: bool) -> str:
         """One row of the ``VALUES`` list of ``complete_many``."""
@@ -191,25 +156,9 @@ class Dialect:
 
 class PostgreSQL(Dialect):
     vendor = "postgresql"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
     share_lock = " FOR SHARE"
-    greatest = "GREATEST"
-    least = "LEAST"
     single_writer = False
     json_mark = "CAST(%s AS jsonb)"
-
-    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
-        return table  # the planner's statistics choose the claim index
-
-    def picked(self, inner: str) -> str:
-        # ``id = ANY(ARRAY(subquery))`` evaluates the pick once and then reads the
-        # picked rows by primary key, whatever the planner's statistics say. (As ``id
-        # IN (subquery)`` or a join, stale statistics - a table that just grew from
-        # empty - could make it scan the whole table once per picked row.) The picked
-        # rows are locked (FOR UPDATE) and rechecked by the pick itself, so the outer
-        # statement filters on the id alone: a status condition there would tempt the
-        # planner into the partial claim index instead of the primary key.
-        return f"id = ANY(ARRAY({inner}))"
 
     def values_row(self, first: bool) -> str:
         # the first row gives the VALUES list its column types
@@ -311,10 +260,8 @@ class PostgreSQL(Dialect):
 class MySQL(Dialect):
     """MySQL 8 and MariaDB >= 10.6 (InnoDB).
 
-    No ``UPDATE ... RETURNING`` (MariaDB has it for ``DELETE`` and ``INSERT`` only) and
-    no ``LIMIT`` in an ``IN (subquery)``: a claim selects the rows ``FOR UPDATE SKIP
-    LOCKED`` in a transaction and updates them by id (no read back: they are locked,
-    so what the update writes follows from what was selected). Migration
+    No ``UPDATE ... RETURNING`` (MariaDB has it for ``DELETE`` and ``INSERT`` only): a
+    claim selects, then updates (``store/claims/mysql.py``). Migration
     ``0010_mysql`` adds what Django cannot build here (partial indexes and conditional
     unique constraints): the STORED generated column ``cdj_runnable`` (1 while the row
     is runnable, else NULL) that the claim indexes lead with, and the unique indexes of
@@ -322,30 +269,10 @@ class MySQL(Dialect):
     """
 
     vendor = "mysql"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
     share_lock = " LOCK IN SHARE MODE"  # MySQL 8 and every MariaDB accept this spelling
-    greatest = "GREATEST"
-    least = "LEAST"
     single_writer = False
-    update_returning = False
     runnable = "cdj_runnable = 1"
     builds_partial_rules = True  # migration 0010_mysql
-
-    def claim_source(self, table: str, queues: Sequence[str] | None) -> str:
-        """InnoDB locks every row a ``FOR UPDATE`` pick reads, not the ``LIMIT`` it
-        returns: a plan that sorts (a table whose statistics were taken when it was
-        empty) locks every runnable row until the commit, and a concurrent claim then
-        skips them all and finds nothing (a ``--drain`` worker took that for "done").
-        Forced, the claim index reads the rows in the ``ORDER BY``'s order and stops
-        after ``LIMIT``: one queue, its range of ``cdj_my_claim_idx``; none or several,
-        ``cdj_my_claim_any_idx`` filtered by queue."""
-        if table != EXECUTION_TABLE:
-            return table
-        index = "cdj_my_claim_idx" if queues and len(queues) == 1 else "cdj_my_claim_any_idx"
-        return f"{table} FORCE INDEX ({index})"
-
-    def picked(self, inner: str) -> str:
-        raise NotImplementedError("MySQL claims select FOR UPDATE, then update by id")
 
     def local_wakeup_file(self, connection: Any) -> str | None:
         return None  # a server database: its workers poll
