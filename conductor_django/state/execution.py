@@ -45,7 +45,7 @@ from ..exceptions import DEFAULT_REASON
 from ..store import claim as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
-from . import attempts, waiting
+from . import attempts, controls, waiting
 from .bulk import BulkTransitions
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
@@ -105,16 +105,21 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         ``skip``: task names not to claim now (the worker claims async handlers and
         threaded ones for their own free slots).
 
-        Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
-        skipped here (batches are claimed by ``claim_batch``), and tasks with
-        ``concurrency=N``, ``key_concurrency=N`` or a ``rate_limit`` go through
+        Flow control (``claim_rules``): batch tasks, paused tasks and tasks whose window
+        is closed are skipped here (batches are claimed by ``claim_batch``), paused
+        queues are left out (``state.controls``), and tasks with ``concurrency=N``,
+        ``key_concurrency=N`` or a ``rate_limit`` (the code's or an operator's) go through
         ``store.claim.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
         executions not to claim (a stale handler of this worker may still run them).
         """
         connection = connections[using]
         table = self.model._meta.db_table
         now = timezone.now()
-        rules = claim_rules(now)
+        seen = controls.current(self.model, using)  # pauses and changed limits
+        queues = controls.served_queues(seen, queues)
+        if queues == []:
+            return []  # every queue of this worker is paused
+        rules = claim_rules(now, seen.limits, seen.paused_tasks)
         skipped = (*rules.skip, *skip) if skip else rules.skip
         limits = {n: c for n, c in rules.limits.items() if n not in skip} if skip \
             else rules.limits
@@ -132,7 +137,12 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         self, worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: Batch,
         using: str, now: datetime, fill: bool, exclude: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Lock one batch of the batch task ``name`` (``store.claim.claim_batch``)."""
+        """Lock one batch of the batch task ``name`` (``store.claim.claim_batch``);
+        nothing while the task or every queue of the worker is paused."""
+        seen = controls.current(self.model, using)
+        queues = controls.served_queues(seen, queues)
+        if queues == [] or name in seen.paused_tasks:
+            return []
         connection = connections[using]
         rows = claim_sql.claim_batch(connection, self.model._meta.db_table, worker_id, queues,
                                      name, spec.size, spec.timeout_seconds, now, fill, exclude)
