@@ -536,6 +536,8 @@ class Control(models.Model):
     limits_changed_by = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
+        verbose_name = "pause and limits"
+        verbose_name_plural = "pauses and limits"
         ordering = ["scope", "name"]
         constraints = [
             models.UniqueConstraint(fields=["scope", "name"], name="cdj_control_uniq"),

@@ -2,7 +2,8 @@
 
 Per queue: what is pending now, scheduled for later, running and suspended, what
 finished in the last day (cancelled before finishing apart from failed), and the queue lag
-(age of the oldest runnable execution), ``QUEUES_PER_PAGE`` queues a page. Per task:
+(age of the oldest runnable execution), ``QUEUES_PER_PAGE`` queues a page. What is
+paused and for how long (``controls``), with a Resume button for who may. Per task:
 runs in the last hour and day, failure rate, p50/p95 run time. The throughput of the
 last hour, the workers with their load, the latest failures with their errors. The
 page refreshes itself every ``REFRESH_SECONDS`` (``static/conductor_django/live.js``).
@@ -23,6 +24,7 @@ from django.urls import path, reverse
 from . import stats
 from .cells import one_line, seconds, stamp
 from .charts import throughput_chart
+from .controls import PAUSE_PERMISSION, paused_rows
 from .display import worker_rows
 
 REFRESH_SECONDS = 10
@@ -81,6 +83,9 @@ class DashboardMixin:
             "chart": throughput_chart(stats.throughput(minutes=60)),
             "workers": workers,
             "failures": failures,
+            "paused": paused_rows(),
+            "controls_url": reverse("admin:conductor_django_control_changelist"),
+            "can_pause": request.user.has_perm(PAUSE_PERMISSION),
             "workers_url": reverse("admin:conductor_django_worker_changelist"),
             "refresh_seconds": REFRESH_SECONDS,
             "updated": stamp(overview.now),
