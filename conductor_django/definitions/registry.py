@@ -286,7 +286,8 @@ def claim_rules(now: datetime, overrides: Mapping[str, Limits] | None = None,
             keyed[name] = key_rule(rule, now)
         elif rule.concurrency is not None:
             limits[name] = rule.concurrency
-    skip += sorted(set(paused) - set(_registry))  # paused tasks this process does not know
+    if paused:  # paused tasks this process does not know (their rows may exist)
+        skip += sorted(set(paused) - set(_registry))
     return ClaimRules(skip=tuple(skip), limits=limits, keyed=keyed)
 
 

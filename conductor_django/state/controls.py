@@ -56,14 +56,8 @@ class Controls:
     limits: dict[str, Limits] = field(default_factory=dict)
     #: every queue of the executions' table, read only while some queue is paused
     queues: tuple[str, ...] = ()
-
-    @property
-    def paused_queues(self) -> frozenset[str]:
-        return frozenset(p.name for p in self.pauses if p.scope == "queue")
-
-    @property
-    def paused_tasks(self) -> frozenset[str]:
-        return frozenset(p.name for p in self.pauses if p.scope == "task")
+    paused_queues: frozenset[str] = frozenset()
+    paused_tasks: frozenset[str] = frozenset()
 
 
 _cache: dict[str, Controls] = {}
@@ -123,7 +117,11 @@ def _read(execution_model: Any, using: str, now: float) -> Controls:
     if any(p.scope == "queue" for p in pauses):
         queues = tuple(distinct_values(connections[using], execution_model._meta.db_table,
                                        "queue", MAX_QUEUES))
-    return Controls(read_at=now, pauses=tuple(pauses), limits=limits, queues=queues)
+    return Controls(
+        read_at=now, pauses=tuple(pauses), limits=limits, queues=queues,
+        paused_queues=frozenset(p.name for p in pauses if p.scope == "queue"),
+        paused_tasks=frozenset(p.name for p in pauses if p.scope == "task"),
+    )
 
 
 def served_queues(controls: Controls, queues: Sequence[str] | None) -> list[str] | None:
