@@ -11,7 +11,7 @@ from django.urls import reverse
 import conductor_django as conductor
 from conductor_django.models import Control
 from conductor_django.state import controls
-from tests.test_admin import staff
+from tests.test_admin import make, staff
 
 pytestmark = pytest.mark.django_db
 
@@ -39,8 +39,24 @@ def test_pause_and_resume_from_the_page_are_logged():
     assert pause.by.startswith("u")
     page = client.get(reverse(PAGE)).content.decode()
     assert 'data-paused="queue:ops"' in page and "skipped" in page
+    conductor.invoke("ops-work")  # the queue has a row on the dashboard
+    conductor.invoke("ops-other")
     dashboard = client.get(reverse(DASHBOARD)).content.decode()
     assert 'data-paused="queue:ops"' in dashboard and "paused for" in dashboard
+    ops_row = dashboard[dashboard.index('<tr data-queue="ops">'):]
+    ops_row = ops_row[:ops_row.index("</tr>")]
+    assert "cdj-paused-badge" in ops_row and "/resume/" in ops_row
+    other_row = dashboard[dashboard.index('<tr data-queue="ops-other">'):]
+    other_row = other_row[:other_row.index("</tr>")]
+    assert "cdj-paused-badge" not in other_row and "/pause/" in other_row
+    assert "/pause/" not in staff().get(reverse(DASHBOARD)).content.decode()  # no permission
+    make("completed", task_name="ops-other", queue="ops-other")  # a row of the tasks table
+    conductor.pause(task="ops-other")
+    dashboard = client.get(reverse(DASHBOARD)).content.decode()
+    task_row = dashboard[dashboard.index('<tr data-task="ops-other">'):]
+    task_row = task_row[:task_row.index("</tr>")]
+    assert "cdj-paused-badge" in task_row and 'value="task"' in task_row
+    conductor.resume(task="ops-other")
     reply = client.post(reverse(RESUME), {"scope": "queue", "name": "ops", "next": "dashboard"})
     assert reply.status_code == 302 and reply["Location"] == reverse(DASHBOARD)
     assert conductor.paused() == []

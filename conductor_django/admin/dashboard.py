@@ -64,11 +64,15 @@ class DashboardMixin:
              stamp(f.finished_at, short=True), one_line(f.last_error, css="cdj-error-cell"))
             for f in stats.recent_failures(FAILURES_SHOWN)
         ]
-        tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95))
-                 for t in overview.tasks]
+        paused = paused_rows()
+        paused_queues = {r["pause"].name for r in paused if r["pause"].scope == "queue"}
+        paused_tasks = {r["pause"].name for r in paused if r["pause"].scope == "task"}
+        tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95),
+                  t.task_name in paused_tasks) for t in overview.tasks]
         page = Paginator(overview.queues, QUEUES_PER_PAGE).get_page(
             request.GET.get(QUEUES_PAGE))
-        queues = [(q, seconds(q.lag) if q.lag is not None else "-") for q in page]
+        queues = [(q, seconds(q.lag) if q.lag is not None else "-", q.queue in paused_queues)
+                  for q in page]
         context = {
             **self.admin_site.each_context(request),
             "title": "Conductor dashboard",
@@ -83,7 +87,7 @@ class DashboardMixin:
             "chart": throughput_chart(stats.throughput(minutes=60)),
             "workers": workers,
             "failures": failures,
-            "paused": paused_rows(),
+            "paused": paused,
             "controls_url": reverse("admin:conductor_django_control_changelist"),
             "can_pause": request.user.has_perm(PAUSE_PERMISSION),
             "workers_url": reverse("admin:conductor_django_worker_changelist"),
