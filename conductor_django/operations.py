@@ -222,10 +222,23 @@ def set_limits(task: str | Task, *, concurrency: Any = KEEP, key_concurrency: An
 def limits(task: str | Task, *, using: str | None = None) -> TaskLimits:
     """A task's limits: the code's, the operator's overrides, what workers use."""
     t = get_task(task)
-    row = Control.objects.using(_db(using)).filter(scope="task", name=t.name).first()
+    return _limits(t, Control.objects.using(_db(using)).filter(scope="task", name=t.name).first())
+
+
+def all_limits(using: str | None = None) -> list[TaskLimits]:
+    """``limits`` of every registered task, by name, in one query."""
+    rows = {row.name: row for row in Control.objects.using(_db(using)).filter(scope="task")}
+    return [_limits(t, rows.get(name)) for name, t in sorted(all_tasks().items())]
+
+
+def _limits(t: Task, row: Control | None) -> TaskLimits:
     override = Limits()
     if row is not None:
-        override = check_limits(t, row.concurrency, row.key_concurrency, row.rate_limit or None)
+        try:
+            override = check_limits(t, row.concurrency, row.key_concurrency,
+                                    row.rate_limit or None)
+        except (TypeError, ValueError):
+            pass  # written by hand, or the task became a batch task: workers ignore it too
     return TaskLimits(
         task=t.name, code=effective(t, None), override=override,
         effective=effective(t, override),

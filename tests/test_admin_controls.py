@@ -139,3 +139,16 @@ def test_anonymous_is_sent_to_the_login():
     reply = Client().post(reverse(PAUSE), {"scope": "queue", "name": "ops"})
     assert reply.status_code == 302 and "login" in reply["Location"]
     assert not Control.objects.exists()
+
+
+def test_the_page_reads_every_task_limits_in_one_query(django_assert_max_num_queries):
+    conductor.set_limits("ops-limited", concurrency=2)
+    Control.objects.create(scope="task", name="ops-work", rate_limit="not a rate")
+    client = staff("set_limits")
+    client.get(reverse(PAGE))  # warm: sessions, content types
+    with django_assert_max_num_queries(8):
+        page = client.get(reverse(PAGE))
+    assert page.status_code == 200
+    row = page.content.decode()
+    row = row[row.index('data-task="ops-work"'):]
+    assert "<td>-, -, -</td>" in row[:row.index("</tr>")]  # the unreadable row is ignored

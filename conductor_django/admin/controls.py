@@ -83,11 +83,12 @@ class ControlAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         tasks = []
-        for name, t in sorted(all_tasks().items()):
-            seen = operations.limits(t)
+        registered = all_tasks()
+        for seen in operations.all_limits():
+            name = seen.task
             tasks.append({
                 "name": name,
-                "batch": t.batch is not None,
+                "batch": registered[name].batch is not None,
                 "code": [_limit(seen.code.concurrency), _limit(seen.code.key_concurrency),
                          rate_text(seen.code.rate_limit) or "-"],
                 "override": seen.override,
@@ -105,7 +106,7 @@ class ControlAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "paused": paused_rows(),
             "tasks": tasks,
-            "queues": sorted({t.get_queue() for t in all_tasks().values()}),
+            "queues": sorted({t.get_queue() for t in registered.values()}),
             "can_pause": request.user.has_perm(PAUSE_PERMISSION),
             "can_set_limits": request.user.has_perm(LIMITS_PERMISSION),
             "media": self.media,
