@@ -105,17 +105,19 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         ``skip``: task names not to claim now (the worker claims async handlers and
         threaded ones for their own free slots).
 
-        Flow control (``claim_rules``): batch tasks, paused tasks and tasks whose window
-        is closed are skipped here (batches are claimed by ``claim_batch``), paused
-        queues are left out (``state.controls``), and tasks with ``concurrency=N``,
-        ``key_concurrency=N`` or a ``rate_limit`` (the code's or an operator's) go through
+        Flow control (``claim_rules``): batch tasks and tasks whose window is closed are
+        skipped here (batches are claimed by ``claim_batch``), and tasks with
+        ``concurrency=N``, ``key_concurrency=N`` or a ``rate_limit`` go through
         ``store.claim.claim_limited`` (keyed tasks round-robin across keys). ``exclude``:
         executions not to claim (a stale handler of this worker may still run them).
         """
         connection = connections[using]
         table = self.model._meta.db_table
         now = timezone.now()
-        seen = controls.current(self.model, using)  # pauses and changed limits
+        # The operator's controls (``state.controls``): paused tasks are skipped like a
+        # closed window, paused queues leave the worker's queues, changed limits replace
+        # the code's (``conductor.pause``, ``set_limits``).
+        seen = controls.current(self.model, using)
         queues = controls.served_queues(seen, queues)
         if queues == []:
             return []  # every queue of this worker is paused
@@ -137,13 +139,13 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         self, worker_id: uuid.UUID, queues: Sequence[str] | None, name: str, spec: Batch,
         using: str, now: datetime, fill: bool, exclude: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Lock one batch of the batch task ``name`` (``store.claim.claim_batch``);
-        nothing while the task or every queue of the worker is paused."""
+        """Lock one batch of the batch task ``name`` (``store.claim.claim_batch``)."""
+        connection = connections[using]
+        # nothing while the task, or every queue of the worker, is paused
         seen = controls.current(self.model, using)
         queues = controls.served_queues(seen, queues)
         if queues == [] or name in seen.paused_tasks:
             return []
-        connection = connections[using]
         rows = claim_sql.claim_batch(connection, self.model._meta.db_table, worker_id, queues,
                                      name, spec.size, spec.timeout_seconds, now, fill, exclude)
         return self._claimed(rows, connection)
