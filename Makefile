@@ -74,7 +74,7 @@ bench-reference: install
 	$(PY) bench/reference.py $(ARGS)
 
 screenshots: install
-	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_browser_pages.py tests/test_admin_browser_bulk.py
+	CONDUCTOR_REQUIRE_BROWSER=1 CONDUCTOR_SCREENSHOTS_DIR=docs/img $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_browser_pages.py tests/test_admin_browser_bulk.py tests/test_admin_browser_controls.py
 
 lint: install
 	$(PY) -m ruff check .

@@ -21,7 +21,9 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from .definitions.controls import Effective
     from .models import Execution, Schedule
+    from .operations import Paused
 
 __version__ = "0.1.0"
 
@@ -49,9 +51,13 @@ __all__ = [
     "get",
     "invoke",
     "invoke_many",
+    "pause",
+    "paused",
+    "resume",
     "retry",
     "schedule",
     "send_signal",
+    "set_limits",
     "task",
     "unschedule",
     "wait",
@@ -179,3 +185,37 @@ def unschedule(task: str | Task, name: str) -> bool:
     from .scheduler import unschedule as _unschedule
 
     return _unschedule(task, name)
+
+
+# --- operating (conductor_django.operations) --------------------------------------------
+
+
+def pause(queue: str | None = None, task: str | Task | None = None, *,
+          cancel_running: bool = False, schedules: str = "queue", by: str = "") -> bool:
+    """Stop starting executions of a queue or a task (exactly one) on every worker until
+    ``resume``; ``True`` if it was not paused. See ``operations.pause``."""
+    from .operations import pause as _pause
+
+    return _pause(queue, task, cancel_running=cancel_running, schedules=schedules, by=by)
+
+
+def resume(queue: str | None = None, task: str | Task | None = None) -> bool:
+    """Start executions of a paused queue or task again; ``True`` if it was paused."""
+    from .operations import resume as _resume
+
+    return _resume(queue, task)
+
+
+def paused() -> list[Paused]:
+    """What is paused and since when (``scope``, ``name``, ``since``, ``by``, ...)."""
+    from .operations import paused as _paused
+
+    return _paused()
+
+
+def set_limits(task: str | Task, **limits: Any) -> Effective:
+    """Override ``concurrency``, ``key_concurrency`` or ``rate_limit`` of a task on every
+    worker (``None``: back to the code's value); see ``operations.set_limits``."""
+    from .operations import set_limits as _set_limits
+
+    return _set_limits(task, **limits)

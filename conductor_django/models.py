@@ -503,3 +503,49 @@ class Signal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} -> {self.execution_id}"
+
+
+# --- operator controls (conductor.pause / resume / set_limits; see operations.py) --------
+
+
+class Control(models.Model):
+    """What an operator changed at run time for one queue or task: a pause, and (tasks
+    only) limits overriding the code's. Workers read these rows every few seconds."""
+
+    class Scope(models.TextChoices):
+        QUEUE = "queue", "Queue"
+        TASK = "task", "Task"
+
+    scope = models.CharField(max_length=5, choices=Scope.choices)
+    name = models.CharField(max_length=200)
+    # the pause: ``paused_at`` is empty when not paused
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    schedules = models.CharField(
+        max_length=5, default="queue",
+        help_text="What happens to the fire times of schedules while paused: 'queue' "
+        "(they wait for the resume) or 'skip' (each is skipped and counted).",
+    )
+    skipped_fire_times = models.PositiveIntegerField(default=0)
+    # the limits (tasks only); empty: the code's value
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    key_concurrency = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit = models.CharField(max_length=50, blank=True, default="",
+                                  help_text="e.g. '10/60s' or '5/60s per key'; empty: the code's.")
+    limits_changed_at = models.DateTimeField(null=True, blank=True)
+    limits_changed_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        verbose_name = "pause and limits"
+        verbose_name_plural = "pauses and limits"
+        ordering = ["scope", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "name"], name="cdj_control_uniq"),
+        ]
+        permissions = [
+            ("pause_queue", "Can pause and resume queues and tasks"),
+            ("set_limits", "Can change the limits of tasks live"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.name}"

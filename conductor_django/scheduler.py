@@ -14,6 +14,9 @@ A schedule's next run is an ordinary pending execution with ``schedule_name`` an
 * **Missed runs run once.** A run is due at the first fire time after the previous
   run's fire time *and* start; fire times that passed while nothing ran (no worker up,
   or the previous run still going) are coalesced into one run, right away.
+* **Paused** (``conductor.pause``): a queued run of a paused task or queue waits (its
+  fire time runs after the resume), or with ``schedules="skip"`` is cancelled once its
+  fire time has come, with a reason saying so (``skip_paused``).
 * **Enabling, creating or replacing** a schedule starts from now: what was missed
   while it was disabled or did not exist does not run.
 
@@ -32,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, router
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from .definitions.cron import check_schedule as check_schedule_definition
@@ -40,7 +43,8 @@ from .definitions.cron import next_fire, second_field_trap, zone
 from .definitions.registry import Task, all_tasks, get_task, not_found_message
 from .definitions.values import NAME_LENGTH, check_text
 from .exceptions import TaskNotFound
-from .models import Execution, Schedule
+from .models import Control, Execution, Schedule
+from .state import controls
 from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django.scheduler")
@@ -145,6 +149,7 @@ def tick(using: str | None = None) -> int:
     run's fire time has passed (cancelling a queued run skips that fire time).
     """
     db = _db(using)
+    skip_paused(db)
     going = Execution.objects.using(db).filter(
         task_name=OuterRef("task_name"),
         schedule_name=OuterRef("name"),
@@ -169,6 +174,31 @@ def tick(using: str | None = None) -> int:
                 _warned.add((task_name, name, cron))
                 logger.error("schedule %s/%s cannot be queued: %s", task_name, name, exc)
     return queued
+
+
+def skip_paused(using: str) -> int:
+    """Skip the fire times that came due while their task or queue is paused with
+    ``schedules="skip"`` (``conductor.pause``): each queued run is cancelled with a
+    reason that says so and counted on the pause; ``tick`` then queues the next fire
+    time. Returns how many were skipped (no statement while nothing is paused so)."""
+    skipping = [p for p in controls.current(Execution, using).pauses if p.schedules == "skip"]
+    skipped = 0
+    for pause in skipping:
+        column = "queue" if pause.scope == "queue" else "task_name"
+        due = Execution.objects.using(using).filter(
+            status=S.PENDING, started_at__isnull=True, scheduled_for__isnull=False,
+            scheduled_for__gte=pause.since, run_at__lte=timezone.now(), **{column: pause.name})
+        reason = f"Fire time skipped: {pause.scope} {pause.name} is paused"
+        count = sum(Execution.objects.cancel(pk, reason, using=using)
+                    for pk in due.values_list("pk", flat=True))
+        if count:
+            Control.objects.using(using).filter(
+                scope=pause.scope, name=pause.name, paused_at=pause.since
+            ).update(skipped_fire_times=F("skipped_fire_times") + count)
+            logger.info("%d fire time(s) of %s %s skipped while paused", count, pause.scope,
+                        pause.name)
+        skipped += count
+    return skipped
 
 
 def sync_static(using: str | None = None, tasks: Iterable[Task] | None = None) -> None:

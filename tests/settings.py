@@ -118,6 +118,7 @@ CONDUCTOR = {
                      "tests.testapp.chaos_tasks", "tests.testapp.signal_tasks",
                      "tests.testapp.poison_tasks", "tests.testapp.key_tasks",
                      "tests.testapp.async_tasks", "tests.testapp.wakeup_tasks",
+                     "tests.testapp.ops_tasks",
                      *filter(None, os.environ.get("CONDUCTOR_TEST_TASK_MODULES", "").split(","))],
     "CONTEXT": "tests.testapp.context.build",
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),

@@ -18,6 +18,7 @@ import conductor_django as conductor
 from conductor_django.models import Execution, Step
 from conductor_django.runtime import Runtime
 from conductor_django.runtime.context import Context
+from conductor_django.state import controls
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +49,10 @@ def test_invoke_many_is_one_statement():
 def test_the_claim_is_one_statement_plus_the_flow_control_locks():
     conductor.invoke("echo", 1)
     wid = uuid.uuid4()
+    # the operator's pauses and limits are read once every few seconds, not per claim
+    controls.forget()
+    n, _ = _count(lambda: controls.current(Execution, "default"))
+    assert n == 1
     n, sql = _count(lambda: _claim_one(wid))
     if connection.vendor == "mysql":
         # the named try-locks (no limited task has runnable rows here, so none is taken),

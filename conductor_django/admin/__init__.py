@@ -8,11 +8,12 @@ payload, result or error is rendered unescaped. The list stays fast on millions 
 rows: see ``pagination`` and ``stats`` and docs/admin.md.
 
 Importing this package registers the model admins (``executions``, ``schedules``,
-``workers``).
+``workers``, ``controls``).
 """
 
+from .controls import ControlAdmin
 from .executions import ExecutionAdmin
 from .schedules import ScheduleAdmin, ScheduleForm
 from .workers import WorkerAdmin
 
-__all__ = ["ExecutionAdmin", "ScheduleAdmin", "ScheduleForm", "WorkerAdmin"]
+__all__ = ["ControlAdmin", "ExecutionAdmin", "ScheduleAdmin", "ScheduleForm", "WorkerAdmin"]

@@ -40,7 +40,7 @@ from django.utils.dateparse import parse_datetime
 
 from ..definitions.registry import task
 from ..exceptions import DEFAULT_REASON
-from ..models import Execution
+from ..models import Execution, Step
 from ..state.status import FINAL, UNFINISHED
 from .display import REASON_MAX_LENGTH, clean_reason
 from .search import search
@@ -68,13 +68,28 @@ class Verb:
     done: str
     legal: tuple[str, ...]
     explanation: str
+    #: retry discarding every step (the dead letters' "from the start"; not on the list)
+    from_start: bool = False
 
     def act(self, rows: Any, payload: dict[str, Any]) -> int:
         if self.permission == "cancel":
             return int(rows.cancel_all(reason=payload.get("reason") or DEFAULT_REASON))
+        if self.from_start:
+            return _retry_from_start(rows, payload.get("by", ""))
         if self.permission == "retry":
             return int(rows.retry_all(by=payload.get("by", "")))
         return int(rows.run_again_all())
+
+
+def _retry_from_start(rows: Any, by: str) -> int:
+    """``retry`` of each failed or cancelled row from its first recorded step (every
+    step discarded; a row without steps is retried as it is)."""
+    done = 0
+    for pk in rows.filter(status__in=("failed", "cancelled")).values_list("pk", flat=True):
+        first = (Step.objects.filter(execution_id=pk).order_by("pk")
+                 .values_list("name", flat=True).first())
+        done += Execution.objects.retry(pk, from_step=first, by=by)
+    return done
 
 
 VERBS = {
@@ -86,6 +101,12 @@ VERBS = {
                   ("failed", "cancelled"),
                   "Failed and cancelled executions become pending again and resume after "
                   "their finished steps, with a fresh budget of attempts."),
+    "retry-from-start": Verb(
+        "retry", "Retry from the start", "Retry all matching executions from the start",
+        "retried from the start", ("failed", "cancelled"),
+        "Failed and cancelled executions become pending again with every recorded step "
+        "discarded: they run again from their first step, with a fresh budget of attempts.",
+        from_start=True),
     "run-again": Verb("rerun", "Run again", "Run all matching executions again", "run again", FINAL,
                       "Each finished execution starts a new execution of its task with the "
                       "same payload and no steps."),
@@ -199,7 +220,8 @@ class BulkAdminMixin:
                  reverse("admin:conductor_django_execution_bulk", args=[name])
                  + (f"?{query}" if query else ""))
                 for name, verb in VERBS.items()
-                if self.has_operation_permission(request, verb.permission)]
+                if not verb.from_start  # offered by the dead letters' groups only
+                and self.has_operation_permission(request, verb.permission)]
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view

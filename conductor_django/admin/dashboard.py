@@ -2,7 +2,8 @@
 
 Per queue: what is pending now, scheduled for later, running and suspended, what
 finished in the last day (cancelled before finishing apart from failed), and the queue lag
-(age of the oldest runnable execution), ``QUEUES_PER_PAGE`` queues a page. Per task:
+(age of the oldest runnable execution), ``QUEUES_PER_PAGE`` queues a page. What is
+paused and for how long (``controls``), with a Resume button for who may. Per task:
 runs in the last hour and day, failure rate, p50/p95 run time. The throughput of the
 last hour, the workers with their load, the latest failures with their errors. The
 page refreshes itself every ``REFRESH_SECONDS`` (``static/conductor_django/live.js``).
@@ -23,6 +24,7 @@ from django.urls import path, reverse
 from . import stats
 from .cells import one_line, seconds, stamp
 from .charts import throughput_chart
+from .controls import PAUSE_PERMISSION, paused_rows
 from .display import worker_rows
 
 REFRESH_SECONDS = 10
@@ -62,11 +64,15 @@ class DashboardMixin:
              stamp(f.finished_at, short=True), one_line(f.last_error, css="cdj-error-cell"))
             for f in stats.recent_failures(FAILURES_SHOWN)
         ]
-        tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95))
-                 for t in overview.tasks]
+        paused = paused_rows()
+        paused_queues = {r["pause"].name for r in paused if r["pause"].scope == "queue"}
+        paused_tasks = {r["pause"].name for r in paused if r["pause"].scope == "task"}
+        tasks = [(t, f"{100 * t.failure_rate:.1f} %", seconds(t.p50), seconds(t.p95),
+                  t.task_name in paused_tasks) for t in overview.tasks]
         page = Paginator(overview.queues, QUEUES_PER_PAGE).get_page(
             request.GET.get(QUEUES_PAGE))
-        queues = [(q, seconds(q.lag) if q.lag is not None else "-") for q in page]
+        queues = [(q, seconds(q.lag) if q.lag is not None else "-", q.queue in paused_queues)
+                  for q in page]
         context = {
             **self.admin_site.each_context(request),
             "title": "Conductor dashboard",
@@ -81,6 +87,9 @@ class DashboardMixin:
             "chart": throughput_chart(stats.throughput(minutes=60)),
             "workers": workers,
             "failures": failures,
+            "paused": paused,
+            "controls_url": reverse("admin:conductor_django_control_changelist"),
+            "can_pause": request.user.has_perm(PAUSE_PERMISSION),
             "workers_url": reverse("admin:conductor_django_worker_changelist"),
             "refresh_seconds": REFRESH_SECONDS,
             "updated": stamp(overview.now),

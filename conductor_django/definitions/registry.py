@@ -12,7 +12,7 @@ import difflib
 import importlib
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, overload
@@ -23,6 +23,7 @@ from django.utils.module_loading import module_has_submodule
 
 from .. import conf
 from ..exceptions import TaskNotFound
+from .controls import Effective, Limits, effective
 from .cron import Cron
 from .options import Batch, RateLimit, Retention
 from .protocols import Handler
@@ -257,7 +258,7 @@ class KeyRule:
     since: datetime | None = None
 
 
-def key_rule(t: Task, now: datetime) -> KeyRule:
+def key_rule(t: Task | Effective, now: datetime) -> KeyRule:
     rate = t.rate_limit
     return KeyRule(
         concurrency=t.concurrency,
@@ -268,17 +269,25 @@ def key_rule(t: Task, now: datetime) -> KeyRule:
     )
 
 
-def claim_rules(now: datetime) -> ClaimRules:
+def claim_rules(now: datetime, overrides: Mapping[str, Limits] | None = None,
+                paused: Collection[str] = ()) -> ClaimRules:
+    """``overrides``: the limits an operator set per task (``set_limits``); ``paused``:
+    the paused tasks (skipped like a closed window)."""
     skip: list[str] = []
     limits: dict[str, int] = {}
     keyed: dict[str, KeyRule] = {}
     for name, t in _sorted_tasks():
-        if t.batch is not None or (t.window is not None and not t.window.is_open(now)):
+        if (t.batch is not None or (t.window is not None and not t.window.is_open(now))
+                or name in paused):
             skip.append(name)
-        elif t.keyed:
-            keyed[name] = key_rule(t, now)
-        elif t.concurrency is not None:
-            limits[name] = t.concurrency
+            continue
+        rule = effective(t, overrides.get(name)) if overrides else t
+        if rule.keyed:
+            keyed[name] = key_rule(rule, now)
+        elif rule.concurrency is not None:
+            limits[name] = rule.concurrency
+    if paused:  # paused tasks this process does not know (their rows may exist)
+        skip += sorted(set(paused) - set(_registry))
     return ClaimRules(skip=tuple(skip), limits=limits, keyed=keyed)
 
 

@@ -45,7 +45,7 @@ from ..exceptions import DEFAULT_REASON
 from ..store import claims as claim_sql
 from ..store import writes
 from ..store.transactions import write_transaction
-from . import attempts, waiting
+from . import attempts, controls, waiting
 from .bulk import BulkTransitions
 from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
@@ -114,7 +114,14 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         connection = connections[using]
         table = self.model._meta.db_table
         now = timezone.now()
-        rules = claim_rules(now)
+        # The operator's controls (``state.controls``): paused tasks are skipped like a
+        # closed window, paused queues leave the worker's queues, changed limits replace
+        # the code's (``conductor.pause``, ``set_limits``).
+        seen = controls.current(self.model, using)
+        queues = controls.served_queues(seen, queues)
+        if queues == []:
+            return []  # every queue of this worker is paused
+        rules = claim_rules(now, seen.limits, seen.paused_tasks)
         skipped = (*rules.skip, *skip) if skip else rules.skip
         limits = {n: c for n, c in rules.limits.items() if n not in skip} if skip \
             else rules.limits
@@ -134,6 +141,11 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
     ) -> list[Claimed]:
         """Lock one batch of the batch task ``name`` (``store.claims.claim_batch``)."""
         connection = connections[using]
+        # nothing while the task, or every queue of the worker, is paused
+        seen = controls.current(self.model, using)
+        queues = controls.served_queues(seen, queues)
+        if queues == [] or name in seen.paused_tasks:
+            return []
         rows = claim_sql.claim_batch(connection, self.model._meta.db_table, worker_id, queues,
                                      name, spec.size, spec.timeout_seconds, now, fill, exclude)
         return self._claimed(rows, connection)
