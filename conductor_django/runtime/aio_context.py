@@ -8,7 +8,7 @@ Their database work (the fenced step write, loading the steps, a lease check) ru
 the worker's database threads (``db``), never on the event loop; a step is stored
 before ``await ctx.step`` returns.
 
-``AsyncSignal`` is the wrapped context's ``ctx.signal``: a cancel, a timeout or a lost
+``AsyncStopToken`` is the wrapped context's ``ctx.signal``: a cancel, a timeout or a lost
 lease, delivered from any thread, also cancels the handler's ``asyncio`` task, so the
 ``await`` it is blocked in stops at once; the runner turns that into ``Cancelled``,
 the timeout failure or the lost lease, exactly as at a step boundary.
@@ -30,7 +30,7 @@ from django.utils import timezone
 from ..definitions.tasks import Task
 from ..definitions.values import STEP_NAME_LENGTH, check_json_text, check_text
 from . import telemetry
-from .context import Context, Signal
+from .context import Context, StopToken
 from .retry import ensure_usable, retry_write
 
 T = TypeVar("T")
@@ -39,8 +39,8 @@ T = TypeVar("T")
 DbCall = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
-class AsyncSignal(Signal):
-    """A ``Signal`` that also interrupts the ``asyncio`` task of an async handler."""
+class AsyncStopToken(StopToken):
+    """A ``StopToken`` that also interrupts the ``asyncio`` task of an async handler."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -163,7 +163,7 @@ class AsyncContext:
         return self.sync.lease
 
     @property
-    def signal(self) -> Signal:
+    def signal(self) -> StopToken:
         return self.sync.signal
 
     @property

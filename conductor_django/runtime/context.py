@@ -37,8 +37,11 @@ SAME_AFTER_JSON = frozenset({type(None), bool, int, float, str})
 PATCH_STEP = "conductor.patched:"
 
 
-class Signal:
-    """Tells a running handler that it should stop.
+class StopToken:
+    """Tells a running handler that it should stop: the object a handler reads as
+    ``ctx.signal`` (``.aborted``, ``.reason``, ``.wait``, ``.raise_if_aborted``). Not to
+    be confused with ``models.Signal``, a message sent to an execution
+    (``conductor.send_signal``, ``ctx.wait_for_signal``).
 
     ``reason``: ``"cancelled"``, ``"timeout"``, or ``"lost"`` when this worker no longer
     holds the execution (it was presumed dead and the execution was recovered).
@@ -95,7 +98,7 @@ class BaseContext:
     and which cancel requests to poll (its own, or every item of a batch)."""
 
     task_name: str
-    signal: Signal
+    signal: StopToken
     timeout: float | None
     deadline: float | None
     _runtime: Runtime
@@ -143,7 +146,7 @@ class Context(BaseContext):
         self.task_name = task_name
         self.queue = queue
         self.attempt = attempt
-        self.signal = Signal()
+        self.signal = StopToken()
         self.timeout = timeout
         self.deadline: float | None = None
         self.lease = lease

@@ -64,7 +64,7 @@ from ..store import wakeup
 from ..store.transactions import retry_locked, write_transaction
 from ..store.vendor import dialect
 from . import attempts
-from .status import FINAL, RUNNABLE, UNFINISHED, Status
+from .status import FINAL, RUNNABLE, UNFINISHED, Outcome, Status
 
 S = Status
 RETRYABLE = (S.FAILED, S.CANCELLED)
@@ -226,7 +226,7 @@ class OperatorTransitions:
                     if first_discarded is not None:
                         self._steps(db).filter(execution_id=eid, pk__gte=first_discarded).delete()
                     again = self.model._default_manager.using(db).filter(pk=eid)
-                    attempts.record(again, "retried", "", db, retried_by=by,
+                    attempts.record(again, Outcome.RETRIED, "", db, retried_by=by,
                                     from_step=from_step or "")
         except IntegrityError:
             return False  # an unfinished twin holds the dedupe key
