@@ -103,3 +103,17 @@ def test_the_budget_is_at_least_one_and_fits_a_retry():
     assert attempt_budget("gone-elsewhere", 0) == 1
     assert attempt_budget("gone-elsewhere", 2 * MAX_ATTEMPTS) == MAX_ATTEMPTS
     assert attempt_budget(TASK, 1) == BUDGET
+
+
+def test_no_module_but_the_birth_verb_builds_an_execution_row():
+    import re
+    from pathlib import Path
+
+    import conductor_django
+
+    root = Path(conductor_django.__file__).parent
+    builds = re.compile(r"(?<![\w.])(?<!class )(?:Execution|self\.model)\(")
+    found = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if "migrations" not in p.parts and p.name != "birth.py"
+             and builds.search(p.read_text())]
+    assert found == []
