@@ -23,9 +23,10 @@ operator's cancel from a failure.
 again, runnable at once, *the same row*: its finished steps are kept, so it resumes
 where it stopped and never repeats a finished step. ``attempts`` keeps counting
 (history stays honest) and the execution gets a fresh budget: ``max_attempts``
-becomes ``attempts`` + the task's ``max_attempts`` (the row's old budget when the
-task is not registered in this process). ``cancelled`` and ``cancel_requested`` are
-reset, ``finished_at`` cleared, ``last_error`` keeps the previous error until the next attempt ends.
+becomes ``attempts`` + the task's ``max_attempts`` (``state.birth.attempt_budget``: the
+row's ``max_attempts`` when the task is not registered in this process).
+``cancelled`` and ``cancel_requested`` are reset, ``finished_at`` cleared, ``last_error``
+keeps the previous error until the next attempt ends.
 Not legal (returns ``False``) for unfinished or completed executions, nor when an
 unfinished execution of the same task holds the same ``dedupe_key``. With
 ``from_step``, the steps recorded from that step on (in the order they were recorded)
