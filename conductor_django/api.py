@@ -11,6 +11,7 @@ import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +34,9 @@ from .definitions.values import (
 )
 from .exceptions import ExecutionCancelled, ExecutionFailed
 from .models import Execution, FlowSlot, Signal
+from .state.birth import Birth, birth
 from .store import inserts, wakeup
+from .store.inserts import Invocation
 from .store.transactions import retry_locked, write_transaction
 
 OPTIONS = ("payload", "dedupe_key", "priority", "run_at", "delay", "queue", "throttle", "debounce",
@@ -73,19 +76,21 @@ class NewExecution:
             self.payload_text = json.dumps(self.payload, allow_nan=False)
         return self.payload_text
 
+    def birth(self, **extra: Any) -> Birth:
+        """Its initial columns (``state.birth``); ``extra``: parent, schedule, event."""
+        return birth(self.task, self.payload, queue=self.queue, priority=self.priority,
+                     run_at=self.run_at, dedupe_key=self.dedupe_key, key=self.key,
+                     trace_context=self.trace_context, **extra)
+
     def build(self, **extra: Any) -> Execution:
-        return Execution(
-            task_name=self.task.name,
-            queue=self.queue,
-            payload=self.payload,
-            dedupe_key=self.dedupe_key,
-            key=self.key,
-            priority=self.priority,
-            run_at=self.run_at,
-            max_attempts=self.task.max_attempts,
-            trace_context=self.trace_context,
-            **extra,
-        )
+        return self.birth(**extra).row(Execution)
+
+    def shares_birth(self, other: NewExecution) -> bool:
+        """Whether it differs from ``other`` by its payload only (``with_payload``)."""
+        return (self.task is other.task and self.queue is other.queue
+                and self.run_at is other.run_at and self.priority == other.priority
+                and self.key is other.key and self.trace_context is other.trace_context
+                and self.dedupe_key is other.dedupe_key)
 
 
 def prepare(
@@ -198,14 +203,21 @@ def insert_plain(news: list[NewExecution], using: str, **extra: Any) -> list[str
     now = timezone.now()
     ids = [uuid.uuid4() for _ in news]
     inserts.insert_rows(connection, Execution._meta.db_table, inserts.execution_rows(
-        connection, now, (
-            (eid, new.task.name, new.queue,
-             None if new.payload is None else new.payload_json(), new.task.max_attempts,
-             new.priority, new.run_at,
-             None if new.trace_context is None else json.dumps(new.trace_context), new.key)
-            for eid, new in zip(ids, news, strict=True)),
-        **extra))
+        connection, now, _invocations(ids, news, extra), **extra))
     return [str(eid) for eid in ids]
+
+
+def _invocations(ids: list[uuid.UUID], news: list[NewExecution],
+                 extra: dict[str, Any]) -> Iterator[Invocation]:
+    """The bulk insert's rows: each one's birth (``state.birth``), computed once for a run
+    of rows that differ only by their payload (``invoke_many``'s common case)."""
+    last: NewExecution | None = None
+    born: Birth | None = None
+    for eid, new in zip(ids, news, strict=True):
+        if born is None or last is None or not new.shares_birth(last):
+            born = new.birth(**extra)
+        last = new
+        yield born.invocation(eid, None if new.payload is None else new.payload_json())
 
 
 def invoke(

@@ -199,7 +199,7 @@ class DjangoTaskHandler:
                 "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                 "traceback": "".join(traceback.format_exception(exc)),
             }
-            ctx._save_step(f"{ERROR_STEP}{ctx.attempt}", error, timezone.now(), None)
+            ctx._book.save(f"{ERROR_STEP}{ctx.attempt}", error, timezone.now(), None)
             if ctx.attempt >= row.max_attempts:  # no retry follows: the result is final
                 errors = [*result.errors, TaskError(**error)]
                 task_finished.send(sender=sender, task_result=_finished(

@@ -28,6 +28,7 @@ from .state import (
     StepQuerySet,
     WorkerQuerySet,
 )
+from .state.status import RECORDED, Outcome
 from .store.vendor import dialect
 
 
@@ -442,16 +443,6 @@ class Attempt(models.Model):
     (the hot path): ``Execution.objects.attempt_history`` derives it from the execution.
     """
 
-    class Ended(models.TextChoices):
-        COMPLETED = "completed", "completed"
-        FAILED = "failed", "failed"
-        RETRYING = "retrying", "failed, retried later"
-        TIMED_OUT = "timed_out", "timed out"
-        CANCELLED = "cancelled", "cancelled"
-        RECOVERED = "recovered", "recovered after a crash"
-        RELEASED = "released", "released at shutdown"
-        RETRIED = "retried", "retried by an operator"
-
     execution = models.ForeignKey(
         Execution, on_delete=models.CASCADE, related_name="attempt_rows", db_index=False
     )
@@ -459,7 +450,7 @@ class Attempt(models.Model):
     worker = models.UUIDField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(default=timezone.now)
-    ended = models.CharField(max_length=10, choices=Ended.choices)
+    ended = models.CharField(max_length=10, choices=[(o.value, o.label) for o in RECORDED])
     error = models.TextField(blank=True, default="")
     retried_by = models.CharField(max_length=150, blank=True, default="",
                           help_text="Who retried it (an operator's retry).")
@@ -476,9 +467,9 @@ class Attempt(models.Model):
 
     @property
     def outcome(self) -> str:
-        return "completed" if self.ended == self.Ended.COMPLETED else (
-            "retried" if self.ended == self.Ended.RETRIED else
-            "cancelled" if self.ended == self.Ended.CANCELLED else "failed")
+        ended = self.ended
+        kept = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.CANCELLED)
+        return str(ended) if ended in kept else Outcome.FAILED.value
 # --- signals (ctx.wait_for_signal, conductor.send_signal; see state/signals.py) -----------
 
 

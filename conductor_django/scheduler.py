@@ -45,6 +45,7 @@ from .definitions.values import NAME_LENGTH, check_text
 from .exceptions import TaskNotFound
 from .models import Control, Execution, Schedule
 from .state import controls
+from .state.birth import birth
 from .store.transactions import retry_locked, write_transaction
 
 logger = logging.getLogger("conductor_django.scheduler")
@@ -86,16 +87,8 @@ def _floor(schedule: Schedule, using: str) -> tuple[datetime | None, datetime | 
 def _insert(schedule: Schedule, task: Task, fire: datetime, run_at: datetime,
             using: str) -> Execution | None:
     """Write the run of ``fire``; ``None`` if that fire time already has one."""
-    row = Execution(
-        task_name=task.name,
-        queue=task.get_queue(),
-        payload=schedule.payload,
-        max_attempts=task.max_attempts,
-        run_at=run_at,
-        schedule_name=schedule.name,
-        scheduled_for=fire,
-        event_name=schedule.name,
-    )
+    row = birth(task, schedule.payload, run_at=run_at, schedule_name=schedule.name,
+                scheduled_for=fire, event_name=schedule.name).row(Execution)
     try:
         with write_transaction(using):
             row.save(using=using, force_insert=True)

@@ -8,7 +8,7 @@ Their database work (the fenced step write, loading the steps, a lease check) ru
 the worker's database threads (``db``), never on the event loop; a step is stored
 before ``await ctx.step`` returns.
 
-``AsyncSignal`` is the wrapped context's ``ctx.signal``: a cancel, a timeout or a lost
+``AsyncStopToken`` is the wrapped context's ``ctx.signal``: a cancel, a timeout or a lost
 lease, delivered from any thread, also cancels the handler's ``asyncio`` task, so the
 ``await`` it is blocked in stops at once; the runner turns that into ``Cancelled``,
 the timeout failure or the lost lease, exactly as at a step boundary.
@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from django.utils import timezone
-
 from ..definitions.tasks import Task
-from ..definitions.values import STEP_NAME_LENGTH, check_json_text, check_text
-from . import telemetry
-from .context import Context, Signal
-from .retry import ensure_usable, retry_write
+from . import steps
+from .context import Context, StopToken
+from .retry import ensure_usable
 
 T = TypeVar("T")
 
@@ -39,8 +35,8 @@ T = TypeVar("T")
 DbCall = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
-class AsyncSignal(Signal):
-    """A ``Signal`` that also interrupts the ``asyncio`` task of an async handler."""
+class AsyncStopToken(StopToken):
+    """A ``StopToken`` that also interrupts the ``asyncio`` task of an async handler."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -163,7 +159,7 @@ class AsyncContext:
         return self.sync.lease
 
     @property
-    def signal(self) -> Signal:
+    def signal(self) -> StopToken:
         return self.sync.signal
 
     @property
@@ -176,29 +172,13 @@ class AsyncContext:
 
     # --- step boundaries ----------------------------------------------------------------
 
-    def _quick(self) -> bool:
-        """Whether a boundary needs no database: the lease surely holds (see ``Runtime``)."""
-        runtime = self.sync._runtime
-        return not runtime.inline and runtime.lease_fresh()
-
     async def checkpoint(self) -> None:
         """Stop here if cancelled (``Cancelled``), timed out, the worker shuts down, the
         window closed or the lease was lost; see ``Context.checkpoint``."""
-        if self._quick():
+        if steps.lease_surely_holds(self.sync):
             self.sync.checkpoint()
         else:
             await self._db(self.sync.checkpoint)
-
-    def _enter_step(self, name: str) -> tuple[bool, Any]:
-        """The boundary before a step: ``(True, stored value)`` when it is memoized."""
-        ctx = self.sync
-        ctx.checkpoint()
-        steps = ctx._load_steps()
-        ctx._seen.add(name)
-        if name in steps:
-            return True, steps[name]
-        ctx._progress.flush(due_only=True)
-        return False, None
 
     async def step(self, name: str, fn: Callable[[], Any], *, atomic: bool = False) -> Any:
         """Run ``fn`` once for this execution and memoize its JSON result under ``name``.
@@ -209,36 +189,37 @@ class AsyncContext:
         ``fn`` only) runs ``fn`` and the step's record in one transaction, as in
         ``Context.step``.
         """
-        check_text(name, "step name", STEP_NAME_LENGTH)
+        steps.check_name(name)
         if not callable(fn):
             raise TypeError(f"step {name!r} needs a callable, got {type(fn).__name__}")
         if atomic and inspect.iscoroutinefunction(fn):
             raise TypeError(f"atomic step {name!r} needs a plain function: its writes run in "
                             "one transaction on a database thread")
-        ctx = self.sync
-        if self._quick() and ctx._steps is not None and (
-                name in ctx._steps or ctx._progress.idle()):
-            found, value = self._enter_step(name)  # nothing to ask the database
-        else:
-            found, value = await self._db(lambda: self._enter_step(name))
-        if found:
-            with telemetry.step(ctx, name, memoized=True):
-                return value
-        with telemetry.step(ctx, name, memoized=False):
-            started = timezone.now()
-            if atomic:
-                stored = await settled(self._db(lambda: ctx._atomic_step(name, fn, started)))
-            else:
-                value = await self._call(fn)
-                ctx.signal.raise_if_aborted()  # fn may have returned early: not memoized
-                text = check_json_text(value, f"result of step {name!r}")
-                value = json.loads(text)  # replays return exactly what was stored
-                db = ctx._runtime.using
-                stored = await settled(self._db(lambda: retry_write(
-                    lambda: ctx._save_step(name, value, started, text), db,
-                    f"saving step {name!r} of {ctx.execution_id}")))
-        ctx._load_steps()[name] = stored
-        return stored
+        return await self._drive(steps.plan(self.sync, name, fn, atomic))
+
+    async def _drive(self, plan: steps.Plan) -> Any:
+        """Drive a step's plan (the algorithm, written once: ``runtime/steps.py``) from
+        the event loop: database work on a database thread, ``fn`` as ``_call`` runs it."""
+        effect = next(plan)
+        while True:
+            try:
+                value = await self._perform(effect)
+            except BaseException as exc:  # noqa: BLE001 - the plan's span sees it, re-raised
+                effect = plan.throw(exc)
+                continue
+            try:
+                effect = plan.send(value)
+            except StopIteration as done:
+                return done.value
+
+    async def _perform(self, effect: steps.Effect) -> Any:
+        if isinstance(effect, steps.Call):
+            return await self._call(effect.fn)
+        if effect.local is not None and effect.local():
+            return effect.work()  # nothing to ask the database
+        if effect.settle:  # a write in progress is never left half-known
+            return await settled(self._db(effect.work))
+        return await self._db(effect.work)
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         if inspect.iscoroutinefunction(fn):

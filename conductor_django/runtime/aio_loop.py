@@ -23,7 +23,7 @@ from django.db import DatabaseError, InterfaceError, connections
 
 from ..state import Claimed
 from . import Runtime, aio_runner
-from .aio_context import AsyncSignal, in_thread
+from .aio_context import AsyncStopToken, in_thread
 from .context import Context
 from .sessions import enroll
 
@@ -83,7 +83,7 @@ class AsyncLoop(threading.Thread):
     def interrupt_all(self) -> int:
         """Interrupt every handler on the loop (a shutdown out of time): each is released."""
         contexts = [ctx for ctx in list(self.runtime.inflight.values())
-                    if isinstance(ctx.signal, AsyncSignal)]
+                    if isinstance(ctx.signal, AsyncStopToken)]
         for ctx in contexts:
             ctx.signal.interrupt()
         return len(contexts)

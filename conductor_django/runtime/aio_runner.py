@@ -5,7 +5,7 @@ The same attempt as ``runner.run``, in three phases: the checks before the start
 task of its own, then the outcome recorded by ``runner.settle`` on a database thread,
 through exactly the final writes of a thread-run handler (fenced by the lease). A
 cancel, a timeout or a lost lease interrupts the handler's task at the ``await`` it
-is blocked in (``AsyncSignal``); that interruption is recorded as the ``Cancelled``,
+is blocked in (``AsyncStopToken``); that interruption is recorded as the ``Cancelled``,
 the timeout failure or the lost lease it stands for. A shutdown that runs out of time
 interrupts it too, and the execution is released to resume elsewhere.
 
@@ -31,7 +31,7 @@ from ..exceptions import Released
 from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs, runner, telemetry
-from .aio_context import AsyncContext, AsyncSignal, DbCall, contained
+from .aio_context import AsyncContext, AsyncStopToken, DbCall, contained
 from .context import Context
 from .unit import TRANSIENT, Outcome, error_message, fail, fail_unknown, final_write, unrecordable
 
@@ -47,9 +47,9 @@ def is_async(task_name: str) -> bool:
 
 
 def make_context(claimed: Claimed, runtime: Runtime) -> Context | None:
-    """The thread-side ``ctx`` of a claimed execution, with an ``AsyncSignal``,
+    """The thread-side ``ctx`` of a claimed execution, with an ``AsyncStopToken``,
     registered so that cancels reach it from the claim on."""
-    return runner.make_context(claimed, runtime, signal=AsyncSignal())
+    return runner.make_context(claimed, runtime, signal=AsyncStopToken())
 
 
 async def run(claimed: Claimed, runtime: Runtime, ctx: Context | None, db: DbCall) -> str:
@@ -106,12 +106,12 @@ async def _handle(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
     signal = ctx.signal
     loop = asyncio.get_running_loop()
     handler = loop.create_task(contained(_start(task, event, actx)))
-    if isinstance(signal, AsyncSignal):
+    if isinstance(signal, AsyncStopToken):
         signal.attach(loop, handler)
     try:
         await asyncio.wait([handler])
     finally:
-        if isinstance(signal, AsyncSignal):
+        if isinstance(signal, AsyncStopToken):
             signal.detach()
     error: BaseException | None = None
     result: Any = None

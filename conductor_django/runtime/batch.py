@@ -46,7 +46,7 @@ from ..exceptions import (
 )
 from ..models import Execution
 from ..state import Claimed
-from .context import BaseContext, Signal, TaskLoggerAdapter
+from .context import BaseContext, StopToken, TaskLoggerAdapter
 from .unit import Outcome, error_message, fail, final_write, unknown_task_error
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def claim_batches(
 # --- running a batch -------------------------------------------------------------------
 
 
-class _ItemSignal(Signal):
+class _ItemStopToken(StopToken):
     """One item's signal; its aborts reach the batch (timeouts at once, cancels when all)."""
 
     def __init__(self, ctx: BatchContext) -> None:
@@ -114,7 +114,7 @@ class _ItemSignal(Signal):
 class _Item:
     """What the worker sees of one item in ``runtime.inflight``: cancels and timeouts."""
 
-    signal: Signal
+    signal: StopToken
     deadline: float | None
     timeout: float | None
     lease: int
@@ -129,12 +129,12 @@ class BatchContext(BaseContext):
         self.task_name = batch.task_name
         self.queue = batch.items[0].queue
         self.attempt = max(item.attempts for item in batch.items)
-        self.signal = Signal()
+        self.signal = StopToken()
         self.timeout = task.timeout
         self.deadline = time.monotonic() + task.timeout if task.timeout else None
         self._runtime = runtime
         self.items = {
-            item.id: _Item(signal=_ItemSignal(self), deadline=self.deadline,
+            item.id: _Item(signal=_ItemStopToken(self), deadline=self.deadline,
                            timeout=self.timeout, lease=item.lease)
             for item in batch.items
         }

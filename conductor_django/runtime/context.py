@@ -14,13 +14,10 @@ from django.utils import timezone
 
 from ..definitions.registry import check_window_open
 from ..definitions.tasks import Task
-from ..definitions.values import STEP_NAME_LENGTH, check_json_text, check_text
 from ..exceptions import DEFAULT_REASON, AttemptTimedOut, Cancelled, LeaseLost, Released, timed_out
-from ..models import Execution, Step
+from ..models import Execution
 from ..scheduler import schedule, unschedule
-from ..store.transactions import write_transaction
-from . import LOST, durable, telemetry
-from .atomic import only_database
+from . import LOST, durable, steps
 from .progress import Progress
 from .retry import retry_write
 
@@ -29,16 +26,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("conductor_django.task")
 
-#: Types whose values JSON stores and reads back unchanged, type included (exact types:
-#: a subclass, e.g. an ``IntEnum``, reads back as its base type).
-SAME_AFTER_JSON = frozenset({type(None), bool, int, float, str})
-
 #: The step name prefix under which ``ctx.patched`` memoizes its answers.
 PATCH_STEP = "conductor.patched:"
 
 
-class Signal:
-    """Tells a running handler that it should stop.
+class StopToken:
+    """Tells a running handler that it should stop: the object a handler reads as
+    ``ctx.signal`` (``.aborted``, ``.reason``, ``.wait``, ``.raise_if_aborted``). Not to
+    be confused with ``models.Signal``, a message sent to an execution
+    (``conductor.send_signal``, ``ctx.wait_for_signal``).
 
     ``reason``: ``"cancelled"``, ``"timeout"``, or ``"lost"`` when this worker no longer
     holds the execution (it was presumed dead and the execution was recovered).
@@ -95,7 +91,7 @@ class BaseContext:
     and which cancel requests to poll (its own, or every item of a batch)."""
 
     task_name: str
-    signal: Signal
+    signal: StopToken
     timeout: float | None
     deadline: float | None
     _runtime: Runtime
@@ -143,14 +139,13 @@ class Context(BaseContext):
         self.task_name = task_name
         self.queue = queue
         self.attempt = attempt
-        self.signal = Signal()
+        self.signal = StopToken()
         self.timeout = timeout
         self.deadline: float | None = None
         self.lease = lease
         self._runtime = runtime
         self._timer: threading.Timer | None = None
-        self._steps: dict[str, Any] | None = None if steps_may_exist else {}
-        self._seen: set[str] = set()  # the step names this attempt reached (patched)
+        self._book = steps.StepBook(self, steps_may_exist)  # loaded steps, names reached
         self._progress = Progress(self._write_progress)
         self.logger = TaskLoggerAdapter(
             logger,
@@ -209,60 +204,8 @@ class Context(BaseContext):
         worker's lease: ``fn``'s writes to that database and the record commit together
         or not at all, so they happen exactly once.
         """
-        check_text(name, "step name", STEP_NAME_LENGTH)
-        self.checkpoint()
-        steps = self._load_steps()
-        self._seen.add(name)
-        if name in steps:
-            with telemetry.step(self, name, memoized=True):
-                return steps[name]
-        self._progress.flush(due_only=True)
-        with telemetry.step(self, name, memoized=False):  # the step's span, if tracing
-            stored = self._run_and_save(name, fn, atomic)
-        steps[name] = stored
-        return stored
-
-    def _run_and_save(self, name: str, fn: Callable[[], Any], atomic: bool) -> Any:
-        started = timezone.now()
-        if atomic:
-            return self._atomic_step(name, fn, started)
-        value, text = self._run_step(name, fn)
-        db = self._runtime.using
-        # fn ran: keep its result across a database fault
-        return retry_write(lambda: self._save_step(name, value, started, text), db,
-                           f"saving step {name!r} of {self.execution_id}")
-
-    def _run_step(self, name: str, fn: Callable[[], Any]) -> tuple[Any, str]:
-        value = fn()
-        self.signal.raise_if_aborted()  # fn may have returned early: not memoized
-        text = check_json_text(value, f"result of step {name!r}")
-        if type(value) in SAME_AFTER_JSON:  # reads back as itself: no need to parse it
-            return value, text
-        return json.loads(text), text  # replays return exactly what was stored
-
-    def _save_step(self, name: str, value: Any, started: Any, text: str | None) -> Any:
-        """Store the step, fenced by the lease (on this thread's connection)."""
-        runtime = self._runtime
-        try:
-            return Step.objects.remember(self.execution_id, name, value, started, runtime.using,
-                                     text, worker_id=runtime.worker_id, lease=self.lease)
-        except LeaseLost:
-            self.signal.abort(LOST, "the execution was recovered from this worker")
-            raise
-
-    def _atomic_step(self, name: str, fn: Callable[[], Any], started: Any) -> Any:
-        db = self._runtime.using
-        with write_transaction(db), only_database(db, f"atomic step {name!r}"):
-            value, text = self._run_step(name, fn)
-            return self._save_step(name, value, started, text)
-
-    def _load_steps(self) -> dict[str, Any]:
-        if self._steps is None:
-            db = self._runtime.using
-            self._steps = retry_write(
-                lambda: Step.objects.load(self.execution_id, db), db, "loading steps"
-            )
-        return self._steps
+        steps.check_name(name)
+        return steps.run(steps.plan(self, name, fn, atomic))  # the algorithm: steps.py
 
     # --- versions: deploying changes to long-running executions -------------------------
 
@@ -278,16 +221,17 @@ class Context(BaseContext):
             raise ValueError(f"change_id must be a non-empty str, got {change_id!r}")
         name = PATCH_STEP + change_id
         self.checkpoint()
-        steps = self._load_steps()
-        self._seen.add(name)
-        if name not in steps:
-            answer = not (steps.keys() - self._seen)
+        book = self._book
+        stored = book.load()
+        book.seen.add(name)
+        if name not in stored:
+            answer = not (stored.keys() - book.seen)
             db = self._runtime.using
             started = timezone.now()
-            steps[name] = retry_write(
-                lambda: self._save_step(name, answer, started, json.dumps(answer)), db,
+            stored[name] = retry_write(
+                lambda: book.save(name, answer, started, json.dumps(answer)), db,
                 f"saving {name!r} of {self.execution_id}")
-        return bool(steps[name])
+        return bool(stored[name])
 
     # --- durable suspension (see durable.py) -----------------------------------------
 

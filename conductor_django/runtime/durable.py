@@ -51,8 +51,8 @@ def _check_name(name: Any, what: str) -> str:
 
 def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:
     """The memoized value of ``name``, checking it was stored by the same kind of call."""
-    steps = ctx._load_steps()
-    ctx._seen.add(name)
+    steps = ctx._book.load()
+    ctx._book.seen.add(name)
     if name not in steps:
         return None
     value = steps[name]
@@ -63,8 +63,8 @@ def _stored(ctx: Context, name: str, key: str) -> dict[str, Any] | None:
 
 
 def _remember(ctx: Context, name: str, value: Any, started: datetime) -> Any:
-    stored = ctx._save_step(name, value, started, None)  # fenced by the lease
-    ctx._load_steps()[name] = stored
+    stored = ctx._book.save(name, value, started, None)  # fenced by the lease
+    ctx._book.load()[name] = stored
     return stored
 
 
@@ -166,7 +166,7 @@ def wait_for_signal(ctx: Context, name: str, timeout: float | timedelta | None =
             until = None if spec["until"] is None else datetime.fromisoformat(spec["until"])
             ctx.logger.info("waiting for signal %r until %s", name, spec["until"] or "ever")
             raise Suspended(run_at=until, signal=name)
-        ctx._load_steps()[name] = stored
+        ctx._book.load()[name] = stored
     if "timed_out" in stored:
         raise SignalTimeout(f"No signal {name!r} arrived by {stored['timed_out']}", name,
                             stored["timed_out"])

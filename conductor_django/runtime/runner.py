@@ -25,7 +25,7 @@ from ..models import Execution
 from ..state import Claimed
 from . import Runtime, custom_context, logs, telemetry
 from .batch import ClaimedBatch, run_batch
-from .context import Context, Signal
+from .context import Context, StopToken
 from .unit import (
     TRANSIENT,
     ExecutionUnit,
@@ -41,7 +41,7 @@ logger = logging.getLogger("conductor_django.worker")
 
 
 def make_context(claimed: ExecutionUnit, runtime: Runtime,
-                 signal: Signal | None = None) -> Context | None:
+                 signal: StopToken | None = None) -> Context | None:
     """The ``ctx`` of a claimed execution, registered so cancels reach it at once.
 
     ``None`` when the task is not registered in this process, and for batches (their
@@ -170,7 +170,7 @@ def _call(task: Task, claimed: Claimed, ctx: Context, runtime: Runtime,
             eid, wid, lease, reason, db, may_have_parent=has_parent), db, eid)
         return Outcome.CANCELLED
     except AttemptTimedOut:
-        return fail(claimed, runtime, task, timed_out(task.timeout), ended="timed_out")
+        return fail(claimed, runtime, task, timed_out(task.timeout), ended=Outcome.TIMED_OUT)
     except Released as exc:
         run_at = exc.run_at or timezone.now()
         shutdown = exc.why == "shutdown"

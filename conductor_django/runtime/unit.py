@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from enum import StrEnum
 from typing import Protocol
 
 from django.db import InterfaceError, InternalError, OperationalError
@@ -20,26 +19,14 @@ from ..definitions.values import storable_text
 from ..exceptions import error_text
 from ..models import Execution
 from ..state import Claimed
+from ..state.status import FINISHED, Outcome
 from . import Runtime
 from .retry import retry_write
 
 logger = logging.getLogger("conductor_django.worker")
 
 
-class Outcome(StrEnum):
-    """How an attempt ended, as the worker logs it (the values are the log's words)."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    RETRYING = "retrying"  # failed, another attempt is due
-    CANCELLED = "cancelled"
-    RELEASED = "released"  # given back unfinished: shutdown, a closed window, a sleep
-    SUSPENDED = "suspended"  # waiting for a child execution
-    LOST = "lost"  # this worker no longer holds it: nothing of the attempt was written
-
-
-#: The outcomes after which an execution is finished.
-FINISHED = (Outcome.COMPLETED, Outcome.FAILED, Outcome.CANCELLED)
+__all__ = ["FINISHED", "Outcome"]  # how an attempt ended: ``state.status``'s vocabulary
 
 
 class ExecutionUnit(Protocol):
@@ -111,7 +98,7 @@ def fail_unknown(item: Claimed, runtime: Runtime) -> str:
 
 
 def fail(item: Claimed, runtime: Runtime, task: Task | None, error: str, *,
-         retry: bool = True, ended: str | None = None) -> str:
+         retry: bool = True, ended: Outcome | None = None) -> str:
     """Record a failed attempt: ``retrying`` at the task's backoff, or ``failed``."""
     retry_at = None
     error = storable_text(error)

@@ -27,7 +27,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..store import attempts as attempts_sql
-from .status import Status
+from .status import RECORDED, Outcome, Status
+
+#: The derived current attempt of a running execution (not an outcome: it has none yet).
+RUNNING = "running"
 
 
 class AttemptQuerySet(models.QuerySet):
@@ -39,10 +42,12 @@ def _attempt_model(execution_model: Any) -> Any:
     return execution_model._meta.apps.get_model(execution_model._meta.app_label, "Attempt")
 
 
-def record(rows: QuerySet, ended: str, error: str, using: str, *, retried_by: str = "",
+def record(rows: QuerySet, ended: Outcome, error: str, using: str, *, retried_by: str = "",
            from_step: str = "", now: datetime | None = None) -> int:
     """Record the attempt of each execution of ``rows`` (call it inside the transaction
-    of the write that ends them, before that write)."""
+    of the write that ends them, before that write). ``ended``: one of ``RECORDED``."""
+    if ended not in RECORDED:
+        raise ValueError(f"the attempt history does not record {str(ended)!r}")
     model = rows.model
     try:
         sql, params = rows.values("pk").query.get_compiler(using).as_sql()
@@ -51,8 +56,8 @@ def record(rows: QuerySet, ended: str, error: str, using: str, *, retried_by: st
 
     return attempts_sql.record(
         connections[using], model._meta.db_table, _attempt_model(model)._meta.db_table,
-        sql, params, ended, error or "", now or timezone.now(), retried_by=retried_by,
-        from_step=from_step)
+        sql, params, Outcome(ended).value, error or "", now or timezone.now(),
+        retried_by=retried_by, from_step=from_step)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class AttemptView:
     worker: UUID | None
     started_at: datetime | None
     finished_at: datetime | None
-    ended: str  # an ``Attempt.Ended`` value, or "running"
+    ended: str  # an ``Outcome`` of ``RECORDED``, or "running"
     error: str = ""
     retried_by: str = ""
     from_step: str = ""
@@ -72,22 +77,20 @@ class AttemptView:
     @property
     def how(self) -> str:
         """How it ended, in words (the admin's column)."""
-        if self.ended == "retried":
+        if self.ended == Outcome.RETRIED:
             where = f" from step {self.from_step!r}" if self.from_step else ""
             who = f" by {self.retried_by}" if self.retried_by else ""
             return f"retried{where}{who}"
-        return {
-            "completed": "completed", "failed": "failed", "retrying": "failed, retried later",
-            "timed_out": "timed out", "cancelled": "cancelled",
-            "recovered": "recovered after a crash", "released": "released at shutdown",
-            "running": "in progress",
-        }.get(self.ended, self.ended)
+        if self.ended == RUNNING:
+            return "in progress"
+        return Outcome(self.ended).label if self.ended in Outcome.values else self.ended
 
     @property
     def outcome(self) -> str:
-        if self.ended in ("completed", "running", "cancelled", "retried"):
-            return self.ended
-        return "released" if self.ended == "released" else "failed"
+        if self.ended in (Outcome.COMPLETED, RUNNING, Outcome.CANCELLED, Outcome.RETRIED,
+                          Outcome.RELEASED):
+            return str(self.ended)
+        return Outcome.FAILED.value
 
 
 def history(execution: Any, using: str | None = None) -> list[AttemptView]:
@@ -98,14 +101,15 @@ def history(execution: Any, using: str | None = None) -> list[AttemptView]:
         using or execution._state.db).of(execution.pk)
     views = [AttemptView(a.number, a.worker, a.started_at, a.finished_at, a.ended, a.error,
                          a.retried_by, a.from_step) for a in rows]
-    ended_numbers = {v.number for v in views if v.ended not in ("released", "retried")}
+    ended_numbers = {v.number for v in views
+                     if v.ended not in (Outcome.RELEASED, Outcome.RETRIED)}
     current = execution.attempts
     if current and current not in ended_numbers:
         if execution.status == Status.RUNNING:
             views.append(AttemptView(current, execution.locked_by, execution.locked_at, None,
-                                     "running", derived=True))
+                                     RUNNING, derived=True))
         elif execution.status == Status.COMPLETED:
             started = execution.started_at if current == 1 and not views else None
             views.append(AttemptView(current, None, started, execution.finished_at,
-                                     "completed", derived=True))
+                                     Outcome.COMPLETED, derived=True))
     return views

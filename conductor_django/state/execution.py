@@ -51,7 +51,7 @@ from .claimed import Claimed, as_id, as_id_or_none
 from .dispatch import DispatchTransitions
 from .operator import OperatorTransitions
 from .signals import SignalTransitions
-from .status import FINAL, RUNNABLE, UNFINISHED, Status
+from .status import FINAL, RUNNABLE, UNFINISHED, Outcome, Status
 
 S = Status
 
@@ -213,7 +213,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         rows = self.held(eid, worker_id, lease, using)
         if record:
             with write_transaction(using):
-                attempts.record(rows, "completed", "", using)
+                attempts.record(rows, Outcome.COMPLETED, "", using)
                 with self._waking_parents(rows, using, may_have_parent):
                     return self.complete_many([(eid, lease, result)], worker_id, using)
         with self._waking_parents(rows, using, may_have_parent):
@@ -229,7 +229,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
     def fail(
         self, eid: str, worker_id: uuid.UUID, lease: int, error: str,
         retry_at: datetime | None, using: str, *, may_have_parent: bool = True,
-        ended: str | None = None,
+        ended: Outcome | None = None,
     ) -> int:
         """The attempt failed: back to ``pending`` at ``retry_at``, or ``failed`` for good.
 
@@ -239,7 +239,8 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         rows = self.held(eid, worker_id, lease, using)
         waking = rows if final else rows.filter(cancelled=True)
         with write_transaction(using), self._waking_parents(waking, using, may_have_parent):
-            attempts.record(rows, ended or ("failed" if final else "retrying"), error, using,
+            attempts.record(rows, ended or (Outcome.FAILED if final else Outcome.RETRYING), error,
+                            using,
                             now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(S.FAILED if final else S.PENDING)),
@@ -258,7 +259,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         """``Cancelled`` reached the runner: the execution ends ``cancelled``, never retried."""
         rows = self.held(eid, worker_id, lease, using)
         with write_transaction(using), self._waking_parents(rows, using, may_have_parent):
-            attempts.record(rows, "cancelled", reason, using)
+            attempts.record(rows, Outcome.CANCELLED, reason, using)
             return rows.update(
                 status=S.CANCELLED,
                 last_error=_keep_reason(reason),
@@ -296,7 +297,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         with write_transaction(using), self._waking_parents(rows.filter(cancelled=True), using,
                                                             may_have_parent):
             if shutdown:
-                attempts.record(rows, "released", "", using, now=now)
+                attempts.record(rows, Outcome.RELEASED, "", using, now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(status)),
                 finished_at=_finished(Q(cancelled=True), now),
@@ -311,7 +312,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         now = timezone.now()
         rows = self.using(using).filter(locked_by=worker_id, status=S.RUNNING)
         with self._waking_parents(rows.filter(cancelled=True), using):
-            attempts.record(rows, "released", "", using, now=now)
+            attempts.record(rows, Outcome.RELEASED, "", using, now=now)
             return rows.update(
                 status=Case(_CANCELLED, default=Value(S.PENDING)),
                 finished_at=_finished(Q(cancelled=True), now),
@@ -409,7 +410,7 @@ class ExecutionQuerySet(OperatorTransitions, BulkTransitions, DispatchTransition
         )
         out_of_attempts = Q(attempts__gte=F("max_attempts"))
         with self._waking_parents(orphans.filter(Q(cancelled=True) | out_of_attempts), using):
-            attempts.record(orphans, "recovered",
+            attempts.record(orphans, Outcome.RECOVERED,
                             f"Worker lost (no heartbeat for {dead_after:g} s)", using, now=now)
             return orphans.update(
                 status=Case(

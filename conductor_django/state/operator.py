@@ -23,9 +23,10 @@ operator's cancel from a failure.
 again, runnable at once, *the same row*: its finished steps are kept, so it resumes
 where it stopped and never repeats a finished step. ``attempts`` keeps counting
 (history stays honest) and the execution gets a fresh budget: ``max_attempts``
-becomes ``attempts`` + the task's ``max_attempts`` (the row's old budget when the
-task is not registered in this process). ``cancelled`` and ``cancel_requested`` are
-reset, ``finished_at`` cleared, ``last_error`` keeps the previous error until the next attempt ends.
+becomes ``attempts`` + the task's ``max_attempts`` (``state.birth.attempt_budget``: the
+row's ``max_attempts`` when the task is not registered in this process).
+``cancelled`` and ``cancel_requested`` are reset, ``finished_at`` cleared, ``last_error``
+keeps the previous error until the next attempt ends.
 Not legal (returns ``False``) for unfinished or completed executions, nor when an
 unfinished execution of the same task holds the same ``dedupe_key``. With
 ``from_step``, the steps recorded from that step on (in the order they were recorded)
@@ -57,14 +58,14 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..definitions.registry import all_tasks
 from ..definitions.values import KEY_LENGTH, STEP_NAME_LENGTH, as_uuid, check_text
 from ..exceptions import DEFAULT_REASON
 from ..store import wakeup
 from ..store.transactions import retry_locked, write_transaction
 from ..store.vendor import dialect
 from . import attempts
-from .status import FINAL, RUNNABLE, UNFINISHED, Status
+from .birth import attempt_budget, birth
+from .status import FINAL, RUNNABLE, UNFINISHED, Outcome, Status
 
 S = Status
 RETRYABLE = (S.FAILED, S.CANCELLED)
@@ -75,11 +76,6 @@ CANCEL_CHANNEL = "conductor_cancel"
 #: Longest reason (in bytes) sent in the NOTIFY payload itself (PostgreSQL's limit for
 #: a payload is 8000 bytes); a longer one is read from the row by the listener.
 NOTIFY_REASON_BYTES = 7000
-
-
-def _budget(task_name: str, row_max_attempts: int) -> int:
-    task = all_tasks().get(task_name)
-    return task.max_attempts if task is not None else max(row_max_attempts, 1)
 
 
 class OperatorTransitions:
@@ -177,6 +173,13 @@ class OperatorTransitions:
             wakeup.announce(db, wakeup.CANCEL, str(eid))
         return requested
 
+    def _reborn(self, old: Any, **links: Any) -> Any:
+        """A new execution of ``old``'s task, payload, queue, priority, event and key
+        (``state.birth``: a fresh attempt budget, no parent), not yet saved."""
+        return birth(old.task_name, old.payload, queue=old.queue, priority=old.priority,
+                     key=old.key, event_name=old.event_name,
+                     budget_fallback=old.max_attempts, **links).row(self.model)
+
     def _steps(self, db: str) -> Any:
         model = self.model._meta.apps.get_model(self.model._meta.app_label, "Step")
         return model._default_manager.using(db)
@@ -208,7 +211,7 @@ class OperatorTransitions:
         if found is None:
             return False
         task_name, max_attempts = found
-        budget = _budget(task_name, max_attempts)
+        budget = attempt_budget(task_name, max_attempts)
         try:
             with write_transaction(db):  # a savepoint: a dedupe clash leaves no trace
                 updated = rows.update(
@@ -226,7 +229,7 @@ class OperatorTransitions:
                     if first_discarded is not None:
                         self._steps(db).filter(execution_id=eid, pk__gte=first_discarded).delete()
                     again = self.model._default_manager.using(db).filter(pk=eid)
-                    attempts.record(again, "retried", "", db, retried_by=by,
+                    attempts.record(again, Outcome.RETRIED, "", db, retried_by=by,
                                     from_step=from_step or "")
         except IntegrityError:
             return False  # an unfinished twin holds the dedupe key
@@ -250,18 +253,14 @@ class OperatorTransitions:
         if old is None:
             raise ValueError(f"No execution {execution_id!r}")
         first_left = self._step_from(old.pk, from_step, db)
-        new = self.model(
-            task_name=old.task_name, queue=old.queue, payload=old.payload,
-            priority=old.priority, event_name=old.event_name, forked_from_id=old.pk,
-            key=old.key, max_attempts=_budget(old.task_name, old.max_attempts),
-            dedupe_key=dedupe_key,
-        )
         steps = self._steps(db)
         kept = list(steps.filter(execution_id=old.pk, pk__lt=first_left).order_by("pk"))
-        if kept:
-            # Its copied steps started with the original; a claim seeing ``started_at``
-            # set loads the steps (a fresh first attempt is assumed to have none).
-            new.started_at = old.started_at or kept[0].started_at or kept[0].created_at
+        # Its copied steps started with the original; a claim seeing ``started_at`` set
+        # loads the steps (a fresh first attempt is assumed to have none).
+        started = (old.started_at or kept[0].started_at or kept[0].created_at) if kept \
+            else None
+        new = self._reborn(old, dedupe_key=dedupe_key, forked_from_id=old.pk,
+                           started_at=started)
         copies = [steps.model(execution_id=new.pk, name=s.name, result=s.result,
                               started_at=s.started_at, created_at=s.created_at) for s in kept]
         for _ in range(10):
@@ -290,17 +289,7 @@ class OperatorTransitions:
         old = self.model._default_manager.using(db).filter(pk=eid, status__in=RERUNNABLE).first()
         if old is None:
             return None
-        task = all_tasks().get(old.task_name)
-        new = self.model(
-            task_name=old.task_name,
-            queue=old.queue,
-            payload=old.payload,
-            priority=old.priority,
-            dedupe_key=old.dedupe_key,
-            key=old.key,
-            event_name=old.event_name,
-            max_attempts=task.max_attempts if task is not None else old.max_attempts,
-        )
+        new = self._reborn(old, dedupe_key=old.dedupe_key)
         try:
             with write_transaction(db):
                 new.save(using=db, force_insert=True)
