@@ -99,6 +99,8 @@ class Listener(threading.Thread):
                         self._current.close()
                         self._current = None
         finally:
+            if self._opened is not None:  # stopped before it listened: remove the socket
+                self._opened.close()
             connections.close_all()  # this thread's connection (reading long reasons)
 
 
