@@ -22,6 +22,9 @@ logger = logging.getLogger("conductor_django.worker")
 
 THREAD_NAMES: dict[wakeup.Transport | None, str] = {
     wakeup.NOTIFY: "conductor-listener", wakeup.SOCKET: "conductor-wakeup"}
+#: What the outage lines call the listener (``retry.Outage``).
+OUTAGE_NAMES: dict[wakeup.Transport | None, str] = {
+    wakeup.NOTIFY: "the LISTEN connection", wakeup.SOCKET: "the wake-up socket"}
 
 
 def _reason_of(using: str) -> Callable[[str], str | None]:
@@ -44,6 +47,7 @@ class Listener(threading.Thread):
     ) -> None:
         kind = opened.kind if opened is not None else wakeup.transport(using)
         super().__init__(name=THREAD_NAMES.get(kind, "conductor-listener"), daemon=True)
+        self._outage_name = OUTAGE_NAMES.get(kind, "the wake-up listener")
         self.using = using
         self.worker_id = worker_id
         self.on_new = on_new
@@ -74,7 +78,7 @@ class Listener(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff(0.1, 5.0)
-        outage = Outage("the wake-up listener")
+        outage = Outage(self._outage_name)
         try:
             while not self._stopping.is_set():
                 try:
