@@ -195,3 +195,28 @@ def test_a_long_database_path_uses_the_temporary_directory(tmp_path):
     where = wakeup.folder(Conn())
     assert where is not None and len(str(where)) < wakeup.MAX_SOCKET_PATH
     assert where.name.startswith("conductor-wake-")
+
+
+@pytest.mark.skipif(os.environ.get("CONDUCTOR_TEST_DB", "sqlite") != "postgres",
+                    reason="the LISTEN session is PostgreSQL's")
+def test_the_worker_listens_again_after_its_listen_session_is_killed(
+        start_worker, transactional_db, tmp_path):
+    out = tmp_path / "runs.log"
+    worker = start_worker(env=SLOW_POLL)
+
+    def listening() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()")
+            return [pid for (pid,) in cursor.fetchall()]
+
+    [first] = poll(listening, timeout=30, message="the worker's LISTEN session")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+    poll(lambda: [p for p in listening() if p != first], timeout=30,
+         message="a new LISTEN session")
+    conductor.invoke("wake-record", {"file": str(out), "n": 0})
+    poll(lambda: records(out), timeout=PROMPT, message="a start woken by NOTIFY")
+    assert "database back for the LISTEN connection" in poll(
+        lambda: "database back" in worker.output() and worker.output(), timeout=PROMPT,
+        message="the outage's last line")
