@@ -241,7 +241,7 @@ def invoke(
                   delay=delay, queue=queue, throttle=throttle, debounce=debounce, key=key)
     db = router.db_for_write(Execution)
     execution_id = retry_locked(lambda: insert_any(new, db), db)
-    wakeup.announce(db, wakeup.NEW, new.queue)  # SQLite: wake local workers on commit
+    wakeup.announce_new(db, new.queue)  # SQLite: wake local workers on commit
     return execution_id
 
 
@@ -286,7 +286,7 @@ def invoke_many(task: str | Task, items: list[dict[str, Any]]) -> list[str]:
     ids = retry_locked(insert_all, using)
     queues = {p.queue for p in prepared}
     if ids:  # SQLite: wake local workers on commit (every queue when there are several)
-        wakeup.announce(using, wakeup.NEW, queues.pop() if len(queues) == 1 else "")
+        wakeup.announce_new(using, queues.pop() if len(queues) == 1 else "")
     return ids
 
 

@@ -14,9 +14,11 @@ class ConductorConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, events  # noqa: F401 - checks registers the system checks
+        from . import api, checks, events  # noqa: F401 - checks registers the system checks
         from .definitions.registry import add_resolver, autodiscover
+        from .definitions.tasks import set_starter
 
+        set_starter(api.invoke)  # Task.invoke (definitions know no database)
         autodiscover()
         events.sync()  # connect model triggers of the discovered tasks
         add_resolver(resolve_django_task)  # Django Tasks backend (conductor_django.backends)

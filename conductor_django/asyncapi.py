@@ -4,9 +4,10 @@
 Starting and cancelling are single writes, run through ``asgiref``'s
 ``sync_to_async`` as Django's own async ORM calls are. ``await_result`` never holds a
 thread while it waits: on PostgreSQL it listens for the execution's end on an async
-connection (``store.notices``: NOTIFY ``conductor_done``) and reads the row when it is
-announced (and every ``RECHECK`` seconds in case a notification was missed); on other
-databases it reads the row at growing intervals, sleeping with ``asyncio.sleep``.
+connection (``store.wakeup.finished``: the NOTIFY of a finished execution) and reads
+the row when it is announced (and every ``RECHECK`` seconds in case a notification
+was missed); on other databases it reads the row at growing intervals, sleeping with
+``asyncio.sleep``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from . import api
 from .definitions.tasks import Task
 from .definitions.values import to_seconds
 from .models import Execution
-from .store import notices
+from .store import wakeup
 
 #: Seconds between reads of the row while listening (a missed notification costs this).
 RECHECK = 5.0
@@ -53,7 +54,7 @@ async def await_result(execution_id: Any, timeout: float | None = 30) -> Any:
     seconds = to_seconds(timeout, "timeout")
     deadline = None if seconds is None else time.monotonic() + seconds
     using = router.db_for_read(Execution)
-    async with notices.finished(using) as announced:
+    async with wakeup.finished(using) as announced:
         pause = FIRST_PAUSE
         while True:
             row = await aget(execution_id)

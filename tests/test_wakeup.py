@@ -1,4 +1,5 @@
-"""SQLite: invoke and cancel wake local workers through a socket beside the database.
+"""The wake-up protocol (``store.wakeup``): its messages, and on SQLite how invoke and
+cancel wake local workers through a socket beside the database.
 
 The workers here poll every 30 s (new work, cancel requests and their chores), so an
 execution that starts, or a cancel that is noticed, within the few seconds each wait
@@ -52,6 +53,46 @@ def stale_socket(where: Path, name: str) -> Path:
 @pytest.fixture
 def where(transactional_db):
     return wakeup.folder(connection)
+
+
+def test_messages_decode():
+    note = wakeup.decode_notification
+    assert note(wakeup.NEW_CHANNEL, "q1") == wakeup.Wake("new", "q1")
+    assert note(wakeup.NEW_CHANNEL, "") == wakeup.Wake("new", "")
+    assert note(wakeup.CANCEL_CHANNEL, "e1\nwhy\nnot") == wakeup.Wake("cancel", "e1",
+                                                                     "why\nnot")
+    assert note(wakeup.CANCEL_CHANNEL, "e1\n") == wakeup.Wake("cancel", "e1", "")
+    # the id alone: the reason was too long to send, the listener reads it
+    assert note(wakeup.CANCEL_CHANNEL, "e1") == wakeup.Wake("cancel", "e1", None)
+    for wake in (wakeup.Wake("new", "q1"), wakeup.Wake("cancel", "e1")):
+        kind = wakeup.NEW if wake.kind == "new" else wakeup.CANCEL
+        assert wakeup.decode_datagram(wakeup.encode_datagram(kind, wake.detail)) == wake
+    assert wakeup.decode_datagram(b"") is None  # Inbox.interrupt's
+    assert wakeup.decode_datagram(b"x1") is None
+
+
+def test_each_database_has_its_transport(transactional_db):
+    expected = {"sqlite": wakeup.SOCKET, "postgresql": wakeup.NOTIFY, "mysql": None}
+    assert wakeup.transport("default") == expected[connection.vendor]
+
+
+@pytest.mark.skipif(os.environ.get("CONDUCTOR_TEST_DB", "sqlite") == "mysql",
+                    reason="MariaDB has no wake-up: its workers poll")
+def test_a_reason_too_long_for_a_message_reaches_the_handler_at_once(
+        start_worker, transactional_db, tmp_path):
+    """PostgreSQL sends the id alone when the reason is too long for a payload (and a
+    SQLite datagram never carries it): the listener reads it from the row."""
+    out = tmp_path / "loop.log"
+    start_worker(env=SLOW_POLL)
+    eid = conductor.invoke("wake-loop", {"file": str(out)})
+    poll(lambda: records(out), timeout=30, message="the handler's start")
+    reason = "r" * (wakeup.NOTIFY_REASON_BYTES + 100)
+    assert conductor.cancel(eid, reason=reason)
+    poll(lambda: len(records(out)) == 2, timeout=PROMPT, message="the handler noticing")
+    assert records(out)[1].split()[:2] == ["noticed", str(len(reason))]
+    row = poll(lambda: Execution.objects.filter(pk=eid, status="cancelled").first(),
+               timeout=PROMPT, message="the execution ending cancelled")
+    assert row.last_error == reason
 
 
 def test_servers_have_no_local_wakeup(transactional_db):
@@ -154,3 +195,28 @@ def test_a_long_database_path_uses_the_temporary_directory(tmp_path):
     where = wakeup.folder(Conn())
     assert where is not None and len(str(where)) < wakeup.MAX_SOCKET_PATH
     assert where.name.startswith("conductor-wake-")
+
+
+@pytest.mark.skipif(os.environ.get("CONDUCTOR_TEST_DB", "sqlite") != "postgres",
+                    reason="the LISTEN session is PostgreSQL's")
+def test_the_worker_listens_again_after_its_listen_session_is_killed(
+        start_worker, transactional_db, tmp_path):
+    out = tmp_path / "runs.log"
+    worker = start_worker(env=SLOW_POLL)
+
+    def listening() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()")
+            return [pid for (pid,) in cursor.fetchall()]
+
+    [first] = poll(listening, timeout=30, message="the worker's LISTEN session")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+    poll(lambda: [p for p in listening() if p != first], timeout=30,
+         message="a new LISTEN session")
+    conductor.invoke("wake-record", {"file": str(out), "n": 0})
+    poll(lambda: records(out), timeout=PROMPT, message="a start woken by NOTIFY")
+    assert "database back for the LISTEN connection" in poll(
+        lambda: "database back" in worker.output() and worker.output(), timeout=PROMPT,
+        message="the outage's last line")

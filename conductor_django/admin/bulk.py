@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -34,7 +34,7 @@ from django.core.exceptions import FieldDoesNotExist, PermissionDenied, Validati
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -44,6 +44,9 @@ from ..models import Execution, Step
 from ..state.status import FINAL, UNFINISHED
 from .display import REASON_MAX_LENGTH, clean_reason
 from .search import search
+
+if TYPE_CHECKING:
+    from .executions import ExecutionAdmin
 
 BULK_TASK = "conductor_django.bulk"
 
@@ -203,127 +206,116 @@ def bulk_operation(event: Any, ctx: Any) -> dict[str, Any]:
 # --- the admin's pages -----------------------------------------------------------------
 
 
-class BulkAdminMixin:
-    """The "all matching" links, their confirmation page and its POST."""
+def bulk_links(model_admin: ExecutionAdmin, request: HttpRequest) -> list[tuple[str, str]]:
+    """(label, url) of the operations this user may run on all the list's matches."""
+    query = request.GET.urlencode()
+    return [(f"{verb.label} all matching…",
+             reverse("admin:conductor_django_execution_bulk", args=[name])
+             + (f"?{query}" if query else ""))
+            for name, verb in VERBS.items()
+            if not verb.from_start  # offered by the dead letters' groups only
+            and model_admin.has_operation_permission(request, verb.permission)]
 
-    admin_site: Any
-    model: Any
 
-    has_operation_permission: Any  # ExecutionAdmin's
-    message_user: Any  # ModelAdmin's
-    lookup_allowed: Any  # ModelAdmin's
+def _allowed(model_admin: ExecutionAdmin, request: HttpRequest,
+             selection: dict[str, Any]) -> dict[str, Any]:
+    """``selection`` if the list itself accepts each of its filters (``ValueError``)."""
+    for name, value in selection["filters"].items():
+        if name != SIGNAL_FILTER and not model_admin.lookup_allowed(name, value, request):
+            raise ValueError(f"{name!r} is not a filter of the execution list")
+    return selection
 
-    def bulk_links(self, request: HttpRequest) -> list[tuple[str, str]]:
-        """(label, url) of the operations this user may run on all the list's matches."""
-        query = request.GET.urlencode()
-        return [(f"{verb.label} all matching…",
-                 reverse("admin:conductor_django_execution_bulk", args=[name])
-                 + (f"?{query}" if query else ""))
-                for name, verb in VERBS.items()
-                if not verb.from_start  # offered by the dead letters' groups only
-                and self.has_operation_permission(request, verb.permission)]
 
-    def get_urls(self) -> list:
-        wrap = self.admin_site.admin_view
-        return [
-            path("all-matching/<str:verb>/confirm/", wrap(self.bulk_view),
-                 name="conductor_django_execution_bulk"),
-            *super().get_urls(),  # type: ignore[misc]
-        ]
+def bulk_view(model_admin: ExecutionAdmin, request: HttpRequest, verb: str) -> HttpResponse:
+    """``all-matching/<verb>/confirm/``: the confirmation page, and its POST."""
+    operation = VERBS.get(verb)
+    if operation is None:
+        raise Http404("No such operation")
+    if not model_admin.has_operation_permission(request, operation.permission):
+        raise PermissionDenied
+    if request.method == "POST":
+        return _bulk_post(model_admin, request, verb, operation)
+    changelist = reverse("admin:conductor_django_execution_changelist")
+    try:
+        selection = _allowed(model_admin, request, selection_of(request.GET))
+        selection["until"] = timezone.now().isoformat()
+        rows = matching(selection)
+        legal = rows.filter(status__in=operation.legal).count()
+    except ValueError as exc:
+        model_admin.message_user(request, f"Cannot act on all matching executions: {exc}.",
+                                 messages.ERROR)
+        return HttpResponseRedirect(changelist)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": operation.title, "opts": model_admin.model._meta,
+        "explanation": operation.explanation, "verb": operation.done,
+        "matching_count": (matched := rows.count()), "legal_count": legal,
+        "skipped_count": matched - legal,
+        "filters": describe(selection), "selection": json.dumps(selection),
+        "ask_reason": verb == "cancel", "default_reason": DEFAULT_REASON,
+        "reason_max_length": REASON_MAX_LENGTH, "inline_limit": INLINE_LIMIT,
+        "back_url": changelist + (f"?{request.GET.urlencode()}" if request.GET else ""),
+        "media": model_admin.media,
+    }
+    return TemplateResponse(
+        request, "admin/conductor_django/execution/bulk_confirmation.html", context)
 
-    def _allowed(self, request: HttpRequest, selection: dict[str, Any]) -> dict[str, Any]:
-        """``selection`` if the list itself accepts each of its filters (``ValueError``)."""
-        for name, value in selection["filters"].items():
-            if name != SIGNAL_FILTER and not self.lookup_allowed(name, value, request):
-                raise ValueError(f"{name!r} is not a filter of the execution list")
-        return selection
 
-    def bulk_view(self, request: HttpRequest, verb: str) -> HttpResponse:
-        operation = VERBS.get(verb)
-        if operation is None:
-            raise Http404("No such operation")
-        if not self.has_operation_permission(request, operation.permission):
-            raise PermissionDenied
-        if request.method == "POST":
-            return self._bulk_post(request, verb, operation)
-        changelist = reverse("admin:conductor_django_execution_changelist")
-        try:
-            selection = self._allowed(request, selection_of(request.GET))
-            selection["until"] = timezone.now().isoformat()
-            rows = matching(selection)
-            legal = rows.filter(status__in=operation.legal).count()
-        except ValueError as exc:
-            self.message_user(request, f"Cannot act on all matching executions: {exc}.",
-                              messages.ERROR)
-            return HttpResponseRedirect(changelist)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": operation.title, "opts": self.model._meta,
-            "explanation": operation.explanation, "verb": operation.done,
-            "matching_count": (matched := rows.count()), "legal_count": legal,
-            "skipped_count": matched - legal,
-            "filters": describe(selection), "selection": json.dumps(selection),
-            "ask_reason": verb == "cancel", "default_reason": DEFAULT_REASON,
-            "reason_max_length": REASON_MAX_LENGTH, "inline_limit": INLINE_LIMIT,
-            "back_url": changelist + (f"?{request.GET.urlencode()}" if request.GET else ""),
-            "media": getattr(self, "media", None),
-        }
-        return TemplateResponse(
-            request, "admin/conductor_django/execution/bulk_confirmation.html", context)
+def _bulk_post(model_admin: ExecutionAdmin, request: HttpRequest, verb: str,
+               operation: Verb) -> HttpResponse:
+    changelist = reverse("admin:conductor_django_execution_changelist")
+    try:
+        raw = json.loads(request.POST.get("selection", ""))
+        confirmed = int(request.POST.get("count", ""))
+        selection = _allowed(model_admin, request, selection_of({**raw["filters"],
+                                                                 "q": raw["search"]}))
+        selection["until"] = str(raw["until"])
+        if parse_datetime(selection["until"]) is None:
+            raise ValueError("no moment of confirmation")
+        rows = matching(selection)
+        legal = rows.filter(status__in=operation.legal)
+        ids = list(legal.order_by("pk").values_list("pk", flat=True)[:INLINE_LIMIT + 1])
+    except (ValueError, TypeError, KeyError):
+        model_admin.message_user(request, "The confirmation could not be read: nothing was "
+                                 "done. Please start again from the list.", messages.ERROR)
+        return HttpResponseRedirect(changelist)
+    who = str(request.user.get_username())
+    payload: dict[str, Any] = {"verb": verb, "selection": selection, "by": who,
+               "reason": clean_reason(request.POST.get("reason"))
+               if verb == "cancel" else ""}
+    if not ids:
+        model_admin.message_user(request, f"No execution to be {operation.done}: none of "
+                                 "the matching executions is in a state where it applies.",
+                                 messages.WARNING)
+        return HttpResponseRedirect(changelist)
+    count = len(ids) if len(ids) <= INLINE_LIMIT else legal.count()
+    changed = "" if confirmed == count else (
+        f" The confirmation counted {confirmed}: executions changed state since.")
+    if len(ids) <= INLINE_LIMIT:
+        done = operation.act(Execution.objects.filter(pk__in=ids), payload)
+        skipped = "" if done == len(ids) else (
+            f" {len(ids) - done} skipped: it no longer applied to them (or an "
+            "unfinished twin holds the dedupe key).")
+        text = f"{done} of the matching executions {operation.done}.{skipped}{changed}"
+        _log(model_admin, request, f"{operation.title} ({'; '.join(describe(selection))}): "
+             f"{done} {operation.done}")
+        model_admin.message_user(request, text,
+                                 messages.SUCCESS if done else messages.WARNING)
+        return HttpResponseRedirect(changelist)
+    payload.update(total=count, chunk=TASK_CHUNK)
+    new = bulk_operation.invoke(payload)
+    _log(model_admin, request, f"{operation.title} ({'; '.join(describe(selection))}): "
+         f"{count} handed to execution {new}")
+    model_admin.message_user(request, f"{count} executions are being {operation.done} in "
+                             f"the background by execution {new}; its progress is shown "
+                             f"here.{changed}", messages.SUCCESS)
+    return HttpResponseRedirect(
+        reverse("admin:conductor_django_execution_change", args=[new]))
 
-    def _bulk_post(self, request: HttpRequest, verb: str, operation: Verb) -> HttpResponse:
-        changelist = reverse("admin:conductor_django_execution_changelist")
-        try:
-            raw = json.loads(request.POST.get("selection", ""))
-            confirmed = int(request.POST.get("count", ""))
-            selection = self._allowed(request, selection_of({**raw["filters"],
-                                                             "q": raw["search"]}))
-            selection["until"] = str(raw["until"])
-            if parse_datetime(selection["until"]) is None:
-                raise ValueError("no moment of confirmation")
-            rows = matching(selection)
-            legal = rows.filter(status__in=operation.legal)
-            ids = list(legal.order_by("pk").values_list("pk", flat=True)[:INLINE_LIMIT + 1])
-        except (ValueError, TypeError, KeyError):
-            self.message_user(request, "The confirmation could not be read: nothing was "
-                              "done. Please start again from the list.", messages.ERROR)
-            return HttpResponseRedirect(changelist)
-        who = str(request.user.get_username())
-        payload: dict[str, Any] = {"verb": verb, "selection": selection, "by": who,
-                   "reason": clean_reason(request.POST.get("reason"))
-                   if verb == "cancel" else ""}
-        if not ids:
-            self.message_user(request, f"No execution to be {operation.done}: none of the "
-                              "matching executions is in a state where it applies.",
-                              messages.WARNING)
-            return HttpResponseRedirect(changelist)
-        count = len(ids) if len(ids) <= INLINE_LIMIT else legal.count()
-        changed = "" if confirmed == count else (
-            f" The confirmation counted {confirmed}: executions changed state since.")
-        if len(ids) <= INLINE_LIMIT:
-            done = operation.act(Execution.objects.filter(pk__in=ids), payload)
-            skipped = "" if done == len(ids) else (
-                f" {len(ids) - done} skipped: it no longer applied to them (or an "
-                "unfinished twin holds the dedupe key).")
-            text = f"{done} of the matching executions {operation.done}.{skipped}{changed}"
-            self._log(request, f"{operation.title} ({'; '.join(describe(selection))}): "
-                      f"{done} {operation.done}")
-            self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
-            return HttpResponseRedirect(changelist)
-        payload.update(total=count, chunk=TASK_CHUNK)
-        new = bulk_operation.invoke(payload)
-        self._log(request, f"{operation.title} ({'; '.join(describe(selection))}): "
-                  f"{count} handed to execution {new}")
-        self.message_user(request, f"{count} executions are being {operation.done} in the "
-                          f"background by execution {new}; its progress is shown here."
-                          f"{changed}", messages.SUCCESS)
-        return HttpResponseRedirect(
-            reverse("admin:conductor_django_execution_change", args=[new]))
 
-    def _log(self, request: HttpRequest, message: str) -> None:
-        LogEntry.objects.create(
-            user_id=request.user.pk,  # type: ignore[misc]  # a logged-in user
-            content_type_id=ContentType.objects.get_for_model(self.model).pk,
-            object_repr="all matching executions", action_flag=CHANGE,
-            change_message=message[:1000])
-
+def _log(model_admin: ExecutionAdmin, request: HttpRequest, message: str) -> None:
+    LogEntry.objects.create(
+        user_id=request.user.pk,  # type: ignore[misc]  # a logged-in user
+        content_type_id=ContentType.objects.get_for_model(model_admin.model).pk,
+        object_repr="all matching executions", action_flag=CHANGE,
+        change_message=message[:1000])

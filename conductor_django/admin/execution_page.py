@@ -1,4 +1,4 @@
-"""The execution page as a live view (mixed into ``ExecutionAdmin``).
+"""The execution page as a live view (``ExecutionAdmin``'s change page).
 
 - Timestamps to the millisecond with the time zone's name (``cells.stamp``) instead of
   Django's minute-only format.
@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from ..models import Execution, Step
@@ -27,6 +28,9 @@ from ..state.attempts import history
 from .cells import execution_status, stamp
 from .steps import PAGE_PARAM, StepPage, step_page
 from .timeline import timeline
+
+if TYPE_CHECKING:
+    from .executions import ExecutionAdmin
 
 #: The model's timestamps and what the page shows instead.
 TIMESTAMPS = {name: f"{name}_stamp" for name in
@@ -54,92 +58,82 @@ def snapshot(obj: Execution, step_count: int, attempts: int) -> dict[str, Any]:
     return state
 
 
-class ExecutionPageMixin:
-    """See the module docstring."""
+# --- timestamps (``ExecutionAdmin``'s fields, shown instead of the model's) -------------
 
-    admin_site: Any
-    model: Any
 
-    # --- timestamps --------------------------------------------------------------------
+@admin.display(description="created")
+def created_at_stamp(model_admin: Any, obj: Execution) -> str:
+    return stamp(obj.created_at, ms=True)
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
-        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
-        return [(name, {**options, "fields": [TIMESTAMPS.get(f, f) for f in
-                                              options.get("fields", ())]})
-                for name, options in fieldsets]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list:
-        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return [*fields, *(v for v in TIMESTAMPS.values() if v not in fields)]
+@admin.display(description="run at")
+def run_at_stamp(model_admin: Any, obj: Execution) -> str:
+    return stamp(obj.run_at, ms=True)
 
-    @admin.display(description="created")
-    def created_at_stamp(self, obj: Execution) -> str:
-        return stamp(obj.created_at, ms=True)
 
-    @admin.display(description="run at")
-    def run_at_stamp(self, obj: Execution) -> str:
-        return stamp(obj.run_at, ms=True)
+@admin.display(description="started")
+def started_at_stamp(model_admin: Any, obj: Execution) -> str:
+    return stamp(obj.started_at, ms=True)
 
-    @admin.display(description="started")
-    def started_at_stamp(self, obj: Execution) -> str:
-        return stamp(obj.started_at, ms=True)
 
-    @admin.display(description="finished")
-    def finished_at_stamp(self, obj: Execution) -> str:
-        return stamp(obj.finished_at, ms=True)
+@admin.display(description="finished")
+def finished_at_stamp(model_admin: Any, obj: Execution) -> str:
+    return stamp(obj.finished_at, ms=True)
 
-    @admin.display(description="locked at")
-    def locked_at_stamp(self, obj: Execution) -> str:
-        return stamp(obj.locked_at, ms=True)
 
-    # --- steps, a page at a time, and the timeline ---------------------------------------
+@admin.display(description="locked at")
+def locked_at_stamp(model_admin: Any, obj: Execution) -> str:
+    return stamp(obj.locked_at, ms=True)
 
-    def get_formset_kwargs(self, request: HttpRequest, obj: Any, inline: Any,
-                           prefix: str) -> dict[str, Any]:
-        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)  # type: ignore[misc]
-        page: StepPage | None = getattr(request, _PAGE, None)
-        if inline.model is Step and page is not None:
-            kwargs["queryset"] = inline.get_queryset(request).filter(pk__in=page.ids)
-        return kwargs
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: Any = None) -> Any:
-        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
-        extra: dict[str, Any] = {}
-        if obj is not None:
-            page = step_page(obj, request.GET.get(PAGE_PARAM))
-            setattr(request, _PAGE, page)
-            attempts = history(obj)
-            extra = {
-                "step_page": page,
-                "step_page_param": PAGE_PARAM,
-                "timeline": timeline(obj, attempts, page.steps, whole=page.is_whole),
-                "live_url": reverse("admin:conductor_django_execution_live", args=[obj.pk]),
-                "live_version": snapshot(obj, page.total, len(attempts))["version"],
-                "live_interval": LIVE_INTERVAL_MS,
-                "status_badge": execution_status(obj),
-            }
-        return super().change_view(request, object_id, form_url,  # type: ignore[misc]
-                                   {**extra, **(extra_context or {})})
+def stamped(fields: Sequence[str]) -> tuple[str, ...]:
+    """``fields`` with each of the model's timestamps replaced by its stamp."""
+    return tuple(TIMESTAMPS.get(f, f) for f in fields)
 
-    # --- the live poll -------------------------------------------------------------------
 
-    def get_urls(self) -> list:
-        return [
-            path("<path:object_id>/live/", self.admin_site.admin_view(self.live_view),
-                 name="conductor_django_execution_live"),
-            *super().get_urls(),  # type: ignore[misc]
-        ]
+# --- steps, a page at a time, and the timeline ---------------------------------------------
 
-    def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if not self.has_view_permission(request):  # type: ignore[attr-defined]
-            raise PermissionDenied
-        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
-        if obj is None:
-            raise Http404("No such execution")
-        steps = Step.objects.using(obj._state.db).filter(execution_id=obj.pk).count()
-        state = snapshot(obj, steps, len(history(obj)))
-        state["now"] = timezone.now().isoformat()
-        response = JsonResponse(state)
-        response["Cache-Control"] = "no-store"
-        return response
+
+def page_context(request: HttpRequest, obj: Execution) -> dict[str, Any]:
+    """What the execution page adds to its template's context; remembers the page of
+    steps shown for ``step_formset_kwargs``."""
+    page = step_page(obj, request.GET.get(PAGE_PARAM))
+    setattr(request, _PAGE, page)
+    attempts = history(obj)
+    return {
+        "step_page": page,
+        "step_page_param": PAGE_PARAM,
+        "timeline": timeline(obj, attempts, page.steps, whole=page.is_whole),
+        "live_url": reverse("admin:conductor_django_execution_live", args=[obj.pk]),
+        "live_version": snapshot(obj, page.total, len(attempts))["version"],
+        "live_interval": LIVE_INTERVAL_MS,
+        "status_badge": execution_status(obj),
+    }
+
+
+def step_formset_kwargs(request: HttpRequest, inline: Any,
+                        kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The step inline's formset shows the page of steps chosen by ``page_context``."""
+    page: StepPage | None = getattr(request, _PAGE, None)
+    if inline.model is Step and page is not None:
+        kwargs["queryset"] = inline.get_queryset(request).filter(pk__in=page.ids)
+    return kwargs
+
+
+# --- the live poll ---------------------------------------------------------------------------
+
+
+def live_view(model_admin: ExecutionAdmin, request: HttpRequest,
+              object_id: str) -> HttpResponse:
+    """``<id>/live/``: the JSON snapshot the page polls."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    obj = model_admin.get_object(request, object_id)
+    if obj is None:
+        raise Http404("No such execution")
+    steps = Step.objects.using(obj._state.db).filter(execution_id=obj.pk).count()
+    state = snapshot(obj, steps, len(history(obj)))
+    state["now"] = timezone.now().isoformat()
+    response = JsonResponse(state)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -12,12 +12,13 @@ rows: see ``admin/pagination.py`` and ``admin/stats.py`` and docs/admin.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import update_wrapper
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -29,10 +30,11 @@ from ..definitions.registry import all_tasks
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution
 from ..state.operator import RERUNNABLE, RETRYABLE
-from . import stats
-from .bulk import BulkAdminMixin
+from . import execution_page, operator, signals, stats
+from .bulk import bulk_links, bulk_view
+from .buttons import cancel_view, retry_view, run_again_view
 from .cells import execution_status, one_line, stamp
-from .dashboard import DashboardMixin
+from .dashboard import dashboard_view
 from .display import (
     CHILDREN_SHOWN,
     LIST_ON_CONFIRMATION,
@@ -41,13 +43,13 @@ from .display import (
     pretty_json,
     status_badge,
 )
-from .execution_page import ExecutionPageMixin
+from .execution_page import live_view, stamped
 from .logs import ExecutionLogInline
-from .operator import RETRY_FROM_STEP, OperatorAdminMixin
+from .operator import RETRY_FROM_STEP, fork_from_view, retry_from_view
 from .pagination import EstimatedCountPaginator
 from .safety import StorableLookups
 from .search import search
-from .signals import ExecutionSignalsAdmin
+from .signals import SIGNAL_FIELDS, SignalInline, WaitingForSignalFilter, signal_view
 from .steps import StepInline
 
 
@@ -131,20 +133,24 @@ OPERATIONS = {
 
 
 @admin.register(Execution)
-# Operator actions: admin/operator.py; signals and progress: admin/signals.py; the live
-# execution page: admin/execution_page.py; the dashboard: admin/dashboard.py.
-class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, OperatorAdminMixin,
-                     BulkAdminMixin, ExecutionSignalsAdmin):
-    list_display = ("short_id", "status_display", "task_name", "queue", "key_link",
-                    "attempts_display", "run_at_display", "duration_display", "error_excerpt")
-    list_filter = ("status", CancelFilter, TaskFilter, QueueFilter, KeyFilter, "created_at")
+# One admin owning its pages: its extra views are plain functions ``view(model_admin,
+# request, ...)`` listed by ``get_urls``, in the modules of their feature: re-drive
+# (admin/operator.py), signals and progress (admin/signals.py), the live execution page
+# (admin/execution_page.py), the dashboard (admin/dashboard.py), bulk by filter
+# (admin/bulk.py), the buttons of the execution page (admin/buttons.py).
+class ExecutionAdmin(StorableLookups, admin.ModelAdmin):
+    list_display = ("short_id", "status_display", *SIGNAL_FIELDS, "task_name", "queue",
+                    "key_link", "attempts_display", "run_at_display", "duration_display",
+                    "error_excerpt")
+    list_filter = ("status", CancelFilter, TaskFilter, QueueFilter, KeyFilter, "created_at",
+                   WaitingForSignalFilter)
     search_fields = ("id", "task_name", "dedupe_key", "key")  # see get_search_results
     search_help_text = ("An execution id or its first characters (the short id shown), or "
                         "an exact task name, dedupe key or key.")
     ordering = ("-created_at",)
     actions = ["cancel_selected", "retry_selected", RETRY_FROM_STEP, "run_again_selected",
                "delete_finished"]
-    inlines = [StepInline, ExecutionLogInline]
+    inlines = [StepInline, ExecutionLogInline, SignalInline]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
@@ -154,11 +160,15 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
                            "why_waiting_display")}),
         ("Error", {"fields": ("last_error_display",)}),
         ("Payload and result", {"fields": ("payload_display", "result_display")}),
-        ("Timing", {"fields": ("created_at", "run_at", "started_at", "finished_at",
-                               "duration_display")}),
-        ("Attempts and lock", {"fields": ("attempts", "max_attempts", "cancelled", "resume",
-                                          "locked_by", "locked_at"), "classes": ["collapse"]}),
+        # the model's timestamps to the millisecond, with the time zone (``stamped``)
+        ("Timing", {"fields": stamped(("created_at", "run_at", "started_at", "finished_at",
+                                       "duration_display"))}),
+        ("Attempts and lock", {"fields": stamped(("attempts", "max_attempts", "cancelled",
+                                                  "resume", "locked_by", "locked_at")),
+                               "classes": ["collapse"]}),
         ("Parent and children", {"fields": ("parent_link", "children_links")}),
+        ("Progress and signals", {"fields": SIGNAL_FIELDS}),
+        ("Attempt history and forks", {"fields": operator.REDRIVE_FIELDS}),
     ]
     readonly_fields = [
         "id", "task_name", "status_display", "queue", "priority", "event_name",
@@ -166,7 +176,8 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         "started_at", "finished_at",
         "duration_display", "attempts", "max_attempts", "cancelled", "resume", "locked_by",
         "locked_at", "last_error_display", "parent_link", "children_links", "payload_display",
-        "result_display",
+        "result_display", *SIGNAL_FIELDS, *operator.REDRIVE_FIELDS,
+        *execution_page.TIMESTAMPS.values(),
     ]
     # Execution log lines (the events issue stores them): their inline or panel goes here,
     # next to StepInline, and in change_form.html where marked.
@@ -197,6 +208,9 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
     def has_rerun_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("conductor_django.rerun_execution")
 
+    def has_signal_permission(self, request: HttpRequest) -> bool:
+        return signals.has_signal_permission(request)
+
     def has_operation_permission(self, request: HttpRequest, permission: str) -> bool:
         return bool(getattr(self, f"has_{permission}_permission")(request))
 
@@ -218,7 +232,7 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
             if permission and not self.has_operation_permission(request, permission):
                 raise PermissionDenied
         extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard"),
-                         "bulk_links": self.bulk_links(request)}
+                         "bulk_links": bulk_links(self, request)}
         return super().changelist_view(request, extra_context)
 
     # --- list ----------------------------------------------------------------------
@@ -260,6 +274,16 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         return one_line(obj.last_error, css="cdj-error-cell")
 
     # --- execution page ------------------------------------------------------------
+
+    created_at_stamp = execution_page.created_at_stamp
+    run_at_stamp = execution_page.run_at_stamp
+    started_at_stamp = execution_page.started_at_stamp
+    finished_at_stamp = execution_page.finished_at_stamp
+    locked_at_stamp = execution_page.locked_at_stamp
+    progress_display = signals.progress_display
+    waiting_display = signals.waiting_display
+    attempt_history = operator.attempt_history
+    fork_links = operator.fork_links
 
     @admin.display(description="why waiting")
     def why_waiting_display(self, obj: Execution) -> str:
@@ -307,12 +331,22 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
                                url, obj.pk)
         return format_html('<ul class="cdj-children">{}{}</ul>', items, more)
 
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list:
+        return operator.redrive_inlines(request, list(super().get_inlines(request, obj)))
+
+    def get_formset_kwargs(self, request: HttpRequest, obj: Any, inline: Any,
+                           prefix: str) -> dict[str, Any]:
+        return execution_page.step_formset_kwargs(
+            request, inline, super().get_formset_kwargs(request, obj, inline, prefix))
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context=None):
         obj = self.get_object(request, object_id)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"descendant_count": operator.descendants_of(object_id)}
         if obj is not None:
-            extra = {
+            extra |= {
+                **execution_page.page_context(request, obj),
+                **signals.signal_context(request, obj),
                 # Not once a cancel was accepted: the page says "cancelling…" instead.
                 "can_cancel": not obj.is_finished and not obj.cancelled
                 and self.has_cancel_permission(request),
@@ -325,52 +359,40 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         return super().change_view(request, object_id, form_url, {**extra,
                                                                    **(extra_context or {})})
 
-    # --- urls: dashboard and the buttons of the execution page -----------------------
+    # --- urls: every page of the executions' admin -------------------------------------
 
     def _url(self, name: str, *args: Any) -> str:
         return reverse(f"admin:conductor_django_execution_{name}", args=args)
 
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
+    def _view(self, func: Callable[..., HttpResponse], *, post: bool = False) -> Callable:
+        """The admin's view of ``func(model_admin, request, ...)`` (``post``: POST only)."""
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return func(self, request, *args, **kwargs)
+
+        view = update_wrapper(view, func)
+        return self.admin_site.admin_view(require_POST(view) if post else view)
+
+    def get_urls(self) -> list:
         info = "conductor_django_execution"
         return [
-            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
-            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
-            path("<path:object_id>/run-again/", wrap(self.run_again_view),
+            path("dashboard/", self._view(dashboard_view), name=f"{info}_dashboard"),
+            path("all-matching/<str:verb>/confirm/", self._view(bulk_view),
+                 name=f"{info}_bulk"),
+            path("<path:object_id>/live/", self._view(live_view), name=f"{info}_live"),
+            path("<path:object_id>/retry-from/<int:step_id>/", self._view(retry_from_view),
+                 name=f"{info}_retry_from"),
+            path("<path:object_id>/fork-from/<int:step_id>/", self._view(fork_from_view),
+                 name=f"{info}_fork_from"),
+            path("<path:object_id>/signal/", self._view(signal_view, post=True),
+                 name=f"{info}_signal"),
+            path("<path:object_id>/cancel/", self._view(cancel_view, post=True),
+                 name=f"{info}_cancel"),
+            path("<path:object_id>/retry/", self._view(retry_view, post=True),
+                 name=f"{info}_retry"),
+            path("<path:object_id>/run-again/", self._view(run_again_view, post=True),
                  name=f"{info}_run_again"),
             *super().get_urls(),
         ]
-
-    def _button_target(self, request: HttpRequest, object_id: str,
-                       permission: str) -> Execution:
-        if not self.has_operation_permission(request, permission):
-            raise PermissionDenied
-        obj = self.get_object(request, object_id)
-        if obj is None:
-            raise Http404("No such execution")
-        return obj
-
-    def _back(self, obj: Execution) -> HttpResponseRedirect:
-        return HttpResponseRedirect(self._url("change", obj.pk))
-
-    def _button(self, request: HttpRequest, object_id: str, permission: str,
-                act: Callable[[Execution, HttpRequest], tuple[bool, str, Execution]],
-                ) -> HttpResponse:
-        """A detail page's button (POST): ``act`` says whether it took effect, what to
-        tell the user and which execution to show next."""
-        obj = self._button_target(request, object_id, permission)
-        done, text, shown = act(obj, request)
-        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
-        return self._back(shown)
-
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._button)(request, object_id, "cancel", _cancel_one)
-
-    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._button)(request, object_id, "retry", _retry_one)
-
-    def run_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._button)(request, object_id, "rerun", _run_again_one)
 
     # --- actions -------------------------------------------------------------------
 
@@ -398,7 +420,7 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         }
         context["skipped_count"] = context["selected_count"] - context["legal_count"]
         if action == "cancel_selected":
-            context["descendant_count"] = self.descendant_count(will)
+            context["descendant_count"] = operator.descendant_count(will)
         return TemplateResponse(
             request, "admin/conductor_django/execution/action_confirmation.html", context
         )
@@ -487,26 +509,4 @@ class ExecutionAdmin(StorableLookups, ExecutionPageMixin, DashboardMixin, Operat
         self.report(request, done, total - done, "deleted", "skipped (not finished)")
         return None
 
-
-def _cancel_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
-    reason = clean_reason(request.POST.get("reason"))
-    if obj.cancel(reason):
-        return True, f"Execution cancelled: {reason}", obj
-    return False, ("Not cancelled: the execution had already finished (or a cancel was "
-                   "already requested)."), obj
-
-
-def _retry_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
-    if obj.retry():
-        return True, ("Execution retried: it is pending again and resumes after its "
-                      "finished steps."), obj
-    return False, ("Not retried: only a failed or cancelled execution can be retried (and "
-                   "no unfinished twin may hold its dedupe key)."), obj
-
-
-def _run_again_one(obj: Execution, request: HttpRequest) -> tuple[bool, str, Execution]:
-    new = obj.run_again()
-    if new is None:
-        return False, ("Not run again: only a finished execution can be run again (and no "
-                       "unfinished twin may hold its dedupe key)."), obj
-    return True, f"Started execution {new.pk} with the same payload.", new
+    retry_from_step_selected = operator.retry_from_step_selected

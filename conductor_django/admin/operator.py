@@ -1,4 +1,5 @@
-"""The operator's second chance in the admin (SPEC §14.5), mixed into ``ExecutionAdmin``.
+"""The operator's second chance in the admin (SPEC §14.5): views, action and fields of
+``ExecutionAdmin``.
 
 - Each finished step of the execution page offers "Retry from here" (a failed or
   cancelled execution: ``Execution.retry(from_step=...)``, permission
@@ -16,14 +17,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from ..definitions.values import STEP_NAME_LENGTH, check_text
@@ -32,6 +33,9 @@ from ..state.attempts import history
 from ..state.operator import RETRYABLE
 from .cells import stamp
 from .display import LIST_ON_CONFIRMATION
+
+if TYPE_CHECKING:
+    from .executions import ExecutionAdmin
 
 RETRY_FROM_STEP = "retry_from_step_selected"
 
@@ -74,180 +78,172 @@ class RedriveStepColumn:
         return format_html_join(" · ", "{}", ((link,) for link in links))
 
 
-class OperatorAdminMixin:
-    """Views, action and fields of the re-drive operations (see the module docstring)."""
+# --- the execution page ------------------------------------------------------------------
 
-    admin_site: Any
-    model: Any
+#: The execution page's fields of the attempts and forks.
+REDRIVE_FIELDS = ("attempt_history", "fork_links")
 
-    # --- the execution page ------------------------------------------------------------
 
-    def get_inlines(self, request: HttpRequest, obj: Any) -> list:
-        inlines = list(super().get_inlines(request, obj))  # type: ignore[misc]
-        retry = request.user.has_perm("conductor_django.retry_execution")
-        fork = request.user.has_perm("conductor_django.rerun_execution")
-        if not (retry or fork):
-            return inlines
-        return [_redrive_inline(i, retry, fork) if i.model is Step else i for i in inlines]
+def redrive_inlines(request: HttpRequest, inlines: list) -> list:
+    """``inlines`` with the steps' re-drive column, for a user who may use it."""
+    retry = request.user.has_perm("conductor_django.retry_execution")
+    fork = request.user.has_perm("conductor_django.rerun_execution")
+    if not (retry or fork):
+        return inlines
+    return [_redrive_inline(i, retry, fork) if i.model is Step else i for i in inlines]
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
-        fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
-        return [*fieldsets, ("Attempt history and forks",
-                             {"fields": ("attempt_history", "fork_links")})]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list:
-        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return [*fields, "attempt_history", "fork_links"]
+@admin.display(description="attempts")
+def attempt_history(model_admin: Any, obj: Execution) -> str:
+    views = history(obj)
+    if not views:
+        return "-"
+    rows = format_html_join(
+        "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td><pre class=\"cdj-error\">{}</pre></td></tr>",
+        ((v.number, v.how, v.outcome, v.worker or "-", stamp(v.started_at, ms=True),
+          stamp(v.finished_at, ms=True), v.error) for v in views),
+    )
+    return format_html(
+        '<table class="cdj-attempts"><thead><tr><th>#</th><th>how it ended</th>'
+        "<th>outcome</th><th>worker</th><th>started</th><th>finished</th><th>error</th>"
+        "</tr></thead><tbody>{}</tbody></table>", rows)
 
-    @admin.display(description="attempts")
-    def attempt_history(self, obj: Execution) -> str:
-        views = history(obj)
-        if not views:
-            return "-"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-            "<td><pre class=\"cdj-error\">{}</pre></td></tr>",
-            ((v.number, v.how, v.outcome, v.worker or "-", stamp(v.started_at, ms=True),
-              stamp(v.finished_at, ms=True), v.error) for v in views),
-        )
-        return format_html(
-            '<table class="cdj-attempts"><thead><tr><th>#</th><th>how it ended</th>'
-            "<th>outcome</th><th>worker</th><th>started</th><th>finished</th><th>error</th>"
-            "</tr></thead><tbody>{}</tbody></table>", rows)
 
-    @admin.display(description="forks")
-    def fork_links(self, obj: Execution) -> str:
-        parts = []
-        if obj.forked_from_id is not None:
-            parts.append(format_html('Forked from <a href="{}">{}</a>',
-                                     _change_url(obj.forked_from_id), obj.forked_from_id))
-        forks = list(obj.forks.order_by("created_at").values_list("pk", flat=True)[:20])
-        if forks:
-            parts.append(format_html("Forks: {}", format_html_join(
-                ", ", '<a href="{}">{}</a>', ((_change_url(pk), pk) for pk in forks))))
-        return format_html_join(" · ", "{}", ((p,) for p in parts)) if parts else "-"
+@admin.display(description="forks")
+def fork_links(model_admin: Any, obj: Execution) -> str:
+    parts = []
+    if obj.forked_from_id is not None:
+        parts.append(format_html('Forked from <a href="{}">{}</a>',
+                                 _change_url(obj.forked_from_id), obj.forked_from_id))
+    forks = list(obj.forks.order_by("created_at").values_list("pk", flat=True)[:20])
+    if forks:
+        parts.append(format_html("Forks: {}", format_html_join(
+            ", ", '<a href="{}">{}</a>', ((_change_url(pk), pk) for pk in forks))))
+    return format_html_join(" · ", "{}", ((p,) for p in parts)) if parts else "-"
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: Any = None) -> Any:
-        count = len(Execution.objects.descendants(object_id)) if _is_uuid(object_id) else 0
-        extra = {"descendant_count": count, **(extra_context or {})}
-        return super().change_view(request, object_id, form_url, extra)  # type: ignore[misc]
 
-    def descendant_count(self, executions: Any) -> int:
-        """How many unfinished descendants cancelling ``executions`` cancels too."""
-        return sum(len(Execution.objects.descendants(pk))
-                   for pk in executions.values_list("pk", flat=True)[:LIST_ON_CONFIRMATION])
+def descendants_of(object_id: str) -> int:
+    """How many unfinished descendants cancelling the execution ``object_id`` cancels
+    too (the execution page's cancel confirmation says it)."""
+    return len(Execution.objects.descendants(object_id)) if _is_uuid(object_id) else 0
 
-    # --- retry from / fork from a step -------------------------------------------------
 
-    def get_urls(self) -> list:
-        wrap = self.admin_site.admin_view
-        info = "conductor_django_execution"
-        return [
-            path("<path:object_id>/retry-from/<int:step_id>/", wrap(self.retry_from_view),
-                 name=f"{info}_retry_from"),
-            path("<path:object_id>/fork-from/<int:step_id>/", wrap(self.fork_from_view),
-                 name=f"{info}_fork_from"),
-            *super().get_urls(),  # type: ignore[misc]
-        ]
+def descendant_count(executions: Any) -> int:
+    """How many unfinished descendants cancelling ``executions`` cancels too."""
+    return sum(len(Execution.objects.descendants(pk))
+               for pk in executions.values_list("pk", flat=True)[:LIST_ON_CONFIRMATION])
 
-    def _step(self, request: HttpRequest, object_id: str, step_id: int,
-              permission: str) -> tuple[Execution, Step]:
-        if not request.user.has_perm(f"conductor_django.{permission}_execution"):
-            raise PermissionDenied
-        step = Step.objects.filter(pk=step_id, execution_id=object_id).first() \
-            if _is_uuid(object_id) else None
-        if step is None:
-            raise Http404("No such step")
-        # The page shows the execution (task, status, steps): seeing it needs the view
-        # permission as well, as the execution page itself does.
-        if not self.has_view_permission(request, step.execution):  # type: ignore[attr-defined]
-            raise PermissionDenied
-        return step.execution, step
 
-    def _step_page(self, request: HttpRequest, execution: Execution, step: Step, *,
-                   title: str, explanation: str, listed: list, legal: bool,
-                   button: str) -> TemplateResponse:
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title, "opts": self.model._meta, "original": execution, "step": step,
-            "explanation": explanation, "listed": listed, "legal": legal, "button": button,
-            "back_url": _change_url(execution.pk), "media": getattr(self, "media", None),
-        }
-        return TemplateResponse(
-            request, "admin/conductor_django/execution/step_confirmation.html", context)
+# --- retry from / fork from a step ---------------------------------------------------------
 
-    def retry_from_view(self, request: HttpRequest, object_id: str,
-                        step_id: int) -> HttpResponse:
-        execution, step = self._step(request, object_id, step_id, "retry")
-        if request.method == "POST":
-            if execution.retry(from_step=step.name, by=_who(request)):
-                self.message_user(request, f"Execution retried from step {step.name!r}: "  # type: ignore[attr-defined]
-                                  "the steps from there on were discarded.", messages.SUCCESS)
-            else:
-                self.message_user(request, "Not retried: only a failed or cancelled "  # type: ignore[attr-defined]
-                                  "execution can be retried.", messages.WARNING)
-            return HttpResponseRedirect(_change_url(execution.pk))
-        discarded = list(execution.steps.filter(pk__gte=step.pk).order_by("pk"))
-        return self._step_page(
-            request, execution, step, title=f"Retry from step {step.name}",
-            explanation="The execution becomes pending again and runs from this step: "
-            "these steps, recorded from it on, are discarded and will run again.",
-            listed=discarded, legal=execution.status in RETRYABLE,
-            button="Yes, retry from here")
 
-    def fork_from_view(self, request: HttpRequest, object_id: str,
-                       step_id: int) -> HttpResponse:
-        execution, step = self._step(request, object_id, step_id, "rerun")
-        if request.method == "POST":
-            new = execution.fork(step.name, by=_who(request))
-            self.message_user(request, f"Forked as execution {new.pk}, running from step "  # type: ignore[attr-defined]
-                              f"{step.name!r}.", messages.SUCCESS)
-            return HttpResponseRedirect(_change_url(new.pk))
-        copied = list(execution.steps.filter(pk__lt=step.pk).order_by("pk"))
-        return self._step_page(
-            request, execution, step, title=f"Fork from step {step.name}",
-            explanation="A new execution of the same task with the same payload starts "
-            "from this step; these steps, recorded before it, are copied to it. This "
-            "execution is left as it is.",
-            listed=copied, legal=True, button="Yes, fork from here")
+def _step(model_admin: ExecutionAdmin, request: HttpRequest, object_id: str, step_id: int,
+          permission: str) -> tuple[Execution, Step]:
+    if not request.user.has_perm(f"conductor_django.{permission}_execution"):
+        raise PermissionDenied
+    step = Step.objects.filter(pk=step_id, execution_id=object_id).first() \
+        if _is_uuid(object_id) else None
+    if step is None:
+        raise Http404("No such step")
+    # The page shows the execution (task, status, steps): seeing it needs the view
+    # permission as well, as the execution page itself does.
+    if not model_admin.has_view_permission(request, step.execution):
+        raise PermissionDenied
+    return step.execution, step
 
-    # --- the bulk action ---------------------------------------------------------------
 
-    @admin.action(description="Retry from step…", permissions=["retry"])
-    def retry_from_step_selected(self, request: HttpRequest, queryset: Any) -> Any:
-        name = (request.POST.get("step") or "").strip()
-        if name:
-            try:  # a name no step can have (NUL, lone surrogate, too long): no query
-                check_text(name, "The step name", STEP_NAME_LENGTH)
-            except ValueError as exc:
-                self.message_user(request, f"Not retried: {exc}", messages.WARNING)  # type: ignore[attr-defined]
-                return None
-        legal = queryset.filter(status__in=RETRYABLE)
-        if name:
-            legal = legal.filter(steps__name=name)
-        if request.POST.get("confirm") == "yes" and name:
-            total = queryset.count()
-            done = sum(1 for e in legal.order_by().iterator()
-                       if e.retry(from_step=name, by=_who(request)))
-            self.report(request, done, total - done, f"retried from step {name!r}",  # type: ignore[attr-defined]
-                        "skipped (not failed or cancelled, or without that step)")
+def _step_page(model_admin: ExecutionAdmin, request: HttpRequest, execution: Execution,
+               step: Step, *, title: str, explanation: str, listed: list, legal: bool,
+               button: str) -> TemplateResponse:
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title, "opts": model_admin.model._meta, "original": execution,
+        "step": step, "explanation": explanation, "listed": listed, "legal": legal,
+        "button": button, "back_url": _change_url(execution.pk), "media": model_admin.media,
+    }
+    return TemplateResponse(
+        request, "admin/conductor_django/execution/step_confirmation.html", context)
+
+
+def retry_from_view(model_admin: ExecutionAdmin, request: HttpRequest, object_id: str,
+                    step_id: int) -> HttpResponse:
+    """``<id>/retry-from/<step id>/``: confirm, then retry from that step (POST)."""
+    execution, step = _step(model_admin, request, object_id, step_id, "retry")
+    if request.method == "POST":
+        if execution.retry(from_step=step.name, by=_who(request)):
+            model_admin.message_user(request, f"Execution retried from step {step.name!r}: "
+                                     "the steps from there on were discarded.",
+                                     messages.SUCCESS)
+        else:
+            model_admin.message_user(request, "Not retried: only a failed or cancelled "
+                                     "execution can be retried.", messages.WARNING)
+        return HttpResponseRedirect(_change_url(execution.pk))
+    discarded = list(execution.steps.filter(pk__gte=step.pk).order_by("pk"))
+    return _step_page(
+        model_admin, request, execution, step, title=f"Retry from step {step.name}",
+        explanation="The execution becomes pending again and runs from this step: "
+        "these steps, recorded from it on, are discarded and will run again.",
+        listed=discarded, legal=execution.status in RETRYABLE,
+        button="Yes, retry from here")
+
+
+def fork_from_view(model_admin: ExecutionAdmin, request: HttpRequest, object_id: str,
+                   step_id: int) -> HttpResponse:
+    """``<id>/fork-from/<step id>/``: confirm, then fork from that step (POST)."""
+    execution, step = _step(model_admin, request, object_id, step_id, "rerun")
+    if request.method == "POST":
+        new = execution.fork(step.name, by=_who(request))
+        model_admin.message_user(request, f"Forked as execution {new.pk}, running from "
+                                 f"step {step.name!r}.", messages.SUCCESS)
+        return HttpResponseRedirect(_change_url(new.pk))
+    copied = list(execution.steps.filter(pk__lt=step.pk).order_by("pk"))
+    return _step_page(
+        model_admin, request, execution, step, title=f"Fork from step {step.name}",
+        explanation="A new execution of the same task with the same payload starts "
+        "from this step; these steps, recorded before it, are copied to it. This "
+        "execution is left as it is.",
+        listed=copied, legal=True, button="Yes, fork from here")
+
+
+# --- the bulk action -----------------------------------------------------------------------
+
+
+@admin.action(description="Retry from step…", permissions=["retry"])
+def retry_from_step_selected(model_admin: ExecutionAdmin, request: HttpRequest,
+                             queryset: Any) -> Any:
+    name = (request.POST.get("step") or "").strip()
+    if name:
+        try:  # a name no step can have (NUL, lone surrogate, too long): no query
+            check_text(name, "The step name", STEP_NAME_LENGTH)
+        except ValueError as exc:
+            model_admin.message_user(request, f"Not retried: {exc}", messages.WARNING)
             return None
-        rows = [(e, list(e.steps.filter(pk__gte=e.steps.get(name=name).pk)
-                         .order_by("pk").values_list("name", flat=True)) if name else [])
-                for e in legal.order_by("-created_at")[:LIST_ON_CONFIRMATION]]
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Retry from step", "opts": self.model._meta, "step": name,
-            "rows": rows, "legal_count": legal.count() if name else 0,
-            "selected_count": queryset.count(),
-            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "action": RETRY_FROM_STEP,
-            "media": getattr(self, "media", None),
-        }
-        return TemplateResponse(
-            request, "admin/conductor_django/execution/retry_from_step.html", context)
+    legal = queryset.filter(status__in=RETRYABLE)
+    if name:
+        legal = legal.filter(steps__name=name)
+    if request.POST.get("confirm") == "yes" and name:
+        total = queryset.count()
+        done = sum(1 for e in legal.order_by().iterator()
+                   if e.retry(from_step=name, by=_who(request)))
+        model_admin.report(request, done, total - done, f"retried from step {name!r}",
+                           "skipped (not failed or cancelled, or without that step)")
+        return None
+    rows = [(e, list(e.steps.filter(pk__gte=e.steps.get(name=name).pk)
+                     .order_by("pk").values_list("name", flat=True)) if name else [])
+            for e in legal.order_by("-created_at")[:LIST_ON_CONFIRMATION]]
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Retry from step", "opts": model_admin.model._meta, "step": name,
+        "rows": rows, "legal_count": legal.count() if name else 0,
+        "selected_count": queryset.count(),
+        "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "action": RETRY_FROM_STEP,
+        "media": model_admin.media,
+    }
+    return TemplateResponse(
+        request, "admin/conductor_django/execution/retry_from_step.html", context)
 
 
 def _is_uuid(value: str) -> bool:

@@ -1,7 +1,6 @@
 """Signals and progress in the admin (``ctx.wait_for_signal``, ``ctx.progress``).
 
-``ExecutionSignalsAdmin`` is the base of ``ExecutionAdmin``: it adds, through the
-``get_*`` hooks so that the execution page keeps its own declarations,
+What ``ExecutionAdmin`` shows and does for them:
 
 * a progress bar column and a "waiting for" column to the list, and the list filter
   "waiting for a signal";
@@ -19,20 +18,22 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
 from ..definitions.values import MAX_JSON_DEPTH
 from ..models import Execution, Signal
 from .cells import stamp
 from .display import ExecutionPartInline, pretty_json
+
+if TYPE_CHECKING:
+    from .executions import ExecutionAdmin
 
 SIGNAL_PERMISSION = "conductor_django.signal_execution"
 
@@ -109,111 +110,80 @@ class WaitingForSignalFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ExecutionSignalsAdmin(admin.ModelAdmin):
-    """What signals and progress add to ``ExecutionAdmin`` (its base class)."""
+#: The list's columns and the execution page's fields of signals and progress.
+SIGNAL_FIELDS = ("progress_display", "waiting_display")
 
-    signal_fields = ("progress_display", "waiting_display")
 
-    def has_signal_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(SIGNAL_PERMISSION)
+def has_signal_permission(request: HttpRequest) -> bool:
+    return request.user.has_perm(SIGNAL_PERMISSION)
 
-    # --- list --------------------------------------------------------------------------
 
-    def get_list_display(self, request: HttpRequest) -> Any:
-        columns = list(super().get_list_display(request))
-        at = columns.index("status_display") + 1 if "status_display" in columns else 1
-        return [*columns[:at], *self.signal_fields, *columns[at:]]
+@admin.display(description="progress")
+def progress_display(model_admin: Any, obj: Execution) -> str:
+    return progress_bar(obj.progress)
 
-    def get_list_filter(self, request: HttpRequest) -> Any:
-        return [*super().get_list_filter(request), WaitingForSignalFilter]
 
-    @admin.display(description="progress")
-    def progress_display(self, obj: Execution) -> str:
-        return progress_bar(obj.progress)
+@admin.display(description="waiting for")
+def waiting_display(model_admin: Any, obj: Execution) -> str:
+    wait = waiting(obj)
+    if wait is None:
+        return "-"
+    if wait["until"] is None:
+        return format_html('signal <code>{}</code>', wait["name"])
+    return format_html('signal <code>{}</code> {} {}', wait["name"],
+                       "timed out at" if wait["expired"] else "until",
+                       stamp(wait["until"], short=True))
 
-    @admin.display(description="waiting for")
-    def waiting_display(self, obj: Execution) -> str:
-        wait = waiting(obj)
-        if wait is None:
-            return "-"
-        if wait["until"] is None:
-            return format_html('signal <code>{}</code>', wait["name"])
-        return format_html('signal <code>{}</code> {} {}', wait["name"],
-                           "timed out at" if wait["expired"] else "until",
-                           stamp(wait["until"], short=True))
 
-    # --- execution page --------------------------------------------------------------
+def signal_context(request: HttpRequest, obj: Execution) -> dict[str, Any]:
+    """What the execution page adds to its template's context: the signal awaited, the
+    form to send it, the progress bar."""
+    wait = waiting(obj)
+    return {
+        "signal_wait": wait,
+        "signal_until": stamp(wait["until"], ms=True) if wait and wait["until"] else "",
+        "can_signal": has_signal_permission(request),
+        "signal_url": reverse("admin:conductor_django_execution_signal", args=[obj.pk]),
+        "progress_bar": progress_bar(obj.progress) if obj.progress else "",
+    }
 
-    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
-        return [*super().get_inlines(request, obj), SignalInline]
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*super().get_fieldsets(request, obj),
-                ("Progress and signals", {"fields": self.signal_fields})]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*super().get_readonly_fields(request, obj), *self.signal_fields]
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        obj = self.get_object(request, object_id)
-        extra: dict[str, Any] = {}
-        if obj is not None:
-            wait = waiting(obj)
-            extra = {
-                "signal_wait": wait,
-                "signal_until": stamp(wait["until"], ms=True) if wait and wait["until"] else "",
-                "can_signal": self.has_signal_permission(request),
-                "signal_url": reverse("admin:conductor_django_execution_signal",
-                                      args=[obj.pk]),
-                "progress_bar": progress_bar(obj.progress) if obj.progress else "",
-            }
-        return super().change_view(request, object_id, form_url,
-                                   {**extra, **(extra_context or {})})
-
-    def get_urls(self) -> list:
-        return [
-            path("<path:object_id>/signal/", self.admin_site.admin_view(self.signal_view),
-                 name="conductor_django_execution_signal"),
-            *super().get_urls(),
-        ]
-
-    def signal_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return require_POST(self._send_signal)(request, object_id)
-
-    def _send_signal(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if not self.has_signal_permission(request):
-            raise PermissionDenied
-        obj = self.get_object(request, object_id)
-        if obj is None:
-            raise Http404("No such execution")
-        if not self.has_view_permission(request, obj):
-            raise PermissionDenied
-        back = HttpResponseRedirect(reverse("admin:conductor_django_execution_change",
-                                            args=[obj.pk]))
-        name = request.POST.get("name", "")
-        if "choice" in request.POST:
-            payload: Any = request.POST["choice"]
-        else:
-            try:
-                payload = json.loads(request.POST.get("payload") or "null")
-            except RecursionError:
-                self.message_user(request, "Not sent: the payload nests deeper than "
-                                  f"{MAX_JSON_DEPTH} levels.", messages.WARNING)
-                return back
-            except ValueError as exc:
-                self.message_user(request, f"Not sent: the payload is not JSON ({exc}).",
-                                  messages.WARNING)
-                return back
+def signal_view(model_admin: ExecutionAdmin, request: HttpRequest,
+                object_id: str) -> HttpResponse:
+    """``<id>/signal/`` (POST only, ``ExecutionAdmin.get_urls``): send the signal the
+    execution waits for."""
+    if not has_signal_permission(request):
+        raise PermissionDenied
+    obj = model_admin.get_object(request, object_id)
+    if obj is None:
+        raise Http404("No such execution")
+    if not model_admin.has_view_permission(request, obj):
+        raise PermissionDenied
+    back = HttpResponseRedirect(reverse("admin:conductor_django_execution_change",
+                                        args=[obj.pk]))
+    name = request.POST.get("name", "")
+    if "choice" in request.POST:
+        payload: Any = request.POST["choice"]
+    else:
         try:
-            unused = Signal.objects.deliver(obj.pk, name, payload,
-                                            sent_by=request.user.get_username())
-        except (TypeError, ValueError) as exc:
-            self.message_user(request, f"Not sent: {exc}", messages.WARNING)
+            payload = json.loads(request.POST.get("payload") or "null")
+        except RecursionError:
+            model_admin.message_user(request, "Not sent: the payload nests deeper than "
+                                     f"{MAX_JSON_DEPTH} levels.", messages.WARNING)
             return back
-        if unused:
-            self.message_user(request, f"Not sent: {unused}.", messages.WARNING)
-        else:
-            self.message_user(request, f"Signal {name!r} sent: {json.dumps(payload)}",
-                              messages.SUCCESS)
+        except ValueError as exc:
+            model_admin.message_user(request, f"Not sent: the payload is not JSON ({exc}).",
+                                     messages.WARNING)
+            return back
+    try:
+        unused = Signal.objects.deliver(obj.pk, name, payload,
+                                        sent_by=request.user.get_username())
+    except (TypeError, ValueError) as exc:
+        model_admin.message_user(request, f"Not sent: {exc}", messages.WARNING)
         return back
+    if unused:
+        model_admin.message_user(request, f"Not sent: {unused}.", messages.WARNING)
+    else:
+        model_admin.message_user(request, f"Signal {name!r} sent: {json.dumps(payload)}",
+                                 messages.SUCCESS)
+    return back

@@ -10,6 +10,8 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, cast
 
+from django.core.exceptions import AppRegistryNotReady
+
 from .. import conf
 from .cron import Cron, as_crons
 from .options import (
@@ -36,6 +38,17 @@ from .values import (
     to_seconds,
 )
 from .window import Window
+
+#: How ``Task.invoke`` starts an execution: ``conductor_django.api.invoke``, given by
+#: ``set_starter`` when the app is ready (``apps.py``): definitions know no database.
+_starter: Callable[..., str] | None = None
+
+
+def set_starter(starter: Callable[..., str]) -> None:
+    """Let ``Task.invoke`` start executions with ``starter(task, payload, **options)``."""
+    global _starter
+    _starter = starter
+
 
 #: Most attempts a task may declare: half the column's range, so that the fresh budget
 #: of a retry (attempts so far + ``max_attempts``) still fits.
@@ -71,9 +84,10 @@ class Task:
 
     def invoke(self, payload: Any = None, **options: Any) -> str:
         """Start an execution of this task; see ``conductor_django.invoke``."""
-        from conductor_django import invoke  # the package's lazy API
-
-        return invoke(self, payload, **options)
+        if _starter is None:
+            raise AppRegistryNotReady("Task.invoke needs the conductor_django app loaded "
+                                      "(INSTALLED_APPS, django.setup())")
+        return _starter(self, payload, **options)
 
     @property
     def __name__(self) -> str:  # keeps the decorated function introspectable

@@ -60,6 +60,7 @@ from ..runtime.cancellation import deliver
 from ..runtime.housekeeper import Housekeeper
 from ..runtime.sessions import enroll
 from ..state import Claimed
+from ..store import wakeup
 
 logger = logging.getLogger("conductor_django.worker")
 
@@ -206,8 +207,8 @@ class _Process:
         self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         threading.Thread(target=self._watch, name="conductor-watcher", daemon=True).start()
-        if listener.listen_supported(using):
-            listener.Listener(using, lambda queue: None, self._on_cancel).start()
+        if wakeup.transport(using) == wakeup.NOTIFY:  # cancels at once (else the poll)
+            listener.start(using, self.runtime.worker_id, lambda queue: None, self._on_cancel)
 
     def _on_cancel(self, execution_id: str, reason: str) -> None:
         deliver(self.runtime.inflight, execution_id, reason)

@@ -4,13 +4,14 @@
    suspended execution is marked ``failed`` at once with the reason as ``last_error``
    (``cancelled`` stays False) and never runs. A running execution gets
    ``cancelled=True`` and the reason in ``last_error`` in the same statement, and on
-   PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and the reason
-   (``store/vendor.py``, ``request_cancel``), so that its worker hears of it at once
+   PostgreSQL a NOTIFY carrying the id and the reason (``store/wakeup.py``,
+   ``request_cancel``; a datagram on a SQLite file), so that its worker hears of it at once
    and the handler's ``Cancelled`` says exactly why. Then every unfinished descendant
    is cancelled the same way, with the same reason (``descendants``).
 2. **Delivery** (here: ``poll_cancellations``, and ``listener.Listener``): the worker
-   sets ``ctx.signal`` of the running handler, from the NOTIFY on PostgreSQL or from a
-   poll every ``CANCEL_POLL_INTERVAL`` seconds elsewhere (and while shutting down).
+   sets ``ctx.signal`` of the running handler, from the wake-up (PostgreSQL's NOTIFY, a
+   SQLite file's socket) or from a poll every ``CANCEL_POLL_INTERVAL`` seconds
+   elsewhere (and while shutting down).
 3. **Stop** (``Context.checkpoint``): the next ``ctx.step`` or ``ctx.checkpoint``
    raises ``Cancelled`` before running anything.
 4. **Final write** (``finish_cancelled`` and the ``CASE`` in every other final write

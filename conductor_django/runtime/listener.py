@@ -1,16 +1,11 @@
-"""PostgreSQL LISTEN/NOTIFY: wake the worker for new work and deliver cancels at once.
-
-New and newly runnable executions are announced by triggers (migration 0002) on the
-channel ``conductor_new`` with the queue name as payload; cancel requests by
-``Execution.objects.cancel`` (``store/vendor.py``) on ``conductor_cancel`` with the
-execution id, a newline and the reason (a reason too long for a payload is read from
-the row). On a SQLite file, ``LocalListener`` waits on a local socket that
-``invoke`` and ``cancel`` poke after their commit (``store.wakeup``). On other
-databases (or psycopg2) nothing listens and the worker polls.
-"""
+"""The worker's wake-up thread: it listens on the transport of the wake-up protocol
+(``store.wakeup``: PostgreSQL's NOTIFY or a SQLite file's socket) and calls back,
+``on_new(queue)`` for new work and ``on_cancel(execution id, reason)`` for a cancel.
+Where the database has no transport nothing listens and the worker polls."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -20,89 +15,27 @@ from django.db import connections
 
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution
-from ..state.operator import CANCEL_CHANNEL
 from ..store import wakeup
-from ..store.vendor import dialect
 from .retry import Backoff, Outage
 
 logger = logging.getLogger("conductor_django.worker")
 
-NEW_CHANNEL = "conductor_new"
+THREAD_NAMES: dict[wakeup.Transport | None, str] = {
+    wakeup.NOTIFY: "conductor-listener", wakeup.SOCKET: "conductor-wakeup"}
+#: What the outage lines call the listener (``retry.Outage``).
+OUTAGE_NAMES: dict[wakeup.Transport | None, str] = {
+    wakeup.NOTIFY: "the LISTEN connection", wakeup.SOCKET: "the wake-up socket"}
 
 
-def listen_supported(using: str) -> bool:
-    """Whether LISTEN/NOTIFY can wake this worker (PostgreSQL with psycopg 3)."""
-    connection = connections[using]
-    return dialect(connection).listen_supported(connection)
+def _reason_of(using: str) -> Callable[[str], str | None]:
+    """How the listener completes a cancel that came without its reason: the manager's
+    read of the row (``None``: no cancel requested any more)."""
+    return functools.partial(Execution.objects.cancel_requested, using=using)
 
 
 class Listener(threading.Thread):
-    """A daemon thread with its own connection, calling back on each notification."""
-
-    def __init__(
-        self,
-        using: str,
-        on_new: Callable[[str], None],
-        on_cancel: Callable[[str, str], None],
-    ) -> None:
-        super().__init__(name="conductor-listener", daemon=True)
-        self.using = using
-        self.on_new = on_new
-        self.on_cancel = on_cancel
-        self._stop = threading.Event()
-        self.ready = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        backoff = Backoff(0.1, 5.0)
-        outage = Outage("the LISTEN connection")
-        while not self._stop.is_set():
-            wrapper = connections.create_connection(self.using)
-            try:
-                wrapper.ensure_connection()
-                raw = wrapper.connection
-                raw.autocommit = True
-                raw.execute(f"LISTEN {NEW_CHANNEL}")
-                raw.execute(f"LISTEN {CANCEL_CHANNEL}")
-                self.ready.set()
-                self.on_new("")  # anything announced while not listening: look now
-                backoff.reset()
-                outage.recovered()
-                while not self._stop.is_set():
-                    for note in raw.notifies(timeout=0.5):
-                        if note.channel == CANCEL_CHANNEL:
-                            self.on_cancel(*cancel_request(raw, note.payload))
-                        else:
-                            self.on_new(note.payload)
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                outage.failed(exc, backoff.pause)
-                backoff.wait(self._stop)
-            finally:
-                try:
-                    wrapper.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
-
-
-def cancel_request(raw, payload: str) -> tuple[str, str]:
-    """``(execution id, reason)`` of a ``conductor_cancel`` payload; a reason that was
-    too long to send is read from the row on ``raw`` (the listener's connection)."""
-    eid, newline, reason = payload.partition("\n")
-    if not newline:
-        row = raw.execute(
-            f"SELECT last_error FROM {Execution._meta.db_table} WHERE id = %s", [eid]
-        ).fetchone()
-        reason = row[0] if row else ""
-    return eid, reason or DEFAULT_REASON
-
-
-class LocalListener(threading.Thread):
-    """SQLite: a daemon thread waiting on this worker's wake-up socket (``store.wakeup``),
-    calling back as ``Listener`` does. The poll stays the fallback."""
+    """A daemon thread calling back on each wake-up; it reopens its transport (with a
+    backoff) when the database goes away. The poll stays the fallback."""
 
     def __init__(
         self,
@@ -110,60 +43,87 @@ class LocalListener(threading.Thread):
         worker_id: uuid.UUID,
         on_new: Callable[[str], None],
         on_cancel: Callable[[str, str], None],
+        opened: wakeup.Listening | None = None,
     ) -> None:
-        super().__init__(name="conductor-wakeup", daemon=True)
+        kind = opened.kind if opened is not None else wakeup.transport(using)
+        super().__init__(name=THREAD_NAMES.get(kind, "conductor-listener"), daemon=True)
+        self._outage_name = OUTAGE_NAMES.get(kind, "the wake-up listener")
         self.using = using
+        self.worker_id = worker_id
         self.on_new = on_new
         self.on_cancel = on_cancel
+        self._opened = opened
         self._stopping = threading.Event()
-        connection = connections[using]
-        where = wakeup.folder(connection)
-        if where is None:
-            raise ValueError(f"database {using!r} has no local wake-up (not a SQLite file)")
-        self.inbox = wakeup.Inbox(where, worker_id, connection.settings_dict["NAME"])
+        self.ready = threading.Event()
+
+    def _open(self) -> wakeup.Listening:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            return opened
+        listening = wakeup.listen(self.using, self.worker_id, _reason_of(self.using))
+        if listening is None:
+            raise RuntimeError(f"database {self.using!r} has no wake-up transport")
+        return listening
 
     def stop(self) -> None:
-        """Stop waiting and remove the socket (at once: an idle worker stops quickly)."""
+        """Stop listening; at once where the transport can be interrupted (the socket:
+        an idle worker stops quickly), else within the receive's timeout."""
         self._stopping.set()
-        self.inbox.interrupt()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(1.0)
+        listening = self._current
+        if listening is not None and listening.interrupt():
+            if self.is_alive() and threading.current_thread() is not self:
+                self.join(1.0)
+
+    _current: wakeup.Listening | None = None
 
     def run(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        outage = Outage(self._outage_name)
         try:
-            self.on_new("")  # anything announced before the socket existed: look now
             while not self._stopping.is_set():
-                for message in self.inbox.receive(0.5):
-                    kind, detail = message[:1], message[1:].decode(errors="replace")
-                    if kind == wakeup.CANCEL:
-                        self._cancel(detail)
-                    elif kind == wakeup.NEW:
-                        self.on_new(detail)
+                try:
+                    self._current = self._open()
+                    self.ready.set()
+                    self.on_new("")  # anything announced while not listening: look now
+                    backoff.reset()
+                    outage.recovered()
+                    while not self._stopping.is_set():
+                        for wake in self._current.receive(0.5):
+                            if wake.kind == "cancel":
+                                self.on_cancel(wake.detail, wake.reason or DEFAULT_REASON)
+                            else:
+                                self.on_new(wake.detail)
+                except Exception as exc:
+                    if self._stopping.is_set():
+                        break
+                    outage.failed(exc, backoff.pause)
+                    backoff.wait(self._stopping)
+                finally:
+                    if self._current is not None:
+                        self._current.close()
+                        self._current = None
         finally:
-            self.inbox.close()
-            connections.close_all()
+            if self._opened is not None:  # stopped before it listened: remove the socket
+                self._opened.close()
+            connections.close_all()  # this thread's connection (reading long reasons)
 
-    def _cancel(self, execution_id: str) -> None:
+
+def start(using: str, worker_id: uuid.UUID, on_new: Callable[[str], None],
+          on_cancel: Callable[[str, str], None]) -> Listener | None:
+    """Start the wake-up thread of a worker; ``None`` where the database has no
+    transport, or a SQLite file's socket cannot be made (the worker then polls, as it
+    always may)."""
+    kind = wakeup.transport(using)
+    if kind is None:
+        return None
+    opened = None
+    if kind == wakeup.SOCKET:  # made now: no socket, no thread
         try:
-            reason = Execution.objects.cancel_requested(execution_id, self.using)
-        except Exception:  # noqa: BLE001 - the cancel poll delivers it then
-            logger.warning("could not read the cancel request of %s", execution_id,
-                           exc_info=True)
-            return
-        if reason is not None:
-            self.on_cancel(execution_id, reason)
-
-
-def start_local(using: str, worker_id: uuid.UUID, on_new: Callable[[str], None],
-                on_cancel: Callable[[str, str], None]) -> LocalListener | None:
-    """Start the local wake-up of a SQLite file database; ``None`` where there is none
-    or its socket cannot be made (the worker then polls, as it always may)."""
-    if wakeup.folder(connections[using]) is None:
-        return None
-    try:
-        local = LocalListener(using, worker_id, on_new, on_cancel)
-    except OSError as exc:
-        logger.warning("no local wake-up for database %r (%s): the worker polls", using, exc)
-        return None
-    local.start()
-    return local
+            opened = wakeup.listen(using, worker_id, _reason_of(using))
+        except OSError as exc:
+            logger.warning("no local wake-up for database %r (%s): the worker polls",
+                           using, exc)
+            return None
+    listener = Listener(using, worker_id, on_new, on_cancel, opened)
+    listener.start()
+    return listener

@@ -113,7 +113,7 @@ class Worker:
         self._avg_seconds = 1.0  # moving average of handler durations (for prefetch)
         self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._listener: listener.Listener | listener.LocalListener | None = None
+        self._listener: listener.Listener | None = None
         self._completer: Completer | None = None
         self._aio: AsyncLoop | None = None
         # --- engine: with ENGINE = "django_q" this worker dispatches instead of running;
@@ -224,12 +224,8 @@ class Worker:
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
-        if listener.listen_supported(self.using):
-            self._listener = listener.Listener(self.using, self._on_new, self._on_cancel)
-            self._listener.start()
-        else:  # SQLite: a local socket beside the database file, poked after commits
-            self._listener = listener.start_local(self.using, self.id, self._on_new,
-                                                  self._on_cancel)
+        # NOTIFY (PostgreSQL) or a socket beside a SQLite file (store.wakeup); else poll
+        self._listener = listener.start(self.using, self.id, self._on_new, self._on_cancel)
         try:
             self._loop()
         finally:

@@ -8,9 +8,9 @@ raising when the action is not legal now.
 **Cancel** (``cancel``): a pending or suspended execution is marked ``failed`` at once
 with the reason as ``last_error`` (``cancelled`` stays False) and never runs. A running
 execution gets ``cancelled=True`` and the reason in ``last_error`` in the same
-statement, and on PostgreSQL a ``NOTIFY conductor_cancel`` carrying the id and the
-reason (``store.vendor``), so that its worker hears of it at once (the rest of the
-path: ``runtime.cancellation``). Then every unfinished descendant (children, their
+statement, and a wake-up for its worker carrying the id and the reason
+(``store.wakeup``: NOTIFY on PostgreSQL), so that its worker hears of it at once
+(the rest of the path: ``runtime.cancellation``). Then every unfinished descendant (children, their
 children, ...) is cancelled the same way with the same reason, parents before
 children (``descendants``); the return value is about the execution itself. A
 finished (or unknown) execution is not cancelled and neither is its tree: ``False``
@@ -54,7 +54,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,7 +62,6 @@ from ..definitions.values import KEY_LENGTH, STEP_NAME_LENGTH, as_uuid, check_te
 from ..exceptions import DEFAULT_REASON
 from ..store import wakeup
 from ..store.transactions import retry_locked, write_transaction
-from ..store.vendor import dialect
 from . import attempts
 from .birth import attempt_budget, birth
 from .status import FINAL, RUNNABLE, UNFINISHED, Outcome, Status
@@ -70,12 +69,6 @@ from .status import FINAL, RUNNABLE, UNFINISHED, Outcome, Status
 S = Status
 RETRYABLE = (S.FAILED, S.CANCELLED)
 RERUNNABLE = FINAL
-
-CANCEL_CHANNEL = "conductor_cancel"
-
-#: Longest reason (in bytes) sent in the NOTIFY payload itself (PostgreSQL's limit for
-#: a payload is 8000 bytes); a longer one is read from the row by the listener.
-NOTIFY_REASON_BYTES = 7000
 
 
 class OperatorTransitions:
@@ -165,13 +158,7 @@ class OperatorTransitions:
 
     def _request_running(self, db: str, eid: uuid.UUID, reason: str) -> bool:
         """Set ``cancelled`` and the reason on a running execution and notify its worker."""
-        connection = connections[db]
-        requested = dialect(connection).request_cancel(
-            connection, self.model._meta.db_table, eid, reason, CANCEL_CHANNEL,
-            NOTIFY_REASON_BYTES)
-        if requested:  # SQLite: its worker hears of it at once (after the commit)
-            wakeup.announce(db, wakeup.CANCEL, str(eid))
-        return requested
+        return wakeup.request_cancel(db, self.model._meta.db_table, eid, reason)
 
     def _reborn(self, old: Any, **links: Any) -> Any:
         """A new execution of ``old``'s task, payload, queue, priority, event and key

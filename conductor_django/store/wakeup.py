@@ -1,24 +1,47 @@
-"""SQLite: wake local workers at once, where PostgreSQL has LISTEN/NOTIFY.
+"""The wake-up protocol: how a commit wakes the workers (and the async waiters) at once.
 
-Each worker on a SQLite database file binds a Unix datagram socket in a folder beside
-that file (``<database>.conductor-wake/<worker id>.sock``). After a commit that starts
-an execution (``invoke``, ``invoke_many``) or asks a running one to stop (``cancel``),
-the committing process sends one datagram to every socket in the folder: ``n`` and
-the queue name for new work, ``c`` and the execution id for a cancel. The worker
-waiting on its socket claims (or polls its cancel requests) at once instead of at its
-next poll; the poll stays as the fallback, so a lost datagram only costs latency.
+A worker would find everything by polling; wake-ups only cut the latency. Three
+**messages**, each on its own PostgreSQL channel:
 
-Robust by construction: a missing folder means no worker listens; a socket whose
-worker died without removing it refuses the datagram and is removed by the sender; a
-full socket buffer means that worker has wake-ups pending already; a sender that may
-not write to a socket (another user) is skipped. All of it is best effort and never
-fails the ``invoke`` or ``cancel`` that triggered it. The folder and the sockets get
-the access rights of the database file, so whoever may write the database may wake
-its workers. Unix only (elsewhere workers poll).
+- *new work* (``NEW_CHANNEL``, payload: the queue name, ``""`` for any queue): an
+  execution became runnable. Sent by the triggers of migration 0002 on PostgreSQL, by
+  ``announce_new`` after ``invoke``/``invoke_many`` commit on SQLite.
+- *cancel* (``CANCEL_CHANNEL``, payload: the execution id, a newline and the reason;
+  the id alone when the reason is longer than ``NOTIFY_REASON_BYTES``): an operator
+  asked a running execution to stop. Sent by ``request_cancel`` in the statement that
+  flags the row (``Dialect.request_cancel``). A cancel without its reason (too long
+  for a payload, or any SQLite datagram) is completed by reading the row
+  (``reason_of``, the listener's ``Execution.objects.cancel_requested``).
+- *finished* (``DONE_CHANNEL``, payload: the execution id): PostgreSQL only, sent by
+  the trigger of migration 0016; ``finished`` waits for it (``asyncapi``).
+
+Three **transports**, chosen by ``transport(using)``:
+
+- ``NOTIFY``: PostgreSQL with psycopg 3, LISTEN/NOTIFY on a connection of its own
+  (``Notifications``), sent with the commit.
+- ``SOCKET``: a SQLite database file: each worker binds a Unix datagram socket in a
+  folder beside that file (``<database>.conductor-wake/<worker id>.sock``, ``Inbox``).
+  After the commit the committing process sends one datagram to every socket in the
+  folder (``send``): ``n`` and the queue name, or ``c`` and the execution id.
+- ``None``: polling (MySQL/MariaDB, an in-memory SQLite, psycopg 2, no Unix sockets):
+  nothing listens; the worker's poll and the cancel poll find everything, as they
+  do after a lost message on the other transports.
+
+``listen`` opens the transport of a worker; its ``receive`` yields ``Wake`` messages
+as they arrive. The worker's thread and callbacks are ``runtime/listener.py``.
+
+The socket transport is robust by construction: a missing folder means no worker
+listens; a socket whose worker died without removing it refuses the datagram and is
+removed by the sender; a full socket buffer means that worker has wake-ups pending
+already; a sender that may not write to a socket (another user) is skipped. All of it
+is best effort and never fails the ``invoke`` or ``cancel`` that triggered it. The
+folder and the sockets get the access rights of the database file, so whoever may
+write the database may wake its workers. Unix only (elsewhere workers poll).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import logging
@@ -27,8 +50,11 @@ import socket
 import stat
 import tempfile
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from django.db import connections, transaction
 
@@ -36,8 +62,244 @@ from .vendor import dialect
 
 logger = logging.getLogger("conductor_django")
 
+# --- the messages ------------------------------------------------------------------------
+
+NEW_CHANNEL = "conductor_new"
+CANCEL_CHANNEL = "conductor_cancel"
+DONE_CHANNEL = "conductor_done"
+#: Longest reason (in bytes) sent in a cancel's NOTIFY payload (PostgreSQL's limit for a
+#: payload is 8000 bytes); a longer one is read from the row by the listener.
+NOTIFY_REASON_BYTES = 7000
+
+#: The first byte of a datagram of the socket transport.
 NEW = b"n"
 CANCEL = b"c"
+
+#: The transports (``None``: polling).
+Transport = Literal["notify", "socket"]
+NOTIFY: Transport = "notify"
+SOCKET: Transport = "socket"
+
+
+@dataclass(frozen=True)
+class Wake:
+    """One wake-up: new work on queue ``detail`` (``""``: any queue), or a cancel of the
+    execution ``detail`` whose ``reason`` is ``None`` when the message did not carry it."""
+
+    kind: Literal["new", "cancel"]
+    detail: str
+    reason: str | None = None
+
+
+def decode_notification(channel: str, payload: str) -> Wake:
+    """The ``Wake`` of a PostgreSQL notification on ``NEW_CHANNEL`` or ``CANCEL_CHANNEL``."""
+    if channel == CANCEL_CHANNEL:
+        eid, newline, reason = payload.partition("\n")
+        return Wake("cancel", eid, reason if newline else None)
+    return Wake("new", payload)
+
+
+def encode_datagram(kind: bytes, detail: str) -> bytes:
+    """A datagram of the socket transport: ``NEW`` or ``CANCEL`` and the queue or id."""
+    return kind + detail.encode()
+
+
+def decode_datagram(message: bytes) -> Wake | None:
+    """The ``Wake`` of a datagram; ``None`` for anything else (the empty datagram of
+    ``Inbox.interrupt``)."""
+    kind, detail = message[:1], message[1:].decode(errors="replace")
+    if kind == CANCEL:
+        return Wake("cancel", detail)
+    if kind == NEW:
+        return Wake("new", detail)
+    return None
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+def transport(using: str) -> Transport | None:
+    """How the workers of database ``using`` are woken; ``None``: they poll."""
+    connection = connections[using]
+    if dialect(connection).listen_supported(connection):
+        return NOTIFY
+    return SOCKET if folder(connection) is not None else None
+
+
+def announce_new(using: str, queue: str) -> None:
+    """New work on ``queue`` (``""``: several) was written in the current transaction:
+    wake the local workers once it commits (PostgreSQL's triggers announce it there)."""
+    _announce(using, NEW, queue)
+
+
+def request_cancel(using: str, table: str, execution_id: uuid.UUID, reason: str) -> bool:
+    """Flag the running execution ``execution_id`` cancelled with ``reason`` and wake its
+    worker (NOTIFY in the same statement, or a datagram after the commit); whether the
+    row was flagged."""
+    connection = connections[using]
+    requested = dialect(connection).request_cancel(
+        connection, table, execution_id, reason, CANCEL_CHANNEL, NOTIFY_REASON_BYTES)
+    if requested:
+        _announce(using, CANCEL, str(execution_id))
+    return requested
+
+
+def _announce(using: str, kind: bytes, detail: str) -> None:
+    """Wake the local workers of ``using`` once the current transaction commits (at once
+    in autocommit); nothing where there is no wake-up folder."""
+    where = folder(connections[using])
+    if where is None:
+        return
+    message = encode_datagram(kind, detail)
+    transaction.on_commit(lambda: send(where, message), using=using, robust=True)
+
+
+# --- listening -----------------------------------------------------------------------------
+
+
+class Listening:
+    """A worker's open transport: ``receive`` yields the ``Wake`` messages that arrive
+    within a timeout, each cancel with its reason (read with ``reason_of`` when the
+    message did not carry it; a cancel no longer requested is dropped)."""
+
+    kind: Transport
+
+    def __init__(self, reason_of: Callable[[str], str | None]) -> None:
+        self._reason_of = reason_of
+
+    def receive(self, timeout: float) -> Iterator[Wake]:
+        for wake in self._messages(timeout):
+            if wake.kind == "cancel" and wake.reason is None:
+                try:
+                    reason = self._reason_of(wake.detail)
+                except Exception:  # noqa: BLE001 - the cancel poll delivers it then
+                    logger.warning("could not read the cancel request of %s", wake.detail,
+                                   exc_info=True)
+                    continue
+                if reason is None:
+                    continue
+                wake = Wake("cancel", wake.detail, reason)
+            yield wake
+
+    def _messages(self, timeout: float) -> Iterator[Wake]:
+        raise NotImplementedError
+
+    def interrupt(self) -> bool:
+        """End a ``receive`` waiting in another thread now; whether this transport can."""
+        return False
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Notifications(Listening):
+    """PostgreSQL: LISTEN on a connection of its own (autocommit)."""
+
+    kind: Transport = NOTIFY
+
+    def __init__(self, using: str, reason_of: Callable[[str], str | None]) -> None:
+        super().__init__(reason_of)
+        self._wrapper = connections.create_connection(using)
+        try:
+            self._wrapper.ensure_connection()
+            self._raw = self._wrapper.connection
+            self._raw.autocommit = True
+            self._raw.execute(f"LISTEN {NEW_CHANNEL}")
+            self._raw.execute(f"LISTEN {CANCEL_CHANNEL}")
+        except Exception:
+            self.close()
+            raise
+
+    def _messages(self, timeout: float) -> Iterator[Wake]:
+        for note in self._raw.notifies(timeout=timeout):
+            yield decode_notification(note.channel, note.payload)
+
+    def close(self) -> None:
+        try:
+            self._wrapper.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+
+
+class SocketInbox(Listening):
+    """A SQLite database file: this worker's ``Inbox``."""
+
+    kind: Transport = SOCKET
+
+    def __init__(self, using: str, worker_id: uuid.UUID,
+                 reason_of: Callable[[str], str | None]) -> None:
+        super().__init__(reason_of)
+        connection = connections[using]
+        where = folder(connection)
+        if where is None:
+            raise ValueError(f"database {using!r} has no local wake-up (not a SQLite file)")
+        self.inbox = Inbox(where, worker_id, connection.settings_dict["NAME"])
+
+    def _messages(self, timeout: float) -> Iterator[Wake]:
+        for message in self.inbox.receive(timeout):
+            wake = decode_datagram(message)
+            if wake is not None:
+                yield wake
+
+    def interrupt(self) -> bool:
+        self.inbox.interrupt()
+        return True
+
+    def close(self) -> None:
+        self.inbox.close()
+
+
+def listen(using: str, worker_id: uuid.UUID,
+           reason_of: Callable[[str], str | None]) -> Listening | None:
+    """Open the transport that wakes worker ``worker_id`` of database ``using``;
+    ``None`` where it polls. Raises what opening it raised (a database error, an
+    ``OSError`` of the socket)."""
+    kind = transport(using)
+    if kind == NOTIFY:
+        return Notifications(using, reason_of)
+    if kind == SOCKET:
+        return SocketInbox(using, worker_id, reason_of)
+    return None
+
+
+class FinishedNotices:
+    """The ``DONE_CHANNEL`` notifications of one async connection."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    async def wait(self, execution_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``execution_id`` to be announced finished."""
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                async for note in self._raw.notifies():
+                    if note.payload == execution_id:
+                        return True
+        except TimeoutError:
+            pass
+        return False
+
+
+@asynccontextmanager
+async def finished(using: str) -> AsyncIterator[FinishedNotices | None]:
+    """Listen for finished executions on ``using`` (psycopg's ``AsyncConnection``, found
+    through Django's backend); ``None`` where LISTEN is not available (then poll)."""
+    connection: Any = connections[using]
+    if not dialect(connection).listen_supported(connection):
+        yield None
+        return
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)  # Django's sync cursor classes
+    raw = await connection.Database.AsyncConnection.connect(**params, autocommit=True)
+    try:
+        await raw.execute(f"LISTEN {DONE_CHANNEL}")
+        yield FinishedNotices(raw)
+    finally:
+        await raw.close()
+
+
+# --- the socket transport ------------------------------------------------------------------
+
 SUFFIX = ".sock"
 #: ``sun_path`` holds 108 bytes on Linux (104 on BSDs): longer paths use a folder in
 #: the temporary directory named after the database file's path instead.
@@ -61,16 +323,6 @@ def folder_for(database: str) -> Path:
         return beside
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"conductor-wake-{digest}"
-
-
-def announce(using: str, kind: bytes, detail: str = "") -> None:
-    """Wake the local workers of ``using`` once the current transaction commits (at
-    once in autocommit); nothing where there is no wake-up folder."""
-    where = folder(connections[using])
-    if where is None:
-        return
-    message = kind + detail.encode()
-    transaction.on_commit(lambda: send(where, message), using=using, robust=True)
 
 
 def send(where: Path, message: bytes) -> int:

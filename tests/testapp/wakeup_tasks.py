@@ -19,12 +19,13 @@ def wake_record(event, ctx):
 
 @task(name="wake-loop", max_attempts=1)
 def wake_loop(event, ctx):
-    """Runs until cancelled (at most a minute), recording when it notices the cancel."""
+    """Runs until cancelled (at most a minute), recording when it notices the cancel
+    and the length of the reason it was given."""
     path = event.payload["file"]
     append(path, "started")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ctx.signal.wait(0.05):
-            append(path, "noticed")
+            append(path, f"noticed {len(ctx.signal.message or '')}")
             ctx.checkpoint()
     return "not cancelled"
