@@ -29,6 +29,7 @@ SCALES: dict[str, dict[str, float]] = {
         "TERMINATES": 3, "TERMINATE_EXECUTIONS": 20,
         "ATOMIC_ROUNDS": 1, "ATOMIC_EXECUTIONS": 2,
         "LOCK_CALLS": 60,
+        "RESTART_EXECUTIONS": 24, "RESTART_WORKERS": 2, "OUTAGE_SECONDS": 5,
     },
     # Full: 2 storm workers of 40 threads hold about 90 PostgreSQL sessions (a worker
     # opens one per handler thread, plus its loop, heartbeat, completer and listener):
@@ -41,6 +42,7 @@ SCALES: dict[str, dict[str, float]] = {
         "TERMINATES": 30, "TERMINATE_EXECUTIONS": 400,
         "ATOMIC_ROUNDS": 5, "ATOMIC_EXECUTIONS": 4,
         "LOCK_CALLS": 1000,
+        "RESTART_EXECUTIONS": 400, "RESTART_WORKERS": 3, "OUTAGE_SECONDS": 60,
     },
 }
 
@@ -308,6 +310,9 @@ SCENARIOS = {
     "test_sessions_terminated_during_a_drain": "terminate",
     "test_atomic_step_killed_mid_step_leaves_no_row": "atomic-step",
     "test_default_sqlite_settings_never_lock": "sqlite-default-settings",
+    "test_server_restarted_mid_drain": "restart",
+    "test_server_down_for_long": "long-outage",
+    "test_connection_limit_reached": "connection-limit",
 }
 
 

@@ -79,6 +79,32 @@ class WorkerProcess:
         self._log.close()
 
 
+def release_pooled_connections() -> None:
+    """Behind PgBouncer (``CONDUCTOR_TEST_DB=pgbouncer``) the pooler keeps server
+    connections to the test database open: drop them (its console's ``KILL``, then
+    ``RESUME``), so that Django can drop the database."""
+    if os.environ.get("CONDUCTOR_TEST_DB") != "pgbouncer":
+        return
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(host=settings["HOST"], port=settings["PORT"], user=settings["USER"],
+                         dbname="pgbouncer", autocommit=True) as console:
+        for command in ("KILL", "RESUME"):  # the console speaks simple queries only
+            console.pgconn.exec_(f"{command} {settings['TEST']['NAME']}".encode())
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings):
+    release_pooled_connections()  # of an earlier run, before Django drops the database
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    yield
+    release_pooled_connections()
+
+
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):
     """Start real workers: ``start_worker("--concurrency", "2", env={...})``."""

@@ -206,8 +206,9 @@ class _Process:
         self.cancel_poll_interval = float(conf.get("CANCEL_POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         threading.Thread(target=self._watch, name="conductor-watcher", daemon=True).start()
-        if listener.listen_supported(using):
-            listener.Listener(using, lambda queue: None, self._on_cancel).start()
+        listen_on = listener.listen_database(using)
+        if listen_on is not None:
+            listener.Listener(listen_on, lambda queue: None, self._on_cancel).start()
 
     def _on_cancel(self, execution_id: str, reason: str) -> None:
         deliver(self.runtime.inflight, execution_id, reason)

@@ -4,9 +4,12 @@ New and newly runnable executions are announced by triggers (migration 0002) on 
 channel ``conductor_new`` with the queue name as payload; cancel requests by
 ``Execution.objects.cancel`` (``store/vendor.py``) on ``conductor_cancel`` with the
 execution id, a newline and the reason (a reason too long for a payload is read from
-the row). On a SQLite file, ``LocalListener`` waits on a local socket that
-``invoke`` and ``cancel`` poke after their commit (``store.wakeup``). On other
-databases (or psycopg2) nothing listens and the worker polls.
+the row). The listener's connection is one of ``CONDUCTOR["LISTEN_DATABASE"]`` when
+that is set (a direct connection beside a transaction-pooled one: ``store.pooling``).
+On a SQLite file, ``LocalListener`` waits on a local socket that ``invoke`` and
+``cancel`` poke after their commit (``store.wakeup``). On other databases (or
+psycopg2), and on a pooled database without ``LISTEN_DATABASE``, nothing listens and
+the worker polls.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections.abc import Callable
 
 from django.db import connections
 
+from .. import conf
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution
 from ..state.operator import CANCEL_CHANNEL
-from ..store import wakeup
+from ..store import pooling, wakeup
 from ..store.vendor import dialect
 from .retry import Backoff, Outage
 
@@ -36,8 +40,24 @@ def listen_supported(using: str) -> bool:
     return dialect(connection).listen_supported(connection)
 
 
+def listen_database(using: str) -> str | None:
+    """The alias a worker of ``using`` LISTENs on; ``None``: it cannot (it polls).
+    A pooled database without ``LISTEN_DATABASE`` is said once, as a warning."""
+    if not listen_supported(using):
+        return None
+    alias = pooling.listen_alias(using)
+    if alias is None:
+        logger.warning(
+            "database %r goes through a transaction pooler (DISABLE_SERVER_SIDE_CURSORS) "
+            'and CONDUCTOR["LISTEN_DATABASE"] is not set: no LISTEN, this worker finds new '
+            "work every %s s and cancel requests every %s s by polling", using,
+            conf.get("POLL_INTERVAL"), conf.get("CANCEL_POLL_INTERVAL"))
+    return alias
+
+
 class Listener(threading.Thread):
-    """A daemon thread with its own connection, calling back on each notification."""
+    """A daemon thread with its own connection (on ``using``: see ``listen_database``),
+    calling back on each notification."""
 
     def __init__(
         self,

@@ -222,8 +222,9 @@ class Worker:
             t = threading.Thread(target=self._handler_loop, name=f"conductor-{n}", daemon=True)
             t.start()
             self._threads.append(t)
-        if listener.listen_supported(self.using):
-            self._listener = listener.Listener(self.using, self._on_new, self._on_cancel)
+        listen_on = listener.listen_database(self.using)
+        if listen_on is not None:
+            self._listener = listener.Listener(listen_on, self._on_new, self._on_cancel)
             self._listener.start()
         else:  # SQLite: a local socket beside the database file, poked after commits
             self._listener = listener.start_local(self.using, self.id, self._on_new,

@@ -3,7 +3,8 @@
 On PostgreSQL with psycopg 3, ``finished`` opens an async connection (psycopg's
 ``AsyncConnection``, found through Django's backend) that listens on
 ``conductor_done``, announced by the trigger of migration 0016 when an execution
-finishes; elsewhere there is nothing to listen to and the caller polls.
+finishes (on ``CONDUCTOR["LISTEN_DATABASE"]`` when that is set: ``store.pooling``);
+elsewhere there is nothing to listen to and the caller polls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.db import connections
 
+from . import pooling
 from .vendor import dialect
 
 DONE_CHANNEL = "conductor_done"
@@ -43,9 +45,11 @@ async def finished(using: str) -> AsyncIterator[FinishedNotices | None]:
     """Listen for finished executions on ``using``; ``None`` where LISTEN is not available
     (then poll)."""
     connection: Any = connections[using]
-    if not dialect(connection).listen_supported(connection):
+    alias = pooling.listen_alias(using)
+    if not dialect(connection).listen_supported(connection) or alias is None:
         yield None
         return
+    connection = connections[alias]
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)  # Django's sync cursor classes
     raw = await connection.Database.AsyncConnection.connect(**params, autocommit=True)
