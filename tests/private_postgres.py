@@ -47,12 +47,19 @@ class PrivatePostgres:
     """One server: ``start``, ``stop(mode)``, ``restart(mode)``; ``sql`` runs a statement
     as the superuser."""
 
-    def __init__(self, max_connections: int = 60) -> None:
+    def __init__(self, max_connections: int = 60, host: str = "127.0.0.1",
+                 inside: list[str] | None = None, settings: str = "") -> None:
+        """``host``: the address it listens on (and is reached at); ``inside``: a command
+        prefix to run the server in (``ip netns exec NAME``); ``settings``: more
+        ``-c name=value`` options of the server."""
         where = bindir()
         if where is None:
             raise RuntimeError("no PostgreSQL server binaries (pg_ctl, initdb) found")
         self.bin = where
         self.port = free_port()
+        self.host = host
+        self.inside = inside or []
+        self.settings = settings
         self.dir = Path(tempfile.mkdtemp(prefix="conductor-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
@@ -63,15 +70,19 @@ class PrivatePostgres:
             shutil.chown(self.dir, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8")
+        if host != "127.0.0.1":
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {host}/24 trust\n")
 
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
-        subprocess.run([*self._as, str(self.bin / tool), *args], check=True, timeout=timeout,
+        subprocess.run([*self.inside, *self._as, str(self.bin / tool), *args], check=True,
+                       timeout=timeout,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir)
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
+        options = (f"-p {self.port} -c listen_addresses={self.host} -k {self.dir} "
                    f"-c max_connections={self.max_connections} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off")
+                   f"-c synchronous_commit=off -c full_page_writes=off {self.settings}")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                   "-w", "-t", "60", "start")
 
@@ -90,7 +101,7 @@ class PrivatePostgres:
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> Any:
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
+        return psycopg.connect(host=self.host, port=self.port, user="postgres",
                                dbname=dbname, autocommit=True, connect_timeout=5, **kwargs)
 
     def sql(self, statement: str, dbname: str = "postgres") -> list[tuple]:
@@ -100,7 +111,7 @@ class PrivatePostgres:
 
     def worker_env(self, dbname: str) -> dict[str, str]:
         """The environment of a worker (or any ``manage.py`` command) on ``dbname``."""
-        return {"CONDUCTOR_TEST_DB": "postgres", "CONDUCTOR_PG_HOST": "127.0.0.1",
+        return {"CONDUCTOR_TEST_DB": "postgres", "CONDUCTOR_PG_HOST": self.host,
                 "CONDUCTOR_PG_PORT": str(self.port), "CONDUCTOR_PG_USER": "postgres",
                 "CONDUCTOR_PG_PASSWORD": "", "CONDUCTOR_TEST_DB_NAME": dbname}
 
@@ -123,7 +134,7 @@ class PrivatePostgres:
 
         saved = {k: connection.settings_dict[k] for k in ("HOST", "PORT", "NAME")}
         connection.close()
-        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(self.port), NAME=dbname)
+        connection.settings_dict.update(HOST=self.host, PORT=str(self.port), NAME=dbname)
         try:
             yield
         finally:
