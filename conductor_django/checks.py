@@ -404,20 +404,18 @@ def check_unmarked_pooler(app_configs: Any = None, databases: Any = None,
     if databases is None or alias not in databases:
         return []
     connection = connections[alias]
-    if connection.vendor != "postgresql" or connection.settings_dict.get(
-            "DISABLE_SERVER_SIDE_CURSORS"):
+    if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
         return []
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT inet_server_port()")
-            served = cursor.fetchone()[0]
+        served = dialect(connection).server_port(connection)
     except DatabaseError:
         return []  # not reachable: Django's own checks say so
     return proxy_advice(alias, connection.settings_dict.get("PORT"), served)
 
 
 def proxy_advice(alias: str, port: Any, served: int | None) -> list[CheckWarning]:
-    """W005 when the server's port ``served`` differs from the ``port`` connected to."""
+    """W005 when the server's port ``served`` differs from the ``port`` connected to
+    (``None``: not known, or not a server)."""
     if served is None or str(port or "5432") == str(served):
         return []  # a Unix socket, or PostgreSQL itself
     return [CheckWarning(

@@ -21,11 +21,12 @@ from typing import Any
 from django.db import connections
 
 from .. import conf
+from .vendor import PostgreSQL, dialect
 
 
 def pooled(connection: Any) -> bool:
     """Whether ``connection`` (PostgreSQL) goes through a transaction pooler."""
-    return (connection.vendor == "postgresql"
+    return (isinstance(dialect(connection), PostgreSQL)
             and bool(connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")))
 
 
