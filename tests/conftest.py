@@ -79,10 +79,9 @@ class WorkerProcess:
         self._log.close()
 
 
-def release_pooled_connections() -> None:
-    """Behind PgBouncer (``CONDUCTOR_TEST_DB=pgbouncer``) the pooler keeps server
-    connections to the test database open: drop them (its console's ``KILL``, then
-    ``RESUME``), so that Django can drop the database."""
+def pgbouncer_console(*commands: str) -> None:
+    """Run ``commands`` on PgBouncer's console (``CONDUCTOR_TEST_DB=pgbouncer`` only),
+    ``{db}`` standing for the test database's name."""
     if os.environ.get("CONDUCTOR_TEST_DB") != "pgbouncer":
         return
     import psycopg
@@ -90,8 +89,14 @@ def release_pooled_connections() -> None:
     settings = connection.settings_dict
     with psycopg.connect(host=settings["HOST"], port=settings["PORT"], user=settings["USER"],
                          dbname="pgbouncer", autocommit=True) as console:
-        for command in ("KILL", "RESUME"):  # the console speaks simple queries only
-            console.pgconn.exec_(f"{command} {settings['TEST']['NAME']}".encode())
+        for command in commands:  # the console speaks simple queries only
+            console.pgconn.exec_(command.format(db=settings["TEST"]["NAME"]).encode())
+
+
+def release_pooled_connections() -> None:
+    """Behind PgBouncer the pooler keeps server connections to the test database open:
+    drop them (``KILL``, then ``RESUME``), so that Django can drop the database."""
+    pgbouncer_console("KILL {db}", "RESUME {db}")
 
 
 @pytest.fixture(scope="session")
