@@ -80,9 +80,11 @@ class PrivatePostgres:
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir)
 
     def start(self) -> None:
+        # fsync off: a restart here stops the server's processes, never the machine, so
+        # what was written to the kernel survives. synchronous_commit stays on: off, an
+        # immediate stop (a crash) would lose commits already acknowledged to clients.
         options = (f"-p {self.port} -c listen_addresses={self.host} -k {self.dir} "
-                   f"-c max_connections={self.max_connections} -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off {self.settings}")
+                   f"-c max_connections={self.max_connections} -c fsync=off {self.settings}")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                   "-w", "-t", "60", "start")
 

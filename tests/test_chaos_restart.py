@@ -138,9 +138,14 @@ def run_scenario(server: PrivatePostgres, database: str, start_worker, tmp_path:
         conductor.send_signal(eid, "go", "after")
     for eid in cancellable[2:]:
         conductor.cancel(eid, "cancelled after the restart")
-    poll(lambda: not unfinished("chaos-restart") and not unfinished("chaos-cancellable"),
-         timeout=120 + n * 0.2, interval=0.1, message="every execution to finish",
-         workers=workers)
+    try:
+        poll(lambda: not unfinished("chaos-restart") and not unfinished("chaos-cancellable"),
+             timeout=120 + n * 0.2, interval=0.1, message="every execution to finish",
+             workers=workers)
+    except AssertionError as exc:
+        left = Execution.objects.filter(status__in=Execution.UNFINISHED).values_list(
+            "id", "task_name", "status", "attempts", "run_at", "locked_by", "last_error")
+        raise AssertionError(f"{exc}\nunfinished:\n" + "\n".join(map(str, left))) from None
     to_all = time.monotonic() - back
     stop_all(workers)
     record.refresh()
