@@ -64,6 +64,7 @@ def ensure_pg_database(name: str) -> None:
     import psycopg
 
     with psycopg.connect(host=os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+                         port=os.environ.get("BENCH_PG_PORT", "5432"),
                          user=os.environ.get("BENCH_PG_USER", "postgres"),
                          dbname="postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():

@@ -44,6 +44,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "LOG_LINES": (int,),
     "LOG_LEVEL": (str, int),
     "PREPARED_STATEMENTS": (bool,),
+    "LISTEN_DATABASE": (str, type(None)),
     "METRICS_TOKEN": (str, type(None)),
     "METRICS_MAX_QUEUES": (int,),
     "TRACE_BAGGAGE": (bool,),
@@ -344,4 +345,88 @@ def mysql_advice(alias: str, config: dict[str, Any]) -> list[CheckWarning]:
         "created with COLLATE utf8mb4_bin, so that dedupe keys compare exactly). Set in "
         f"DATABASES[{alias!r}]['OPTIONS']: {', '.join(w.split(' (')[0] for w in wrong)}.",
         id="conductor_django.W002",
+    )]
+
+
+@register()
+def check_pooled_database(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """PostgreSQL behind a transaction pooler (``store.pooling``; settings only): the
+    LISTEN connection must be a direct one, or the worker polls."""
+    alias = router.db_for_write(Execution)
+    return pooling_advice(alias, settings.DATABASES, getattr(settings, "CONDUCTOR", None))
+
+
+def pooling_advice(alias: str, databases: dict[str, Any], conductor: Any) -> list[Any]:
+    """E010 for a ``LISTEN_DATABASE`` that cannot listen, W004 for a pooled database
+    without one."""
+    listen = conductor.get("LISTEN_DATABASE") if isinstance(conductor, dict) else None
+    config = databases.get(alias) or {}
+    if listen is not None:
+        if not isinstance(listen, str):
+            return []  # E002 says so
+        target = databases.get(listen)
+        problem = None
+        if target is None:
+            problem = "is not an alias of DATABASES"
+        elif "postgresql" not in str(target.get("ENGINE", "")):
+            problem = "is not a PostgreSQL database (LISTEN/NOTIFY is PostgreSQL's)"
+        elif target.get("DISABLE_SERVER_SIDE_CURSORS"):
+            problem = ("goes through a transaction pooler too (DISABLE_SERVER_SIDE_CURSORS): "
+                       "LISTEN needs a session of its own")
+        if problem:
+            return [Error(
+                f"CONDUCTOR['LISTEN_DATABASE'] = {listen!r} {problem}.",
+                hint=f"Name an alias with the same database as DATABASES[{alias!r}], "
+                "connected directly to PostgreSQL (or through a session-mode pool).",
+                id="conductor_django.E010",
+            )]
+        return []
+    if "postgresql" in str(config.get("ENGINE", "")) and config.get(
+            "DISABLE_SERVER_SIDE_CURSORS"):
+        return [CheckWarning(
+            f"DATABASES[{alias!r}] goes through a transaction pooler "
+            "(DISABLE_SERVER_SIDE_CURSORS) and CONDUCTOR['LISTEN_DATABASE'] is not set: "
+            "workers cannot LISTEN there, and find new work and cancel requests by polling "
+            "(POLL_INTERVAL, CANCEL_POLL_INTERVAL).",
+            hint="Add a DATABASES alias connecting to the same database directly and name it "
+            "in CONDUCTOR['LISTEN_DATABASE'] (one connection per worker process).",
+            id="conductor_django.W004",
+        )]
+    return []
+
+
+@register(Tags.database)
+def check_unmarked_pooler(app_configs: Any = None, databases: Any = None,
+                          **kwargs: Any) -> list[CheckWarning]:
+    """PostgreSQL: a server that answers on another port than the one connected to is
+    behind a proxy or a pooler (PgBouncer passes the server's own ``inet_server_port``
+    through); warn when the settings do not say it is a pooled database."""
+    alias = router.db_for_write(Execution)
+    if databases is None or alias not in databases:
+        return []
+    connection = connections[alias]
+    if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        return []
+    try:
+        served = dialect(connection).server_port(connection)
+    except DatabaseError:
+        return []  # not reachable: Django's own checks say so
+    return proxy_advice(alias, connection.settings_dict.get("PORT"), served)
+
+
+def proxy_advice(alias: str, port: Any, served: int | None) -> list[CheckWarning]:
+    """W005 when the server's port ``served`` differs from the ``port`` connected to
+    (``None``: not known, or not a server)."""
+    if served is None or str(port or "5432") == str(served):
+        return []  # a Unix socket, or PostgreSQL itself
+    return [CheckWarning(
+        f"DATABASES[{alias!r}] connects to port {port or 5432}, but PostgreSQL serves it "
+        f"on port {served}: a proxy or a connection pooler is in between. Through a "
+        "transaction pooler (PgBouncer's pool_mode = transaction) a worker's LISTEN hears "
+        "nothing and prepared statements break.",
+        hint=f"If it is a transaction pooler, set DATABASES[{alias!r}]"
+        "['DISABLE_SERVER_SIDE_CURSORS'] = True and CONDUCTOR['LISTEN_DATABASE'] (see "
+        "'Deploying on PostgreSQL' in the operations docs); if it is a session pooler or a "
+        "port forward, silence this with SILENCED_SYSTEM_CHECKS = ['conductor_django.W005'].",
+        id="conductor_django.W005",
     )]

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "LONG_TRANSACTION_WARNING": 300.0,
     # PostgreSQL: prepare the hot statements (prepared.py)
     "PREPARED_STATEMENTS": True,
+    # PostgreSQL: the DATABASES alias of a direct connection for LISTEN (pooling.py)
+    "LISTEN_DATABASE": None,
     # observability: the bearer token of the metrics endpoint (views.py); None: staff only
     "METRICS_TOKEN": None,
     # the queues named in metric labels and on the dashboard (metrics.py); the others

@@ -8,6 +8,10 @@
 #   dj61-postgres  Django 6.1, Python 3.13 (.venv-dj61), PostgreSQL  when both exist
 #   dj61-mysql     Django 6.1, Python 3.13 (.venv-dj61), MariaDB     when both exist
 #                  (or MySQL 8; CONDUCTOR_MYSQL_HOST/PORT/USER/PASSWORD)
+#   dj52-pgbouncer Django 5.2, Python 3.11 (.venv),      PostgreSQL through PgBouncer in
+#                  transaction pooling mode (scripts/pgbouncer.sh starts it on
+#                  127.0.0.1:6432), LISTEN on a direct connection; when PostgreSQL is
+#                  reachable and PgBouncer installed (or installable)
 #
 # CONDUCTOR_REQUIRE_MATRIX=1 (CI) turns "skipped: not reachable" into a failure.
 # Extra arguments go to every pytest run (e.g. `make test ARGS="-k cancel"`).
@@ -79,10 +83,13 @@ command -v chromium >/dev/null && command -v chromedriver >/dev/null && browser=
 # the wheel) - then the shorter cells fill whichever slot frees first (dj61-sqlite
 # drives the browser too, for Django 6.1's admin templates).
 # Each cell's duration is in $LOGS/NAME.seconds after a run (and in the summary below).
-ORDER=(dj61-mysql dj52-sqlite dj52-postgres dj61-sqlite dj61-postgres)
+ORDER=(dj61-mysql dj52-sqlite dj52-postgres dj61-sqlite dj61-postgres dj52-pgbouncer)
 declare -A can
 can[dj52-sqlite]=1
-if reachable postgres; then can[dj52-postgres]=1; fi
+if reachable postgres; then
+  can[dj52-postgres]=1
+  if bash scripts/pgbouncer.sh; then can[dj52-pgbouncer]=1; fi
+fi
 if [ -x "$PY61" ]; then
   can[dj61-sqlite]=1
   if reachable postgres; then can[dj61-postgres]=1; fi

@@ -79,6 +79,37 @@ class WorkerProcess:
         self._log.close()
 
 
+def pgbouncer_console(*commands: str) -> None:
+    """Run ``commands`` on PgBouncer's console (``CONDUCTOR_TEST_DB=pgbouncer`` only),
+    ``{db}`` standing for the test database's name."""
+    if os.environ.get("CONDUCTOR_TEST_DB") != "pgbouncer":
+        return
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(host=settings["HOST"], port=settings["PORT"], user=settings["USER"],
+                         dbname="pgbouncer", autocommit=True) as console:
+        for command in commands:  # the console speaks simple queries only
+            console.pgconn.exec_(command.format(db=settings["TEST"]["NAME"]).encode())
+
+
+def release_pooled_connections() -> None:
+    """Behind PgBouncer the pooler keeps server connections to the test database open:
+    drop them (``KILL``, then ``RESUME``), so that Django can drop the database."""
+    pgbouncer_console("KILL {db}", "RESUME {db}")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings):
+    release_pooled_connections()  # of an earlier run, before Django drops the database
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    yield
+    release_pooled_connections()
+
+
 @pytest.fixture
 def start_worker(transactional_db, tmp_path):
     """Start real workers: ``start_worker("--concurrency", "2", env={...})``."""

@@ -1,19 +1,23 @@
 """Settings of the test suite; the database comes from the environment.
 
-``CONDUCTOR_TEST_DB=sqlite`` (default), ``postgres`` or ``mysql`` (MariaDB/MySQL).
+``CONDUCTOR_TEST_DB=sqlite`` (default), ``postgres``, ``pgbouncer`` (PostgreSQL through
+PgBouncer in transaction pooling mode, ``scripts/pgbouncer.sh``; LISTEN through a direct
+connection, the ``listen`` alias) or ``mysql`` (MariaDB/MySQL).
 Worker subprocesses started by the tests get ``CONDUCTOR_TEST_DB_NAME`` so they open
 the test database itself.
 """
 
 import os
 import tempfile
+from typing import Any
 
 import django
 
 BACKEND = os.environ.get("CONDUCTOR_TEST_DB", "sqlite")
 RUNNING_NAME = os.environ.get("CONDUCTOR_TEST_DB_NAME")
 
-if BACKEND == "postgres":
+DATABASES: dict[str, dict[str, Any]]
+if BACKEND in ("postgres", "pgbouncer"):
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
@@ -25,6 +29,14 @@ if BACKEND == "postgres":
             "TEST": {"NAME": os.environ.get("CONDUCTOR_PG_TEST_NAME", "test_conductor")},
         }
     }
+    if BACKEND == "pgbouncer":
+        # The API, the admin and the workers go through the pooler; what needs a session
+        # of its own (LISTEN) goes straight to PostgreSQL. DISABLE_SERVER_SIDE_CURSORS is
+        # what Django asks of a transaction-pooled database, and what tells
+        # conductor_django that the database is one.
+        DATABASES["listen"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+        DATABASES["default"]["PORT"] = os.environ.get("CONDUCTOR_PGBOUNCER_PORT", "6432")
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 elif BACKEND == "sqlite":
     _test_file = os.path.join(tempfile.gettempdir(), f"conductor-test-{os.getpid()}.sqlite3")
     DATABASES = {
@@ -65,7 +77,8 @@ elif BACKEND == "mysql":  # MySQL 8 or MariaDB >= 10.6 (mysqlclient)
     # MySQL: migration 0010_mysql builds them; tests/test_mysql.py checks that)
     SILENCED_SYSTEM_CHECKS = ["models.W037"]
 else:
-    raise RuntimeError(f"CONDUCTOR_TEST_DB must be sqlite, postgres or mysql, not {BACKEND!r}")
+    raise RuntimeError("CONDUCTOR_TEST_DB must be sqlite, postgres, pgbouncer or mysql, not "
+                       f"{BACKEND!r}")
 
 # A second database: atomic steps refuse to write to it (tests/test_exactly_once.py).
 DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
@@ -124,6 +137,8 @@ CONDUCTOR = {
     "CLEANUP_INTERVAL": float(os.environ.get("CONDUCTOR_TEST_CLEANUP_INTERVAL", "3600")),
     "LONG_TRANSACTION_WARNING": float(os.environ.get("CONDUCTOR_TEST_LONG_TRANSACTION", "300")),
 }
+if "listen" in DATABASES and not os.environ.get("CONDUCTOR_TEST_NO_LISTEN_DATABASE"):
+    CONDUCTOR["LISTEN_DATABASE"] = "listen"
 # --- Django Tasks backend (conductor_django.backends) ---------------------------------
 TASKS = {
     "default": {

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 import conductor_django as conductor
 from conductor_django.models import Execution
-from conductor_django.store import prepared
+from conductor_django.store import pooling, prepared
 from conductor_django.testing import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,6 +20,9 @@ def fresh_connection(is_postgres):
     """Each test starts on a new connection with nothing prepared, and not broken."""
     if not is_postgres:
         pytest.skip("prepared statements are PostgreSQL's")
+    if pooling.pooled(connection):
+        pytest.skip("nothing is prepared on a transaction-pooled database "
+                    "(tests/test_pooling.py checks that)")
     connection.close()
     prepared._broken = False
     yield

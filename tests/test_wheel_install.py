@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ROOT, poll
 
 pytestmark = pytest.mark.skipif(
-    os.environ.get("CONDUCTOR_TEST_DB") in ("postgres", "mysql"),
+    os.environ.get("CONDUCTOR_TEST_DB") in ("postgres", "mysql", "pgbouncer"),
     reason="installs into SQLite and PostgreSQL itself; once per suite is enough")
 
 PG = {"host": os.environ.get("CONDUCTOR_PG_HOST", "127.0.0.1"),

@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from django.db import connections
 
+from .. import conf
 from ..exceptions import DEFAULT_REASON
 from ..models import Execution
-from ..store import wakeup
+from ..store import pooling, wakeup
 from .retry import Backoff, Outage
 
 logger = logging.getLogger("conductor_django.worker")
@@ -108,13 +109,30 @@ class Listener(threading.Thread):
             connections.close_all()  # this thread's connection (reading long reasons)
 
 
+def listen_database(using: str) -> str | None:
+    """The alias a worker of ``using`` LISTENs on; ``None``: it cannot (it polls).
+    A pooled database without ``LISTEN_DATABASE`` is said once, as a warning."""
+    if not wakeup.listen_supported(using):
+        return None
+    alias = pooling.listen_alias(using)
+    if alias is None:
+        logger.warning(
+            "database %r goes through a transaction pooler (DISABLE_SERVER_SIDE_CURSORS) "
+            'and CONDUCTOR["LISTEN_DATABASE"] is not set: no LISTEN, this worker finds new '
+            "work every %s s and cancel requests every %s s by polling", using,
+            conf.get("POLL_INTERVAL"), conf.get("CANCEL_POLL_INTERVAL"))
+    return alias
+
+
 def start(using: str, worker_id: uuid.UUID, on_new: Callable[[str], None],
           on_cancel: Callable[[str, str], None]) -> Listener | None:
     """Start the wake-up thread of a worker; ``None`` where the database has no
     transport, or a SQLite file's socket cannot be made (the worker then polls, as it
-    always may)."""
+    always may). Behind a transaction pooler the LISTEN connection is one of
+    ``CONDUCTOR["LISTEN_DATABASE"]``; without it the worker polls and says so."""
     kind = wakeup.transport(using)
     if kind is None:
+        listen_database(using)  # a pooled PostgreSQL: the warning
         return None
     opened = None
     if kind == wakeup.SOCKET:  # made now: no socket, no thread

@@ -10,6 +10,7 @@ fenced (``locked_by`` and ``status``), so repeating one that did commit is harml
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -30,20 +31,30 @@ PAUSES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 class Backoff:
     """Pauses that double after each failure, from ``first`` up to ``cap`` seconds, and
     start over after a success: the reconnect loops of the worker, the listener and the
-    completer share it."""
+    completer share it. Each pause is drawn between half and all of its nominal value
+    (jitter), so that the many loops of many workers that lost the database at the same
+    moment do not all reconnect at the same moments."""
 
     def __init__(self, first: float, cap: float) -> None:
         self.first = first
         self.cap = cap
-        self.pause = first
+        self._nominal = first
+        self.pause = jittered(first)  # the next pause, as ``wait`` will sleep it
 
     def reset(self) -> None:
-        self.pause = self.first
+        self._nominal = self.first
+        self.pause = jittered(self.first)
 
     def wait(self, stop: threading.Event | None = None) -> None:
         """Sleep the current pause (until ``stop`` is set, if given); double the next."""
         (stop or threading.Event()).wait(self.pause)
-        self.pause = min(self.pause * 2, self.cap)
+        self._nominal = min(self._nominal * 2, self.cap)
+        self.pause = jittered(self._nominal)
+
+
+def jittered(seconds: float) -> float:
+    """A pause between half of ``seconds`` and ``seconds``, drawn at random."""
+    return seconds * (0.5 + random.random() / 2)
 
 
 class Outage:
@@ -106,6 +117,7 @@ def retry_write(fn: Callable[[], T], using: str, what: str = "write") -> T:
         except DatabaseError:
             if pause is None or connections[using].in_atomic_block:
                 raise
+            pause = jittered(pause)
             logger.warning("database error during %s; retrying in %.2f s", what, pause,
                            exc_info=True)
             reset_connection(using)

@@ -8,6 +8,11 @@ sessions ends a transaction left idle for longer than ``WORKER_DEAD_AFTER``
 dead its locks are gone. Connections opened later by an enrolled thread (after a
 database fault) get the same setting. Other threads, such as a test's or a web
 request's, are left alone. SQLite has a single writer and nothing to set.
+
+Behind a transaction pooler (``store.pooling``) a session setting would land on
+whichever server connection ran that statement, and stay there for other clients:
+nothing is set, and the pooler's own limit does this job (PgBouncer's
+``idle_transaction_timeout``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
+from ..store.pooling import pooled
 from ..store.vendor import dialect
 
 _local = threading.local()
@@ -30,12 +36,12 @@ def enroll(using: str, idle_seconds: float) -> None:
         return
     _local.guard = (using, idle_seconds)
     connection = connections[using]
-    if connection.connection is not None:
+    if connection.connection is not None and not pooled(connection):
         dialect(connection).guard_worker_session(connection, idle_seconds)
 
 
 @receiver(connection_created, dispatch_uid="conductor_django.runtime.sessions")
 def _guard_new_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
     guard = getattr(_local, "guard", None)
-    if guard is not None and guard[0] == connection.alias:
+    if guard is not None and guard[0] == connection.alias and not pooled(connection):
         dialect(connection).guard_worker_session(connection, guard[1])

@@ -7,12 +7,13 @@ again. ``execute_prepared`` runs the few statements that are on every execution'
 once per connection. Measured on this project's machine: about 12 % more one-by-one
 invokes per second and a claim in 0.2 ms instead of 0.5 ms (docs/performance.md).
 
-Turned off by ``CONDUCTOR["PREPARED_STATEMENTS"] = False``, or by
-``DATABASES[...]["OPTIONS"]["prepare_threshold"] = None`` written out explicitly. A
-pooler that moves a session between server connections (PgBouncer in transaction
-mode without ``max_prepared_statements``) loses prepared statements; the first such
-error turns preparing off for the process, with a warning, and the statement is run
-again unprepared when no transaction of the caller's depends on it.
+Turned off by ``CONDUCTOR["PREPARED_STATEMENTS"] = False``, by
+``DATABASES[...]["OPTIONS"]["prepare_threshold"] = None`` written out explicitly, and
+on a database marked as transaction-pooled (``store.pooling``). A pooler that moves a
+session between server connections without saying so (PgBouncer in transaction mode
+before 1.21, or without ``max_prepared_statements``) loses prepared statements; the
+first such error turns preparing off for the process, with a warning, and the
+statement is run again unprepared when no transaction of the caller's depends on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import conf
+from .pooling import pooled
 from .vendor import PostgreSQL, dialect
 
 logger = logging.getLogger("conductor_django")
@@ -45,7 +47,7 @@ LOST_STATEMENT = ("26000", "42P05")
 
 def enabled(connection) -> bool:
     """Whether statements on this (PostgreSQL) connection are prepared."""
-    if _broken or not conf.get("PREPARED_STATEMENTS"):
+    if _broken or not conf.get("PREPARED_STATEMENTS") or pooled(connection):
         return False
     options = connection.settings_dict.get("OPTIONS") or {}
     return not ("prepare_threshold" in options and options["prepare_threshold"] is None)

@@ -136,6 +136,12 @@ class Dialect:
     def query_estimate(self, connection: Any, sql: str, params: Sequence[Any]) -> int | None:
         return None
 
+    def server_port(self, connection: Any) -> int | None:
+        """The TCP port the database server itself serves this session on (``None``:
+        not known here, or a Unix socket); another port than the one connected to
+        means a proxy or a pooler in between."""
+        return None
+
     def uuid_ranges_are_prefixes(self, connection: Any) -> bool:
         """Whether the UUIDs from ``x...0`` to ``x...f`` are those whose text starts with
         ``x`` (SQLite stores 32 hex characters, PostgreSQL compares the bytes)."""
@@ -227,6 +233,11 @@ class PostgreSQL(Dialect):
                 " AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)")
             row = cursor.fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def server_port(self, connection: Any) -> int | None:
+        with connection.cursor() as cursor:  # PgBouncer passes the server's own through
+            cursor.execute("SELECT inet_server_port()")
+            return cursor.fetchone()[0]
 
     def table_estimate(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:

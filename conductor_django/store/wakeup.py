@@ -58,6 +58,7 @@ from typing import Any, Literal
 
 from django.db import connections, transaction
 
+from . import pooling
 from .vendor import dialect
 
 logger = logging.getLogger("conductor_django")
@@ -118,11 +119,18 @@ def decode_datagram(message: bytes) -> Wake | None:
 # --- sending -------------------------------------------------------------------------------
 
 
+def listen_supported(using: str) -> bool:
+    """Whether database ``using`` has LISTEN/NOTIFY (PostgreSQL with psycopg 3)."""
+    connection = connections[using]
+    return dialect(connection).listen_supported(connection)
+
+
 def transport(using: str) -> Transport | None:
-    """How the workers of database ``using`` are woken; ``None``: they poll."""
+    """How the workers of database ``using`` are woken; ``None``: they poll (also a
+    transaction-pooled PostgreSQL without ``LISTEN_DATABASE``: ``store.pooling``)."""
     connection = connections[using]
     if dialect(connection).listen_supported(connection):
-        return NOTIFY
+        return NOTIFY if pooling.listen_alias(using) is not None else None
     return SOCKET if folder(connection) is not None else None
 
 
@@ -199,7 +207,8 @@ class Notifications(Listening):
 
     def __init__(self, using: str, reason_of: Callable[[str], str | None]) -> None:
         super().__init__(reason_of)
-        self._wrapper = connections.create_connection(using)
+        # a direct connection where ``using`` goes through a transaction pooler
+        self._wrapper = connections.create_connection(pooling.listen_alias(using) or using)
         try:
             self._wrapper.ensure_connection()
             self._raw = self._wrapper.connection
@@ -285,9 +294,11 @@ async def finished(using: str) -> AsyncIterator[FinishedNotices | None]:
     """Listen for finished executions on ``using`` (psycopg's ``AsyncConnection``, found
     through Django's backend); ``None`` where LISTEN is not available (then poll)."""
     connection: Any = connections[using]
-    if not dialect(connection).listen_supported(connection):
+    alias = pooling.listen_alias(using)
+    if not dialect(connection).listen_supported(connection) or alias is None:
         yield None
         return
+    connection = connections[alias]  # ``CONDUCTOR["LISTEN_DATABASE"]``, when set
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)  # Django's sync cursor classes
     raw = await connection.Database.AsyncConnection.connect(**params, autocommit=True)

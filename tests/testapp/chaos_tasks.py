@@ -113,3 +113,16 @@ def chaos_scheduler(event, ctx):
     recorded_step(ctx, p["log"], "between", 0.0)
     removed = ctx.unschedule("chaos-noop", name)
     return {"removed": removed}
+
+
+@task(name="chaos-restart", max_attempts=50)
+def chaos_restart(event, ctx):
+    """What a database restart can interrupt: a recorded step, a durable sleep, (with
+    ``signal``) a wait for the signal "go", then another recorded step."""
+    p = event.payload
+    recorded_step(ctx, p["log"], "s0", p.get("pause", 0.0))
+    ctx.sleep("nap", p.get("nap", 0.2))
+    if p.get("signal"):
+        ctx.wait_for_signal("go")
+    recorded_step(ctx, p["log"], "s1", p.get("pause", 0.0))
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
