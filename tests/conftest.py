@@ -276,3 +276,15 @@ def pytest_runtest_makereport(item, call):
 
 
 _SUMMARY_LINES = pytest.StashKey[int]()
+
+
+@pytest.fixture(autouse=True)
+def _reopen_a_connection_the_pooler_closed():
+    """Behind PgBouncer, a test that terminates server sessions (the chaos tests) can
+    make PgBouncer close this process's own client connection; Django keeps the closed
+    one and every later test would fail on it. Open a new one instead."""
+    if os.environ.get("CONDUCTOR_TEST_DB") == "pgbouncer":
+        raw = getattr(connection, "connection", None)
+        if raw is not None and getattr(raw, "closed", False):
+            connection.close()
+    yield
